@@ -1,0 +1,219 @@
+"""One typed settings object shared by the CLI, the ROS node and config/params.yaml.
+
+Every tunable lives here once, with its default, a description, whether it may change while
+running (``live``) and its validation. The CLI turns fields into flags, the node turns them
+into declared parameters, and YAML files are read into the same object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+SAM_MODELS = ("vit_b", "vit_l", "vit_h")
+CLASSIFIER_MODES = ("crop", "mask_token")
+PROPOSAL_BACKENDS = ("fast", "stock")
+TEMPLATE_SETS = ("single", "vild", "imagenet")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES_HELP = "'auto' (GPU when there is one), 'cpu', 'cuda' or 'cuda:N'"
+
+CACHE_ENV = "OVSEG_CACHE"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message says which and why."""
+
+
+def _setting(default: Any, description: str, *, live: bool, **extra: Any) -> Any:
+    metadata = {"description": description, "live": live, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Settings:
+    """Everything that shapes a segmentation run. ``Settings().validate()`` always passes."""
+
+    # Models (read at start).
+    sam_model: str = _setting("vit_b", "SAM image encoder: vit_b, vit_l or vit_h.",
+                              live=False, choices=SAM_MODELS)
+    sam_checkpoint: str = _setting(
+        "", "Path to a SAM checkpoint (.pth state dict). Empty: the official file for "
+        "sam_model in the cache directory, downloaded on first use.", live=False)
+    clip_model: str = _setting("ViT-B-16", "open_clip model name, e.g. ViT-B-16 or ViT-L-14.",
+                               live=False)
+    clip_pretrained: str = _setting(
+        "openai", "open_clip pretrained tag (e.g. openai) or path to a state dict.", live=False)
+    ovseg_checkpoint: str = _setting(
+        "", "Optional OVSeg checkpoint with mask-adapted CLIP weights (and the mask prompt): "
+        "ovseg_clip_l_9a1909.pth or ovseg_swinbase_vitL14_ft_mpt.pth. Use with "
+        "clip_model ViT-L-14.", live=False)
+    cache_dir: str = _setting(
+        "", f"Where weights are cached. Empty: ${CACHE_ENV} or ~/.cache/ovseg_ros.", live=False)
+    offline: bool = _setting(False, "Never download weights; fail with a clear message "
+                             "when a file is missing.", live=False)
+    device: str = _setting("auto", f"Torch device: {DEVICES_HELP}.", live=False)
+    precision: str = _setting("fp32", "Numeric precision on the GPU: fp32, bf16 or fp16 "
+                              "(the CPU always runs fp32).", live=False, choices=PRECISIONS)
+    compile: bool = _setting(False, "torch.compile the image encoders (GPU; slow first frame).",
+                             live=False)
+    proposal_backend: str = _setting(
+        "fast", "Mask proposals: 'fast' (batched, all on the device) or 'stock' "
+        "(segment-anything's SamAutomaticMaskGenerator, the reference).", live=False,
+        choices=PROPOSAL_BACKENDS)
+
+    # Vocabulary.
+    vocabulary: list = _setting(
+        [], "Classes to segment, e.g. [mug, door handle]. Empty: nothing is labelled until "
+        "a vocabulary is given.", live=True, item_type=str)
+    stuff_classes: list = _setting(
+        [], "Vocabulary entries that are amorphous regions (floor, sky): merged into one "
+        "region per class; all others are countable things.", live=True, item_type=str)
+    templates: str = _setting("vild", "Prompt templates: 'single' ('a photo of a {}.'), "
+                              "'vild' (OVSeg's 14) or 'imagenet' (CLIP's 80).", live=True,
+                              choices=TEMPLATE_SETS)
+    max_classes: int = _setting(256, "Largest vocabulary accepted.", live=True, minimum=1,
+                                maximum=65534)
+
+    # SAM automatic mask generation (stock defaults, see REFERENCE.md).
+    points_per_side: int = _setting(32, "Prompt grid is points_per_side x points_per_side.",
+                                    live=True, minimum=1, maximum=128)
+    points_per_batch: int = _setting(64, "Prompts per decoder call (memory vs. speed).",
+                                     live=True, minimum=1, maximum=16384)
+    pred_iou_thresh: float = _setting(0.88, "Keep masks whose predicted IoU exceeds this.",
+                                      live=True, minimum=0.0, maximum=1.0)
+    stability_score_thresh: float = _setting(0.95, "Keep masks whose stability exceeds this.",
+                                             live=True, minimum=0.0, maximum=1.0)
+    stability_score_offset: float = _setting(1.0, "Logit offset of the stability score.",
+                                             live=True, minimum=0.0, maximum=100.0)
+    box_nms_thresh: float = _setting(0.7, "Box IoU above which the lower-quality mask is "
+                                     "dropped.", live=True, minimum=0.0, maximum=1.0)
+    min_mask_region_area: int = _setting(
+        0, "Remove holes and islands smaller than this many pixels (0: off).", live=True,
+        minimum=0, maximum=1 << 30)
+    max_masks: int = _setting(100, "At most this many proposals (best predicted IoU first) "
+                              "are classified.", live=True, minimum=1, maximum=10000)
+    max_image_side: int = _setting(
+        1280, "Images are resized so their longest side is at most this (OVSeg's demo uses "
+        "1280); outputs are at the input resolution. 0: never resize.", live=True, minimum=0,
+        maximum=16384)
+
+    # Classification and fusion.
+    classifier_mode: str = _setting(
+        "crop", "'crop': OVSeg's masked crops (with the mask prompt when the OVSeg "
+        "checkpoint has one); 'mask_token': MaskCLIP mask class tokens, one ViT pass.",
+        live=True, choices=CLASSIFIER_MODES)
+    granularity: float = _setting(
+        0.8, "OVSeg's granularity: per class keep every mask whose probability exceeds "
+        "granularity x the best one (1: one mask per class).", live=True, minimum=0.0,
+        maximum=1.0)
+    unknown_thresh: float = _setting(
+        0.0, "Pixels whose winning class has mean probability below this over the masks "
+        "covering them are left unlabelled (0: off, as in OVSeg).", live=True, minimum=0.0,
+        maximum=1.0)
+
+    def validate(self) -> "Settings":
+        """Raise SettingsError naming the first bad field and why; return self when fine."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if f.type in ("bool",) and not isinstance(value, bool):
+                raise SettingsError(f"{f.name} must be true or false, got {value!r}")
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise SettingsError(f"{f.name} must be an integer, got {value!r}")
+            if f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise SettingsError(f"{f.name} must be a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise SettingsError(f"{f.name} must be finite, got {value!r}")
+            if f.type == "str" and not isinstance(value, str):
+                raise SettingsError(f"{f.name} must be a string, got {value!r}")
+            if f.type == "list" and (not isinstance(value, (list, tuple))
+                                     or not all(isinstance(v, str) for v in value)):
+                raise SettingsError(f"{f.name} must be a list of strings, got {value!r}")
+            if "choices" in meta and value not in meta["choices"]:
+                raise SettingsError(
+                    f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            if "minimum" in meta and value < meta["minimum"]:
+                raise SettingsError(f"{f.name} must be >= {meta['minimum']}, got {value!r}")
+            if "maximum" in meta and value > meta["maximum"]:
+                raise SettingsError(f"{f.name} must be <= {meta['maximum']}, got {value!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise SettingsError(f"device must be {DEVICES_HELP}, got {self.device!r}")
+        return self
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A validated copy with some fields changed; unknown names are refused."""
+        unknown = sorted(set(changes) - set(field_names()))
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}; "
+                                f"known: {', '.join(field_names())}")
+        coerced = {name: _coerce(name, value) for name, value in changes.items()}
+        return dataclasses.replace(self, **coerced).validate()
+
+    def resolved_cache_dir(self) -> Path:
+        """The weight cache folder: cache_dir, else $OVSEG_CACHE, else ~/.cache/ovseg_ros."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        if os.environ.get(CACHE_ENV):
+            return Path(os.environ[CACHE_ENV]).expanduser()
+        return Path.home() / ".cache" / "ovseg_ros"
+
+    def resolved_device(self) -> str:
+        """'auto' becomes 'cuda' when torch sees a GPU, else 'cpu'."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "Settings":
+        """Read a YAML file: a flat mapping, or a ROS 2 params file (node: ros__parameters:)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise SettingsError(f"config file {path} is not valid YAML: {err}") from None
+        return cls().replace(**{**settings_mapping(data, source=str(path)), **overrides})
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings)]
+
+
+def settings_fields() -> list[dataclasses.Field]:
+    """The fields with their metadata (description, live, choices, minimum, maximum)."""
+    return list(dataclasses.fields(Settings))
+
+
+def settings_mapping(data: Any, source: str = "config") -> dict[str, Any]:
+    """Pull the settings out of a flat mapping or a ROS 2 params file structure."""
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"{source}: expected a mapping of setting names to values")
+    if len(data) >= 1 and all(isinstance(v, Mapping) and "ros__parameters" in v
+                              for v in data.values()):
+        merged: dict[str, Any] = {}
+        for node_params in data.values():
+            merged.update(node_params["ros__parameters"] or {})
+        data = merged
+    return dict(data)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Accept ints for floats and tuples for lists, as YAML and ROS parameters deliver them."""
+    kind = next(f.type for f in dataclasses.fields(Settings) if f.name == name)
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == "list" and isinstance(value, tuple):
+        return list(value)
+    return value

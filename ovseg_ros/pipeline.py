@@ -1,0 +1,139 @@
+"""Segmenter: (RGB image, encoded vocabulary) -> SegmentationResult, OVSeg's two-stage recipe.
+
+SAM proposes class-agnostic masks, mask-adapted CLIP classifies each against the vocabulary,
+and the panoptic fusion turns them into label and instance images. The ROS node and the CLI
+both go through this class and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from . import panoptic
+from .classifier import MaskClassifier
+from .config import Settings, SettingsError
+from .panoptic import SegmentationResult
+from .proposals import MaskProposer
+from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
+from .weights import ClipBundle, load_clip, load_sam
+
+
+class ImageError(ValueError):
+    """The image cannot be segmented; the message says what is wrong with it."""
+
+
+def check_image(image: np.ndarray) -> None:
+    """Refuse anything but a non-empty HxWx3 uint8 array, with a reason."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected 8-bit RGB (uint8), got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"image has zero size: {image.shape[1]}x{image.shape[0]}")
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) scaled so the longest side is at most max_side (0: unchanged)."""
+    longest = max(height, width)
+    if max_side <= 0 or longest <= max_side:
+        return height, width
+    scale = max_side / longest
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class Segmenter:
+    """Owns the models and runs the pipeline. ``segment`` may run in one thread while
+    ``encode_vocabulary`` runs in another (the text tower is separate from the image path)."""
+
+    def __init__(self, settings: Settings, *, sam: torch.nn.Module | None = None,
+                 clip: ClipBundle | None = None):
+        settings.validate()
+        self._settings = settings
+        self.device = torch.device(settings.resolved_device())
+        sam = sam if sam is not None else load_sam(settings, self.device)
+        clip = clip if clip is not None else load_clip(settings, self.device)
+        self.clip = clip
+        self.proposer = MaskProposer(sam, settings)
+        self.classifier = MaskClassifier(clip, mode=settings.classifier_mode,
+                                         precision=settings.precision)
+        self.text = TextEmbedder(clip.model.encode_text, clip.tokenizer, self.device,
+                                 settings.templates)
+        self._settings_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def update_settings(self, settings: Settings) -> None:
+        """Apply live changes (thresholds, granularity, mode...); start-only ones are refused."""
+        settings.validate()
+        fixed = [f.name for f in dataclasses.fields(Settings)
+                 if not f.metadata["live"]
+                 and getattr(settings, f.name) != getattr(self._settings, f.name)]
+        if fixed:
+            raise SettingsError(f"{', '.join(fixed)} can only be set at start (restart the "
+                                "node or the command to change them)")
+        with self._settings_lock:
+            self.proposer.update_settings(settings)
+            self.classifier.mode = settings.classifier_mode
+            self.text.set_templates(settings.templates)
+            self._settings = settings
+
+    def parse_vocabulary(self, entries: str | list[str]) -> Vocabulary:
+        """Validate entries against the current settings (max_classes, stuff_classes)."""
+        return Vocabulary.parse(entries, max_classes=self._settings.max_classes,
+                                stuff=self._settings.stuff_classes)
+
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary:
+        """Text embeddings for a vocabulary (only new names are run through the encoder)."""
+        return self.text.encode(vocabulary)
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult:
+        """Segment one HxWx3 uint8 RGB image with one vocabulary; outputs are at HxW."""
+        check_image(image)
+        settings = self._settings
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        height, width = image.shape[:2]
+        work_h, work_w = working_size(height, width, settings.max_image_side)
+        work = image if (work_h, work_w) == (height, width) else cv2.resize(
+            image, (work_w, work_h), interpolation=cv2.INTER_AREA)
+        with self._stage(timings, "proposals"):
+            proposals = self.proposer.propose(np.ascontiguousarray(work))
+        with self._stage(timings, "classify"):
+            if len(proposals):
+                image_t = torch.from_numpy(np.ascontiguousarray(work)).to(self.device)
+                probs = self.classifier.classify(image_t, proposals.masks, proposals.boxes,
+                                                 vocabulary.embeddings)
+            else:
+                probs = torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device)
+        with self._stage(timings, "fuse"):
+            result = panoptic.fuse(
+                proposals.masks, probs, proposals.predicted_iou, vocabulary.vocabulary,
+                granularity=settings.granularity, unknown_thresh=settings.unknown_thresh,
+                vocabulary_version=vocabulary.version)
+            if (work_h, work_w) != (height, width):
+                result = panoptic.resized(result, height, width)
+        timings["total"] = (time.perf_counter() - start) * 1000.0
+        result.timings_ms = timings
+        return result
+
+    @contextmanager
+    def _stage(self, timings: dict[str, float], name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings[name] = (time.perf_counter() - start) * 1000.0
+

@@ -1,0 +1,180 @@
+"""The vocabulary: parsing and validation, prompt templates, and cached text embeddings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+MAX_NAME_LENGTH = 200
+
+# OVSeg's 14 "ViLD" templates (open_vocab_seg/modeling/clip_adapter/text_template.py).
+VILD_TEMPLATES = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "a photo of a {} in the scene",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+)
+SINGLE_TEMPLATE = ("a photo of a {}.",)
+
+# With a single class, OVSeg's demo adds this one so the softmax has something to compare with.
+OTHERS = "others"
+
+
+class VocabularyError(ValueError):
+    """The vocabulary cannot be used; the message says which entry and why."""
+
+
+def template_set(name: str) -> tuple[str, ...]:
+    """Prompt templates by preset name: 'single', 'vild' or 'imagenet' (open_clip's 80)."""
+    if name == "single":
+        return SINGLE_TEMPLATE
+    if name == "vild":
+        return VILD_TEMPLATES
+    if name == "imagenet":
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+        return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    raise VocabularyError(f"unknown template set {name!r}: use single, vild or imagenet")
+
+
+def split_entries(text: str) -> list[str]:
+    """Split a comma and/or newline separated string ('mug, kettle\\nperson')."""
+    return [part for line in text.splitlines() for part in line.split(",")]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered, validated list of class names; class index = position in ``names``.
+
+    ``stuff`` holds the names that are amorphous regions (merged into one region per class
+    in the panoptic output); every other class is a countable thing.
+    """
+
+    names: tuple[str, ...]
+    stuff: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, entries: str | Sequence[str], *, max_classes: int = 256,
+              stuff: Iterable[str] = ()) -> "Vocabulary":
+        """Build from a list or a comma/newline separated string; refuse bad input with a reason.
+
+        Whitespace is stripped. Refused: no entries at all, blank entries, duplicates (ignoring
+        case), entries longer than MAX_NAME_LENGTH or with control characters, and more than
+        ``max_classes`` entries. ``stuff`` names the classes that are stuff when they are in
+        the vocabulary (matched ignoring case); the others are ignored, so one stuff list can
+        serve every vocabulary.
+        """
+        if isinstance(entries, str):
+            raw = split_entries(entries)
+        else:
+            raw = list(entries)
+            for entry in raw:
+                if not isinstance(entry, str):
+                    raise VocabularyError(f"vocabulary entries must be strings, got {entry!r}")
+        names = [entry.strip() for entry in raw]
+        if not names or names == [""]:
+            raise VocabularyError("vocabulary is empty: give at least one class name, "
+                                  "e.g. 'mug, door handle'")
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, start=1):
+            if not name:
+                raise VocabularyError(f"entry {position} is blank (check for a stray comma)")
+            if len(name) > MAX_NAME_LENGTH:
+                raise VocabularyError(f"entry {position} is {len(name)} characters long; "
+                                      f"the limit is {MAX_NAME_LENGTH}")
+            if any(ord(c) < 32 or ord(c) == 127 for c in name):
+                raise VocabularyError(f"entry {position} ({name!r}) has control characters")
+            key = name.casefold()
+            if key in seen:
+                raise VocabularyError(f"{name!r} appears twice (entries {seen[key]} and "
+                                      f"{position}); class names must be unique")
+            seen[key] = position
+        if len(names) > max_classes:
+            raise VocabularyError(f"{len(names)} classes given; at most {max_classes} are "
+                                  "allowed (setting max_classes)")
+        stuff_keys = {s.strip().casefold() for s in stuff}
+        return cls(tuple(names), frozenset(n for n in names if n.casefold() in stuff_keys))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def is_thing(self, class_index: int) -> bool:
+        return self.names[class_index] not in self.stuff
+
+
+@dataclass(frozen=True)
+class EncodedVocabulary:
+    """A vocabulary with its text embeddings, swapped as one object so a frame never mixes two.
+
+    ``embeddings`` is [C, D] (unit rows), or [C + 1, D] when the single class got OVSeg's
+    extra 'others' row (``has_others``); ``version`` increases with every change.
+    """
+
+    vocabulary: Vocabulary
+    embeddings: torch.Tensor
+    version: int
+    has_others: bool = False
+
+
+class TextEmbedder:
+    """Text embeddings per class name, cached so changing one word encodes only that word.
+
+    A class embedding is OVSeg's: each template's text embedding normalised, averaged over
+    the templates, normalised again.
+    """
+
+    def __init__(self, encode_text: Callable[[torch.Tensor], torch.Tensor],
+                 tokenizer: Callable[[list[str]], torch.Tensor], device: torch.device | str,
+                 templates: str = "vild"):
+        self._encode_text = encode_text
+        self._tokenizer = tokenizer
+        self._device = torch.device(device)
+        self._templates = templates
+        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._version = 0
+        self._lock = threading.Lock()
+        self.encoded_names = 0  # how many names were run through the text encoder so far
+
+    def set_templates(self, templates: str) -> None:
+        template_set(templates)  # refuse unknown names before anything changes
+        self._templates = templates
+
+    @torch.inference_mode()
+    def embed_names(self, names: Sequence[str]) -> torch.Tensor:
+        """[len(names), D] unit-norm float32 embeddings, encoding only names not cached yet."""
+        templates = self._templates
+        missing = [n for n in dict.fromkeys(names) if (n, templates) not in self._cache]
+        if missing:
+            prompts = [t.format(n) for n in missing for t in template_set(templates)]
+            tokens = self._tokenizer(prompts).to(self._device)
+            features = self._encode_text(tokens).float()
+            features = features / features.norm(dim=-1, keepdim=True)
+            per_name = features.reshape(len(missing), -1, features.shape[-1]).mean(dim=1)
+            per_name = per_name / per_name.norm(dim=-1, keepdim=True)
+            for name, embedding in zip(missing, per_name):
+                self._cache[(name, templates)] = embedding
+            self.encoded_names += len(missing)
+        return torch.stack([self._cache[(n, templates)] for n in names])
+
+    def encode(self, vocabulary: Vocabulary) -> EncodedVocabulary:
+        """Embed a vocabulary (adding OVSeg's 'others' row for a single class)."""
+        has_others = len(vocabulary) == 1 and vocabulary.names[0].casefold() != OTHERS
+        names = list(vocabulary.names) + ([OTHERS] if has_others else [])
+        embeddings = self.embed_names(names)
+        with self._lock:
+            self._version += 1
+            version = self._version
+        return EncodedVocabulary(vocabulary, embeddings, version, has_others)

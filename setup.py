@@ -1,0 +1,26 @@
+"""pip install of the ROS-free core (CLI, tests, notebooks). colcon builds with CMakeLists.txt."""
+
+from setuptools import setup
+
+setup(
+    name="ovseg_ros",
+    version="0.1.0",
+    description="Open-vocabulary segmentation (SAM proposals + mask-adapted CLIP), "
+                "ROS 2 node and command line",
+    packages=["ovseg_ros"],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=2.23",
+        "segment-anything>=1.0",
+        "opencv-python-headless>=4.8",
+        "numpy>=1.24",
+        "pillow>=9",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "pycocotools>=2.0.7",
+    ],
+    extras_require={"test": ["pytest>=7", "rosbags>=0.10"]},
+    entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main"]},
+)
