@@ -64,3 +64,19 @@ def test_cache_dir_resolution(monkeypatch, tmp_path):
     assert Settings(cache_dir=str(tmp_path / "x")).resolved_cache_dir() == tmp_path / "x"
     monkeypatch.delenv("OVSEG_CACHE")
     assert Settings().resolved_cache_dir().parts[-2:] == (".cache", "ovseg_ros")
+
+
+def test_readme_settings_table_matches_the_defaults():
+    """The README's table is the user's view of Settings: no default may drift."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| \w+ \| `([^`]*)` \|", readme, flags=re.M))
+    defaults = Settings()
+    for f in settings_fields():
+        value = getattr(defaults, f.name)
+        shown = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) \
+            else value
+        expected = "[]" if value == [] else ('""' if value == "" else str(shown))
+        assert rows.get(f.name) == expected, f"README row for {f.name}"

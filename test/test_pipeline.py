@@ -1,0 +1,89 @@
+"""Segmenter with tiny models loaded through the real loaders: the public API end to end."""
+
+import numpy as np
+import pytest
+
+from ovseg_ros.config import SettingsError
+from ovseg_ros.panoptic import UNLABELLED
+from ovseg_ros.pipeline import ImageError, Segmenter, working_size
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_settings):
+    return Segmenter(tiny_settings)
+
+
+def synthetic_image(height=96, width=128, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 40, (height, width, 3), dtype=np.uint8)
+    image[10:50, 10:60] = (200, 30, 30)
+    image[40:90, 70:120] = (30, 60, 220)
+    return image
+
+
+def test_segment_gives_consistent_outputs_at_input_resolution(segmenter):
+    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle, person"))
+    result = segmenter.segment(synthetic_image(), encoded)
+    assert result.semantic.shape == result.instance_map.shape == (96, 128)
+    assert result.vocabulary.names == ("mug", "kettle", "person")
+    assert result.vocabulary_version == encoded.version
+    assert set(result.timings_ms) == {"proposals", "classify", "fuse", "total"}
+    labelled = result.semantic != UNLABELLED
+    assert labelled.any(), "tiny models with zero thresholds should label something"
+    for index, instance in enumerate(result.instances):
+        pixels = result.instance_mask(index)
+        assert pixels.sum() == instance.area
+        assert np.all(result.semantic[pixels] == instance.class_index)
+
+
+def test_large_images_are_processed_small_and_returned_full_size(segmenter):
+    settings = segmenter.settings
+    segmenter.update_settings(settings.replace(max_image_side=64))
+    try:
+        encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
+        result = segmenter.segment(synthetic_image(150, 200), encoded)
+        assert result.semantic.shape == (150, 200)
+        for instance in result.instances:
+            x, y, w, h = instance.bbox
+            assert 0 <= x and x + w <= 200 and 0 <= y and y + h <= 150
+    finally:
+        segmenter.update_settings(settings)
+    assert working_size(150, 200, 64) == (48, 64)
+    assert working_size(150, 200, 0) == (150, 200)
+
+
+def test_mask_token_mode_runs_end_to_end(segmenter):
+    settings = segmenter.settings
+    segmenter.update_settings(settings.replace(classifier_mode="mask_token"))
+    try:
+        encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
+        result = segmenter.segment(synthetic_image(), encoded)
+        assert result.semantic.shape == (96, 128)
+    finally:
+        segmenter.update_settings(settings)
+
+
+def test_start_only_settings_are_refused_live(segmenter):
+    with pytest.raises(SettingsError, match="sam_model can only be set at start"):
+        segmenter.update_settings(segmenter.settings.replace(sam_model="vit_l"))
+
+
+@pytest.mark.parametrize("image, words", [
+    (np.zeros((0, 5, 3), np.uint8), "zero size"),
+    (np.zeros((5, 5), np.uint8), "HxWx3"),
+    (np.zeros((5, 5, 3), np.float32), "uint8"),
+    ("not an image", "numpy array"),
+])
+def test_bad_images_are_refused_with_the_reason(segmenter, image, words):
+    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug"))
+    with pytest.raises(ImageError, match=words):
+        segmenter.segment(image, encoded)
+
+
+def test_ovseg_checkpoint_with_mask_prompt(tiny_settings, tiny_weights):
+    settings = tiny_settings.replace(ovseg_checkpoint=str(tiny_weights["ovseg_mpt"]))
+    segmenter = Segmenter(settings)
+    assert segmenter.clip.mask_embedding is not None
+    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
+    result = segmenter.segment(synthetic_image(), encoded)
+    assert result.semantic.shape == (96, 128)
