@@ -218,8 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from .pipeline import ImageError, Segmenter
-    from .weights import WeightsError
+    from .weights import WeightsError, missing_weights
 
+    missing = missing_weights(settings)
+    if missing:
+        print("ovseg-segment: error: weights are missing:\n" +
+              "\n".join(f"  - {line}" for line in missing), file=sys.stderr)
+        return 2
     try:
         segmenter = Segmenter(settings)
     except WeightsError as err:
