@@ -1,0 +1,426 @@
+"""Classify mask proposals with CLIP: OVSeg's masked crops (with the mask prompt when the
+checkpoint has one) or MaskCLIP's mask class tokens in one ViT pass.
+
+The crop recipe is OVSeg's SAM demo (open_vocab_seg/utils/predictor.py and
+clip_adapter/utils.py in facebookresearch/ov-seg), read to learn these facts:
+
+- the image is float32 on the 0-255 scale; each mask's box [x0, y0, x1 + 1, y1 + 1] is cut
+  out, pixels outside the mask become 255 * CLIP mean as float (not rounded to uint8);
+- the crop is stretched to image_size x image_size with ``F.interpolate(mode="bicubic")``
+  (align_corners=False, no antialiasing), not PIL, then divided by 255 and normalised;
+- with the mask prompt (clip_adapter/adapter.py) the cropped region mask is resized with
+  ``mode="nearest"`` and a patch is "in" when any of its pixels is (avg-pool, then ceil).
+
+``reference_crop_embeddings`` does exactly that, one mask at a time. ``MaskClassifier``
+computes the same crops for all masks at once with the same bicubic kernel, by gathering
+each output pixel's 4 x 4 taps: the result equals the reference up to float rounding, and
+the work per mask is bounded by the crop size, not the image size.
+
+The ViT forwards for the mask prompt and the mask tokens walk open_clip's own modules
+(conv1, class_embedding, positional_embedding, ln_pre, transformer.resblocks, ln_post,
+proj); they need a VisionTransformer pooled by its class token, as CLIP's ViTs are.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+
+if TYPE_CHECKING:
+    from ovseg_ros.weights import ClipBundle
+
+MODES = ("crop", "mask_token")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Crops resampled and encoded together: bounds memory (about 20 MB per crop at 224 before
+# the ViT) while keeping the GPU busy.
+CROP_BATCH = 32
+# Mask tokens per ViT pass; each extra pass repeats the image's own tokens.
+MASK_TOKEN_BATCH = 256
+# OVSeg's classification temperature: softmax(100 * cosine).
+LOGIT_SCALE = 100.0
+_CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
+
+
+# --- The stock path: OVSeg's recipe, one mask at a time ---------------------------------
+
+def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: np.ndarray,
+                              boxes: np.ndarray | torch.Tensor | Sequence,
+                              mean: Sequence[float], std: Sequence[float], image_size: int,
+                              mask_embedding: torch.Tensor | None = None) -> torch.Tensor:
+    """OVSeg's masked-crop embeddings, one mask at a time, in fp32 on the model's device.
+
+    Args:
+        model: open_clip CLIP (eval).
+        image: [H, W, 3] uint8 RGB.
+        masks: [N, H, W] bool.
+        boxes: [N, 4] XYXY with x1, y1 the last covered column/row (SAM's convention).
+        mean, std: CLIP normalisation on the 0-1 scale; the fill colour is 255 * mean.
+        image_size: CLIP input side.
+        mask_embedding: OVSeg's mask prompt [depth, grid * grid, width], or None for plain
+            ``encode_image``.
+    Returns:
+        [N, D] float32 unit rows.
+    """
+    device = next(model.parameters()).device
+    visual = model.visual
+    pixels = torch.as_tensor(image, device=device).permute(2, 0, 1).float()
+    masks_t = torch.as_tensor(masks, device=device)
+    mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(3, 1, 1)
+    boxes_t = crop_boxes(torch.as_tensor(boxes, device=device), image.shape[0], image.shape[1])
+    embeddings = []
+    with torch.inference_mode():
+        for (x0, y0, x1, y1), mask in zip(boxes_t.tolist(), masks_t):
+            region = mask[y0:y1 + 1, x0:x1 + 1].float()
+            crop = pixels[:, y0:y1 + 1, x0:x1 + 1] * region + (1 - region) * 255.0 * mean_t
+            crop = F.interpolate(crop[None], size=(image_size, image_size), mode="bicubic",
+                                 align_corners=False)
+            crop = (crop / 255.0 - mean_t) / std_t
+            if mask_embedding is None:
+                features = model.encode_image(crop)
+            else:
+                region = F.interpolate(region[None, None], size=(image_size, image_size),
+                                       mode="nearest")
+                patch = torch.ceil(F.avg_pool2d(region, visual.patch_size)).flatten(1)
+                features = mask_prompt_features(visual, crop, patch.bool(),
+                                                 mask_embedding.to(device))
+            embeddings.append(F.normalize(features.float(), dim=-1))
+    if not embeddings:
+        return torch.zeros(0, visual.output_dim, device=device)
+    return torch.cat(embeddings)
+
+
+def crop_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[N, 4] XYXY inclusive -> integer boxes inside the image with x1 >= x0, y1 >= y0."""
+    boxes = boxes.reshape(-1, 4).round().long()
+    x0 = boxes[:, 0].clamp(0, width - 1)
+    y0 = boxes[:, 1].clamp(0, height - 1)
+    x1 = torch.maximum(boxes[:, 2].clamp(max=width - 1), x0)
+    y1 = torch.maximum(boxes[:, 3].clamp(max=height - 1), y0)
+    return torch.stack([x0, y0, x1, y1], dim=1)
+
+
+# --- Batched crops -------------------------------------------------------------------
+
+def cubic_taps(start: torch.Tensor, length: torch.Tensor, size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4 source indices and weights of each output pixel along one axis, as
+    ``F.interpolate(mode="bicubic", align_corners=False)`` resizes ``length`` to ``size``.
+
+    Args:
+        start, length: [N] integer crop offset and extent in the image.
+    Returns:
+        index [N, size, 4] int64 (absolute, clamped to the crop as PyTorch clamps to the
+        input), weight [N, size, 4] float32 (rows sum to 1).
+    """
+    scale = length.float() / size
+    real = scale[:, None] * (torch.arange(size, device=start.device) + 0.5) - 0.5
+    floor = real.floor()
+    t = real - floor
+    offsets = torch.arange(-1, 3, device=start.device)
+    index = (floor.long()[..., None] + offsets).clamp(min=0)
+    index = start[:, None, None] + torch.minimum(index, (length - 1)[:, None, None])
+    near = torch.stack([t, 1 - t], -1)          # taps 1 and 2, distance <= 1
+    far = torch.stack([t + 1, 2 - t], -1)       # taps 0 and 3, 1 < distance < 2
+    a = _CUBIC_A
+    w_near = ((a + 2) * near - (a + 3)) * near * near + 1
+    w_far = ((a * far - 5 * a) * far + 8 * a) * far - 4 * a
+    weight = torch.stack([w_far[..., 0], w_near[..., 0], w_near[..., 1], w_far[..., 1]], -1)
+    return index, weight
+
+
+def nearest_taps(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, size] absolute source index per output pixel, as ``F.interpolate(mode="nearest")``
+    (floor(i * length / size) in float32)."""
+    scale = length.float() / size
+    index = (torch.arange(size, device=start.device) * scale[:, None]).floor().long()
+    return start[:, None] + torch.minimum(index, (length - 1)[:, None])
+
+
+def masked_crops(image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
+                 fill: torch.Tensor, size: int) -> torch.Tensor:
+    """All masks' mean-filled box crops stretched to size x size, as the reference computes
+    them one by one.
+
+    Each output pixel is a weighted sum of a 4 x 4 grid of crop pixels; those are gathered
+    straight from the uint8 image and the mask, so no full-size copy is made per mask.
+
+    Args:
+        image: [H, W, 3] uint8.
+        masks: [N, H, W] bool.
+        boxes: [N, 4] int64 from ``crop_boxes``.
+        fill: [3] float32, the colour outside the mask on the 0-255 scale.
+    Returns:
+        [N, 3, size, size] float32 on the 0-255 scale (bicubic overshoot not clipped,
+        as in the reference).
+    """
+    n, _, width = masks.shape
+    x0, y0, x1, y1 = boxes.unbind(1)
+    rows, row_weight = cubic_taps(y0, y1 - y0 + 1, size)
+    cols, col_weight = cubic_taps(x0, x1 - x0 + 1, size)
+    flat = (rows.view(n, -1, 1) * width + cols.view(n, 1, -1)).view(n, -1)   # [N, 16 S^2]
+    inside = masks.reshape(n, -1).gather(1, flat)[..., None]
+    taps = torch.where(inside, image.reshape(-1, 3)[flat].float(), fill)     # [N, 16 S^2, 3]
+    taps = taps.view(n, size, 4, size, 4, 3)
+    taps = (taps * col_weight.view(n, 1, 1, size, 4, 1)).sum(4)              # [N, S, 4, S, 3]
+    crops = (taps * row_weight.view(n, size, 4, 1, 1)).sum(2)                # [N, S, S, 3]
+    return crops.permute(0, 3, 1, 2)
+
+
+def region_patch_masks(masks: torch.Tensor, boxes: torch.Tensor, size: int, patch: int
+                       ) -> torch.Tensor:
+    """OVSeg's patch mask per crop: the box's region mask resized (nearest) to size x size,
+    a patch in when any of its pixels is.
+
+    Args:
+        masks: [N, H, W] bool; boxes: [N, 4] int64 from ``crop_boxes``.
+    Returns:
+        [N, (size // patch) ** 2] bool, patches in row-major order.
+    """
+    n, _, width = masks.shape
+    x0, y0, x1, y1 = boxes.unbind(1)
+    rows = nearest_taps(y0, y1 - y0 + 1, size)
+    cols = nearest_taps(x0, x1 - x0 + 1, size)
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, -1)
+    region = masks.reshape(n, -1).gather(1, flat)
+    grid = size // patch
+    return region.view(n, grid, patch, grid, patch).any(4).any(2).view(n, -1)
+
+
+# --- ViT forwards that walk open_clip's modules ----------------------------------------
+
+def _require_class_token_vit(visual: torch.nn.Module) -> None:
+    if (not isinstance(visual, VisionTransformer) or visual.attn_pool is not None
+            or visual.pool_type != "tok" or visual.proj is None):
+        raise ValueError("the mask prompt and mask tokens need an open_clip VisionTransformer "
+                         "pooled by its class token with a projection (CLIP's ViTs); got "
+                         f"{type(visual).__name__}")
+
+
+def _patch_tokens(visual: VisionTransformer, pixels: torch.Tensor) -> torch.Tensor:
+    """[B, 3, S, S] normalised pixels -> [B, grid * grid, width] patch embeddings."""
+    return visual.conv1(pixels).flatten(2).transpose(1, 2)
+
+
+def _add_class_token(visual: VisionTransformer, patches: torch.Tensor) -> torch.Tensor:
+    """[B, P, width] -> [B, 1 + P, width] with the class token and positional embeddings."""
+    cls = visual.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
+    return torch.cat([cls, patches], dim=1) + visual.positional_embedding.to(patches.dtype)
+
+
+def _block(visual: VisionTransformer, block: torch.nn.Module, x: torch.Tensor,
+           attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One residual block on [B, L, width], in the layout the transformer was built for."""
+    if visual.transformer.batch_first:
+        return block(x, attn_mask=attn_mask)
+    return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+
+
+def _project(visual: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """[..., width] class-like tokens -> [..., D] image features (not normalised)."""
+    return visual.ln_post(tokens) @ visual.proj
+
+
+def mask_prompt_features(visual: VisionTransformer, pixels: torch.Tensor,
+                         patch_mask: torch.Tensor, mask_embedding: torch.Tensor
+                         ) -> torch.Tensor:
+    """OVSeg's mask prompt tuning forward.
+
+    Patch tokens outside the mask are replaced by the prompt: after the patch embedding
+    (before the class token and positional embedding) by E[0], after block d by E[d] for
+    d = 1 .. depth - 1. The class token is never replaced and there is no attention mask.
+    Patch dropout is skipped: it is the identity in eval and would misalign the mask.
+
+    Args:
+        pixels: [B, 3, S, S] normalised crops.
+        patch_mask: [B, grid * grid] bool, True = patch inside the mask.
+        mask_embedding: [depth, grid * grid (or 1), width].
+    Returns:
+        [B, D] features, not normalised.
+    """
+    _require_class_token_vit(visual)
+    x = _patch_tokens(visual, pixels)
+    keep = patch_mask[..., None].to(x.dtype)
+    prompt = mask_embedding.to(x.dtype)
+    x = x * keep + prompt[0] * (1 - keep)
+    x = visual.ln_pre(_add_class_token(visual, x))
+    for depth, block in enumerate(visual.transformer.resblocks, start=1):
+        x = _block(visual, block, x)
+        if depth < prompt.shape[0]:
+            x = torch.cat([x[:, :1], x[:, 1:] * keep + prompt[depth] * (1 - keep)], dim=1)
+    return _project(visual, x[:, 0])
+
+
+def mask_token_attention_mask(patch_masks: torch.Tensor) -> torch.Tensor:
+    """Additive attention mask for [Q mask tokens, CLS, P patches] (MaskCLIP).
+
+    No token attends to a mask-token column (so CLS and patch rows compute the plain image);
+    mask token i attends to CLS and to the patches its mask touches. Float with -inf, not
+    bool: open_clip's ResidualAttentionBlock casts the mask to the activations' dtype, which
+    would turn a bool mask into an additive 0/1.
+
+    Args:
+        patch_masks: [Q, P] bool.
+    Returns:
+        [Q + 1 + P, Q + 1 + P] float32, 0 = may attend, -inf = blocked.
+    """
+    q, p = patch_masks.shape
+    blocked = torch.zeros(q + 1 + p, q + 1 + p, dtype=torch.bool, device=patch_masks.device)
+    blocked[:, :q] = True
+    blocked[:q, q + 1:] = ~patch_masks
+    return torch.zeros(blocked.shape, device=blocked.device).masked_fill(blocked, float("-inf"))
+
+
+def mask_token_features(visual: VisionTransformer, pixels: torch.Tensor,
+                        patch_masks: torch.Tensor) -> torch.Tensor:
+    """MaskCLIP mask class tokens: one pass over [Q mask tokens, CLS, patches].
+
+    Each mask token starts as the class token (class embedding + its positional embedding)
+    and sees only CLS and its mask's patches, in every layer.
+
+    Args:
+        pixels: [1, 3, S, S] the normalised whole image.
+        patch_masks: [Q, grid * grid] bool.
+    Returns:
+        [Q, D] features, not normalised.
+    """
+    _require_class_token_vit(visual)
+    q = patch_masks.shape[0]
+    x = _add_class_token(visual, _patch_tokens(visual, pixels))
+    x = visual.ln_pre(torch.cat([x[:, :1].expand(1, q, -1), x], dim=1))
+    attn_mask = mask_token_attention_mask(patch_masks)
+    for block in visual.transformer.resblocks:
+        x = _block(visual, block, x, attn_mask)
+    return _project(visual, x[0, :q])
+
+
+def frame_patch_masks(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[Q, H, W] bool -> [Q, grid_h * grid_w] bool: a patch is in when any mask pixel lies in
+    its footprint on the image (max-pool over the patch's area, so no mask vanishes however
+    small it is, which max-pooling a nearest-resized mask would not promise)."""
+    pooled = F.adaptive_max_pool2d(masks[:, None].float(), grid)
+    return pooled.flatten(1) > 0
+
+
+# --- The classifier ----------------------------------------------------------------------
+
+class MaskClassifier:
+    """Embeds mask proposals with CLIP and scores them against text embeddings.
+
+    ``mode`` may be changed between frames:
+
+    - "crop": OVSeg's masked crops, batched on the device (with the mask prompt when
+      ``clip.mask_embedding`` is set);
+    - "mask_token": MaskCLIP's mask class tokens over the whole image stretched to the CLIP
+      input (one ViT pass per MASK_TOKEN_BATCH masks; the mask prompt is not used).
+
+    ``precision`` "bf16"/"fp16" runs the ViT under autocast on CUDA; the CPU runs fp32.
+    The crop resampling always runs in fp32.
+
+    Empty masks are kept, so rows stay aligned with the proposals: in crop mode an empty
+    mask (SAM's box [0, 0, 0, 0]) is a 1-pixel crop of pure fill colour, i.e. the
+    embedding of a mean-grey image; in mask-token mode its token sees only CLS.
+    """
+
+    def __init__(self, clip: "ClipBundle", mode: str = "crop", precision: str = "fp32"):
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, "
+                             f"got {precision!r}")
+        self.clip = clip
+        self.mode = mode
+        self.precision = precision
+        self._mean = torch.tensor(clip.image_mean, dtype=torch.float32)
+        self._std = torch.tensor(clip.image_std, dtype=torch.float32)
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"classifier mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self._mode = mode
+
+    def embed_masks(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
+                    ) -> torch.Tensor:
+        """One embedding per mask.
+
+        Args:
+            image: [H, W, 3] uint8 RGB on the device.
+            masks: [N, H, W] bool.
+            boxes: [N, 4] XYXY, x1/y1 the last covered column/row (used in crop mode).
+        Returns:
+            [N, D] float32 unit rows ([0, D] when N is 0).
+        """
+        visual = self.clip.model.visual
+        if masks.shape[0] == 0:
+            return torch.zeros(0, visual.output_dim, device=image.device)
+        with torch.inference_mode():
+            if self.mode == "crop":
+                features = self._crop_features(image, masks, boxes)
+            else:
+                features = self._mask_token_features(image, masks)
+        return F.normalize(features.float(), dim=-1)
+
+    def classify(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
+                 text_embeddings: torch.Tensor) -> torch.Tensor:
+        """[N, C] class probabilities: softmax(100 * embed_masks(...) @ text_embeddings.T),
+        text_embeddings [C, D] unit rows."""
+        embeddings = self.embed_masks(image, masks, boxes)
+        logits = LOGIT_SCALE * embeddings @ text_embeddings.to(embeddings).T
+        return logits.softmax(dim=-1)
+
+    def _autocast(self, device: torch.device):
+        dtype = AUTOCAST_DTYPES[self.precision]
+        if dtype is None or device.type != "cuda":
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=dtype)
+
+    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] on the 0-255 scale -> CLIP input."""
+        mean = self._mean.to(pixels.device).view(1, 3, 1, 1)
+        std = self._std.to(pixels.device).view(1, 3, 1, 1)
+        return (pixels / 255.0 - mean) / std
+
+    def _crop_features(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
+                       ) -> torch.Tensor:
+        """[N, D] crop features, CROP_BATCH crops at a time."""
+        model, size = self.clip.model, self.clip.image_size
+        boxes = crop_boxes(boxes.to(image.device), image.shape[0], image.shape[1])
+        fill = 255.0 * self._mean.to(image.device)
+        prompt = self.clip.mask_embedding
+        features = []
+        for start in range(0, masks.shape[0], CROP_BATCH):
+            part = slice(start, start + CROP_BATCH)
+            pixels = self._normalise(masked_crops(image, masks[part], boxes[part], fill, size))
+            with self._autocast(image.device):
+                if prompt is None:
+                    features.append(model.encode_image(pixels))
+                else:
+                    patches = region_patch_masks(masks[part], boxes[part], size,
+                                                 model.visual.patch_size[0])
+                    features.append(mask_prompt_features(model.visual, pixels, patches, prompt))
+        return torch.cat(features)
+
+    def _mask_token_features(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """[N, D] mask-token features, MASK_TOKEN_BATCH tokens per pass."""
+        visual, size = self.clip.model.visual, self.clip.image_size
+        # A whole frame is always shrunk a lot: antialias as CLIP's own (PIL) preprocessing.
+        pixels = F.interpolate(image.permute(2, 0, 1)[None].float(), size=(size, size),
+                               mode="bicubic", align_corners=False, antialias=True)
+        pixels = self._normalise(pixels)
+        # Pooled CROP_BATCH masks at a time: pooling needs a float copy of each mask.
+        patches = torch.cat([frame_patch_masks(part, visual.grid_size)
+                             for part in masks.split(CROP_BATCH)])
+        features = []
+        for part in patches.split(MASK_TOKEN_BATCH):
+            with self._autocast(image.device):
+                features.append(mask_token_features(visual, pixels, part))
+        return torch.cat(features)
+
