@@ -1,0 +1,134 @@
+"""Start the ovseg segmentation node, and rviz if asked.
+
+    ros2 launch ovseg_ros segment.launch.py image:=/camera/color/image_raw \\
+        vocabulary:="[mug, kettle, person]" rviz:=true
+    ros2 launch ovseg_ros segment.launch.py --show-args     # every argument, described
+
+Settings come from params_file (config/params.yaml by default); the vocabulary, device and
+model arguments override it when given. Node settings not listed here: edit a copy of the
+params file, or change live ones with ros2 param set.
+"""
+
+import tempfile
+from pathlib import Path
+
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from ovseg_ros.config import settings_fields
+
+PACKAGE = "ovseg_ros"
+SHARE = Path(get_package_share_directory(PACKAGE))
+SETTINGS = {f.name: f for f in settings_fields()}
+# Settings that are launch arguments; empty means "as in the params file".
+SETTING_ARGUMENTS = ("device", "sam_model", "sam_checkpoint", "clip_model", "clip_pretrained",
+                     "ovseg_checkpoint", "classifier_mode", "precision")
+TRUE = ("true", "1", "yes", "on")
+
+
+def setting_help(name: str) -> str:
+    meta = SETTINGS[name].metadata
+    choices = f" One of: {', '.join(meta['choices'])}." if "choices" in meta else ""
+    return f"{meta['description']}{choices} Empty: the params file's value."
+
+
+ARGUMENTS = [
+    DeclareLaunchArgument(
+        "image", default_value="/camera/image_raw",
+        description="Camera image topic (sensor_msgs/Image). With compressed:=true the node "
+                    "subscribes to <image>/compressed instead."),
+    DeclareLaunchArgument(
+        "compressed", default_value="false", choices=["true", "false"],
+        description="true: read sensor_msgs/CompressedImage (JPEG/PNG) from <image>/compressed."),
+    DeclareLaunchArgument(
+        "vocabulary", default_value="",
+        description="Classes to segment: '[mug, door handle]' or 'mug, door handle'. Empty: "
+                    "none yet (set later with ros2 param set NODE vocabulary \"[...]\" or on "
+                    "the <node>/vocabulary topic)."),
+    DeclareLaunchArgument(
+        "params_file", default_value=str(SHARE / "config" / "params.yaml"),
+        description="ROS parameters file with the node's settings (see config/params.yaml)."),
+    DeclareLaunchArgument("namespace", default_value="",
+                          description="Namespace of the node and of its topics."),
+    DeclareLaunchArgument(
+        "node_name", default_value="ovseg",
+        description="Node name; topics are <namespace>/<node_name>/semantic etc."),
+    DeclareLaunchArgument(
+        "reliability", default_value="best_effort", choices=["best_effort", "reliable"],
+        description="QoS reliability of the image subscription. best_effort (SensorDataQoS) "
+                    "matches every camera; reliable receives nothing from best-effort "
+                    "publishers."),
+    DeclareLaunchArgument(
+        "rviz", default_value="false", choices=["true", "false"],
+        description="true: also start rviz2 showing the camera image, the overlay and the "
+                    "semantic image."),
+    *[DeclareLaunchArgument(name, default_value="", description=setting_help(name))
+      for name in SETTING_ARGUMENTS],
+]
+
+
+def vocabulary_argument(text: str) -> list[str]:
+    """'[mug, door handle]' (YAML list) or 'mug, door handle' -> ['mug', 'door handle']."""
+    text = text.strip()
+    if text.startswith("["):
+        return [str(entry).strip() for entry in yaml.safe_load(text) or []]
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def node_path(namespace: str, node_name: str) -> str:
+    namespace = namespace.strip("/")
+    return f"/{namespace}/{node_name}" if namespace else f"/{node_name}"
+
+
+def write_temporary(text: str, suffix: str) -> str:
+    with tempfile.NamedTemporaryFile("w", prefix="ovseg_", suffix=suffix,
+                                     delete=False) as handle:
+        handle.write(text)
+        return handle.name
+
+
+def rviz_config(image_topic: str, node: str) -> str:
+    """config/ovseg.rviz with its image displays pointed at this launch's topics."""
+    config = yaml.safe_load((SHARE / "config" / "ovseg.rviz").read_text())
+    topics = {"Camera": image_topic, "Overlay": f"{node}/overlay",
+              "Semantic": f"{node}/semantic"}
+    for display in config["Visualization Manager"]["Displays"]:
+        if display.get("Name") in topics:
+            display["Topic"]["Value"] = topics[display["Name"]]
+    return write_temporary(yaml.safe_dump(config, sort_keys=False), ".rviz")
+
+
+def launch_setup(context, *args, **kwargs):
+    def argument(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    compressed = argument("compressed").lower() in TRUE
+    image = argument("image")
+    overrides = {name: argument(name) for name in SETTING_ARGUMENTS if argument(name)}
+    vocabulary = vocabulary_argument(argument("vocabulary"))
+    if vocabulary:
+        overrides["vocabulary"] = vocabulary
+    overrides["image_transport"] = "compressed" if compressed else "raw"
+    overrides["image_reliability"] = argument("reliability")
+    # A params file keeps strings strings (a class called 'yes' stays a string).
+    overrides_file = write_temporary(
+        yaml.safe_dump({"/**": {"ros__parameters": overrides}}), ".yaml")
+
+    actions = [Node(
+        package=PACKAGE, executable="ovseg_node", name=argument("node_name"),
+        namespace=argument("namespace"), output="screen", emulate_tty=True,
+        parameters=[argument("params_file"), overrides_file],
+        remappings=[("image", image), ("image/compressed", f"{image}/compressed")])]
+    if argument("rviz").lower() in TRUE:
+        config = rviz_config(image, node_path(argument("namespace"), argument("node_name")))
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                            arguments=["-d", config], output="screen"))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription([*ARGUMENTS, OpaqueFunction(function=launch_setup)])

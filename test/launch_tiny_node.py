@@ -1,0 +1,18 @@
+"""Run the real ovseg node with the tiny test models; started by test_launch.py.
+
+    python3 launch_tiny_node.py CLIP_CONFIG_DIR --ros-args -p clip_model:=... ...
+
+The tiny CLIP is not one of open_clip's architectures: registering its config here (in the
+node's own process) is what the installed ovseg_node executable cannot do. Everything else is
+the real node: ovseg_ros.node.main with rclpy and the generated messages.
+"""
+
+import sys
+from pathlib import Path
+
+import tiny_models
+from ovseg_ros.node import main
+
+if __name__ == "__main__":
+    tiny_models.register_tiny_clip(Path(sys.argv[1]))
+    sys.exit(main([sys.argv[0], *sys.argv[2:]]))
