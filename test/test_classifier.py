@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from ovseg_ros import classifier as classifier_module
-from ovseg_ros.classifier import (MaskClassifier, crop_boxes, masked_crops,
+from ovseg_ros.classifier import (MaskClassifier, crop_boxes, crop_image_features,
+                                  masked_crops, masked_crops_per_box,
                                   reference_crop_embeddings)
 from ovseg_ros.weights import ClipBundle
 
@@ -58,17 +59,45 @@ def scene() -> tuple[torch.Tensor, torch.Tensor]:
     return image, masks
 
 
-def test_batched_crops_equal_the_per_mask_resize(scene):
-    image, masks = scene
-    boxes = crop_boxes(boxes_of(masks), *image.shape[:2])
-    fill = 255 * torch.tensor(MEAN)
-    crops = masked_crops(image, masks, boxes, fill, SIZE)
-    for crop, mask, (x0, y0, x1, y1) in zip(crops, masks, boxes.tolist()):
+def reference_crops(image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
+                    fill: torch.Tensor) -> torch.Tensor:
+    """OVSeg's crops one by one: fill outside the mask by arithmetic, then resize."""
+    crops = []
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.tolist()):
         region = mask[y0:y1 + 1, x0:x1 + 1].float()
         pixels = image.permute(2, 0, 1)[:, y0:y1 + 1, x0:x1 + 1].float()
         expected = pixels * region + (1 - region) * fill.view(3, 1, 1)
-        expected = F.interpolate(expected[None], size=(SIZE, SIZE), mode="bicubic")[0]
-        torch.testing.assert_close(crop, expected, atol=CROP_ATOL, rtol=0)
+        crops.append(F.interpolate(expected[None], size=(SIZE, SIZE), mode="bicubic")[0])
+    return torch.stack(crops)
+
+
+@pytest.mark.parametrize("make_crops", [masked_crops, masked_crops_per_box])
+def test_batched_crops_equal_the_per_mask_resize(scene, make_crops):
+    image, masks = scene
+    boxes = crop_boxes(boxes_of(masks), *image.shape[:2])
+    fill = 255 * torch.tensor(MEAN)
+    expected = reference_crops(image, masks, boxes, fill)
+    crops = make_crops(image, masks, boxes, fill, SIZE)
+    assert crops.shape == expected.shape and crops.dtype == torch.float32
+    torch.testing.assert_close(crops, expected, atol=CROP_ATOL, rtol=0)
+    if make_crops is masked_crops_per_box:
+        # The reference's own resize on the same values: equal to the last bit.
+        assert torch.equal(crops, expected)
+
+
+def test_crop_forward_equals_encode_image(tiny_clip):
+    # Only the class token is computed in the last block; the rest is encode_image's.
+    torch.manual_seed(6)
+    pixels = _normalised(torch.rand(3, 3, SIZE, SIZE) * 255)
+    expected = tiny_clip.encode_image(pixels)
+    got = crop_image_features(tiny_clip, pixels)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    # A model that is not a class-token ViT falls back to encode_image itself.
+    pooled = copy.deepcopy(tiny_clip)
+    pooled.visual.pool_type = "avg"
+    torch.testing.assert_close(crop_image_features(pooled, pixels),
+                               pooled.encode_image(pixels), atol=0, rtol=0)
+    assert (crop_image_features(pooled, pixels) - expected).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("with_prompt", [False, True])
@@ -95,6 +124,7 @@ def test_batches_do_not_change_results(scene, tiny_ovseg_clip, tiny_mask_embeddi
                    for mode in ("crop", "mask_token")]
     whole = [c.embed_masks(image, masks, boxes) for c in classifiers]
     monkeypatch.setattr(classifier_module, "CROP_BATCH", 3)
+    monkeypatch.setattr(classifier_module, "CPU_CROP_BATCH", 3)
     monkeypatch.setattr(classifier_module, "MASK_TOKEN_BATCH", 2)
     for classifier, expected in zip(classifiers, whole):
         torch.testing.assert_close(classifier.embed_masks(image, masks, boxes), expected,
@@ -307,7 +337,8 @@ def test_a_sequence_first_transformer_gives_the_same_features(tiny_ovseg_clip,
         visual = model.visual
         return (classifier_module.mask_prompt_features(visual, pixels, patch_masks[:2],
                                                        tiny_mask_embedding),
-                classifier_module.mask_token_features(visual, pixels[:1], patch_masks))
+                classifier_module.mask_token_features(visual, pixels[:1], patch_masks),
+                crop_image_features(model, pixels))
 
     for got, expected in zip(features(seq_first), features(tiny_ovseg_clip)):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
