@@ -8,15 +8,18 @@ Two backends compute the same proposals (settings.proposal_backend):
   is filtered, and masks round-trip through run-length encoding on the CPU with a GPU
   sync per mask.
 - "fast": the same computation kept on the device. The image embedding is computed once;
-  the prompt grid goes through the decoder in chunks as large as memory allows; masks are
-  filtered by predicted IoU (a decoder output) before anything is upsampled; only the
-  survivors' 256x256 logits are upsampled, exactly as the stock does (padded square, crop,
-  image size), for stability and boxes; NMS runs on the device, and only the masks
-  returned are upsampled again and binarised. There is no run-length encoding, and the
-  host syncs per frame do not grow with the number of masks: one per decoder chunk (the
-  IoU survivors' count), one inside torchvision's NMS, one for the final count, plus the
-  copy to the CPU when the optional small-region clean-up (OpenCV) runs. In fp32 the
-  result equals the stock's (see test/test_proposals.py).
+  the prompt grid goes through the decoder in chunks as large as memory allows, through
+  ovseg_ros.sam_decoder (SAM's decoder weights, the attention products reassociated so
+  that the image tokens are not projected per prompt, the predicted-IoU filter before the
+  output upscaling, which only the surviving prompts get); only the survivors' 256x256
+  logits are upsampled, exactly as the stock does (padded square, crop, image size), for
+  stability and boxes; NMS runs on the device, and only the masks returned are upsampled
+  again and binarised. There is no run-length encoding, and the host syncs per frame do
+  not grow with the number of masks: one per decoder chunk (the IoU survivors' count),
+  one inside torchvision's NMS, one for the final count, plus the copy to the CPU when
+  the optional small-region clean-up (OpenCV) runs. In fp32 the result is the stock's up
+  to float rounding (the decoder sums in another order): the same count, each mask
+  matched at IoU >= 0.95, predicted IoU within 1e-4 (see test/test_proposals.py).
 
 Both backends return ``MaskProposals`` sorted by predicted IoU, at most settings.max_masks.
 """
@@ -36,6 +39,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
 from .config import Settings, SettingsError
+from .sam_decoder import multimask_predictions
 
 # The stock generator's crop_nms_thresh default. With one crop it only matters in the
 # small-region clean-up, whose NMS uses max(box_nms_thresh, crop_nms_thresh).
@@ -218,17 +222,13 @@ class MaskProposer:
                 points=(points[start:start + prompt_chunk], labels[start:start + prompt_chunk]),
                 boxes=None, masks=None)
             with self._autocast():
-                chunk_logits, chunk_iou = sam.mask_decoder(
-                    image_embeddings=embedding, image_pe=image_pe,
-                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                    multimask_output=True)
-            # Point-major order ([P, 3] flattened), as the stock concatenates its batches.
-            chunk_logits = chunk_logits.flatten(0, 1)
-            chunk_iou = chunk_iou.flatten(0, 1).float()
-            if settings.pred_iou_thresh > 0.0:
-                # The predicted IoU needs no upsampling: filter first (this chunk's sync).
-                survivors = torch.nonzero(chunk_iou > settings.pred_iou_thresh).squeeze(1)
-                chunk_logits, chunk_iou = chunk_logits[survivors], chunk_iou[survivors]
+                # Survivors of the predicted-IoU filter only (this chunk's sync), point-major
+                # ([P, 3] flattened) as the stock concatenates its batches. Without mask
+                # inputs the dense embedding is the same (no-mask) one for every prompt.
+                chunk_logits, chunk_iou = multimask_predictions(
+                    sam.mask_decoder, embedding, image_pe, sparse, dense[:1],
+                    settings.pred_iou_thresh)
+            chunk_iou = chunk_iou.float()
             for logits in torch.split(chunk_logits, mask_chunk):
                 full = upsampled_logits(sam, logits, input_size, (height, width))
                 stability.append(calculate_stability_score(

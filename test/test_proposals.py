@@ -20,6 +20,7 @@ from segment_anything.utils.amg import batched_mask_to_box, is_box_near_crop_edg
 
 from ovseg_ros.config import Settings, SettingsError
 from ovseg_ros.proposals import MaskProposals, MaskProposer, chunk_sizes
+from ovseg_ros.sam_decoder import MULTIMASK_TOKENS, multimask_predictions, two_way_transformer
 from tiny_models import build_tiny_sam
 
 
@@ -134,12 +135,9 @@ def test_fast_returns_the_stock_masks(height, width, seed, settings, least):
     stock = proposals(sam, image, "stock", **settings)
     fast = proposals(sam, image, "fast", **settings)
     assert len(stock) >= least
+    # The fast decoder reassociates the attention products (ovseg_ros/sam_decoder.py): the
+    # same values in real arithmetic, not bit for bit, so the issue's criterion applies.
     assert_matches(stock, fast)
-    # With the same decoder chunks the arithmetic is the same: identical, not just close.
-    assert torch.equal(fast.masks, stock.masks)
-    assert torch.equal(fast.boxes, stock.boxes)
-    assert torch.equal(fast.predicted_iou, stock.predicted_iou)
-    torch.testing.assert_close(fast.stability_score, stock.stability_score, equal_nan=True)
 
 
 def test_small_region_clean_up_changes_masks():
@@ -276,3 +274,56 @@ def test_live_settings_apply_and_start_only_ones_are_refused():
 def test_bad_images_are_refused(image):
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         MaskProposer(varied_tiny_sam(2), Settings()).propose(image)
+
+
+def random_decoder_inputs(seed: int, prompts: int, side: int = 16):
+    """Image embedding, positional encoding and dense embedding [1, 256, side, side], and
+    point embeddings [prompts, 2, 256], at the scale of SAM's (unit variance)."""
+    generator = torch.Generator().manual_seed(seed)
+    image, pe, dense = (torch.randn(1, 256, side, side, generator=generator) for _ in range(3))
+    sparse = torch.randn(prompts, 2, 256, generator=generator)
+    return image, pe, dense, sparse
+
+
+@pytest.mark.parametrize("seed, prompts", [(0, 5), (1, 5), (0, 1)])
+def test_two_way_transformer_matches_sams(seed, prompts):
+    """The reassociated transformer against SAM's own on the same weights: a few fp32 ulps.
+    (One prompt keeps a batch of 1 through every layer, the shared-image code paths.)"""
+    decoder = varied_tiny_sam(seed).mask_decoder if seed else build_tiny_sam(seed).mask_decoder
+    image, pe, _, sparse = random_decoder_inputs(seed, prompts=prompts)
+    tokens = torch.cat([torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
+                        .expand(prompts, -1, -1), sparse], dim=1)
+    with torch.no_grad():
+        expected_tokens, expected_image = decoder.transformer(
+            image.expand(prompts, -1, -1, -1), pe.expand(prompts, -1, -1, -1), tokens)
+        got_tokens, got_image = two_way_transformer(decoder.transformer, image, pe, tokens)
+        picked, _ = two_way_transformer(decoder.transformer, image, pe, tokens,
+                                        MULTIMASK_TOKENS)
+    torch.testing.assert_close(got_tokens, expected_tokens, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got_image, expected_image, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(picked, expected_tokens[:, list(MULTIMASK_TOKENS)],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_multimask_predictions_match_the_decoder():
+    """Masks 1-3 and their predicted IoU as SAM's decoder gives them; with a threshold only
+    those above it, in the same (prompt-major) order."""
+    decoder = build_tiny_sam(0).mask_decoder
+    image, pe, dense, sparse = random_decoder_inputs(2, prompts=6)
+    with torch.no_grad():
+        logits, iou = decoder(image, pe, sparse, dense, multimask_output=True)
+        logits, iou = logits.flatten(0, 1), iou.flatten()
+        all_logits, all_iou = multimask_predictions(decoder, image, pe, sparse, dense, 0.0)
+        # A threshold half way between two predicted IoUs, so rounding cannot move a mask.
+        ordered = iou.sort().values
+        threshold = float(ordered[9] + ordered[10]) / 2
+        kept_logits, kept_iou = multimask_predictions(decoder, image, pe, sparse, dense,
+                                                      threshold)
+        none_logits, none_iou = multimask_predictions(decoder, image, pe, sparse, dense, 2.0)
+    torch.testing.assert_close(all_logits, logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(all_iou, iou, atol=1e-5, rtol=0.0)
+    kept = iou > threshold
+    assert kept.sum() == 8 and len(kept_iou) == 8
+    torch.testing.assert_close(kept_logits, logits[kept], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(kept_iou, iou[kept], atol=1e-5, rtol=0.0)
+    assert none_logits.shape == (0, 64, 64) and none_iou.shape == (0,)
