@@ -190,7 +190,7 @@ def read_vocabulary(args: argparse.Namespace, settings: Settings) -> Vocabulary:
         except OSError as err:
             raise VocabularyError(f"cannot read --vocab-file {args.vocab_file}: "
                                   f"{err.strerror}") from None
-    return Vocabulary.parse(text, max_classes=settings.max_classes, stuff=settings.stuff_classes)
+    return Vocabulary.from_settings(text, settings)
 
 
 def summary(timings: list[dict[str, float]], written: int, skipped: int) -> str:

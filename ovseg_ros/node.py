@@ -140,8 +140,7 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
         if "vocabulary" in changed:
             return Vocabulary.parse([])  # raises: the vocabulary is empty
         return None
-    return Vocabulary.parse(settings.vocabulary, max_classes=settings.max_classes,
-                            stuff=settings.stuff_classes)
+    return Vocabulary.from_settings(settings.vocabulary, settings)
 
 
 def unlabelled_result(height: int, width: int) -> SegmentationResult:

@@ -91,8 +91,7 @@ class Segmenter:
 
     def parse_vocabulary(self, entries: str | list[str]) -> Vocabulary:
         """Validate entries against the current settings (max_classes, stuff_classes)."""
-        return Vocabulary.parse(entries, max_classes=self._settings.max_classes,
-                                stuff=self._settings.stuff_classes)
+        return Vocabulary.from_settings(entries, self._settings)
 
     def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary:
         """Text embeddings for a vocabulary (only new names are run through the encoder)."""
@@ -107,13 +106,13 @@ class Segmenter:
         start = time.perf_counter()
         height, width = image.shape[:2]
         work_h, work_w = working_size(height, width, settings.max_image_side)
-        work = image if (work_h, work_w) == (height, width) else cv2.resize(
-            image, (work_w, work_h), interpolation=cv2.INTER_AREA)
+        work = np.ascontiguousarray(image) if (work_h, work_w) == (height, width) else \
+            cv2.resize(image, (work_w, work_h), interpolation=cv2.INTER_AREA)
         with self._stage(timings, "proposals"):
-            proposals = self.proposer.propose(np.ascontiguousarray(work))
+            proposals = self.proposer.propose(work)
         with self._stage(timings, "classify"):
             if len(proposals):
-                image_t = torch.from_numpy(np.ascontiguousarray(work)).to(self.device)
+                image_t = torch.from_numpy(work).to(self.device)
                 probs = self.classifier.classify(image_t, proposals.masks, proposals.boxes,
                                                  vocabulary.embeddings)
             else:

@@ -108,6 +108,12 @@ class Vocabulary:
         stuff_keys = {s.strip().casefold() for s in stuff}
         return cls(tuple(names), frozenset(n for n in names if n.casefold() in stuff_keys))
 
+    @classmethod
+    def from_settings(cls, entries: str | Sequence[str], settings) -> "Vocabulary":
+        """``parse`` with the limits and stuff classes of a Settings object."""
+        return cls.parse(entries, max_classes=settings.max_classes,
+                         stuff=settings.stuff_classes)
+
     def __len__(self) -> int:
         return len(self.names)
 
