@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import math
 
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
 
 from ovseg_ros import classifier as classifier_module
 from ovseg_ros.classifier import (MaskClassifier, crop_boxes, crop_image_features,
@@ -342,3 +344,35 @@ def test_a_sequence_first_transformer_gives_the_same_features(tiny_ovseg_clip,
 
     for got, expected in zip(features(seq_first), features(tiny_ovseg_clip)):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("quick_gelu", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_plain_blocks_compute_what_open_clip_blocks_do(tiny_clip_name, quick_gelu, masked):
+    # The crop, mask prompt and mask token forwards run open_clip's blocks through
+    # _self_attention and _mlp; OpenAI's weights (and OVSeg's) use QuickGELU, others GELU.
+    torch.manual_seed(7)
+    model = open_clip.create_model(tiny_clip_name, pretrained=None,
+                                   force_quick_gelu=quick_gelu).eval()
+    visual = model.visual
+    block = copy.deepcopy(visual.transformer.resblocks[0])
+    block.ls_2 = LayerScale(64, 0.5)  # LayerScale passes through too
+    assert isinstance(block.mlp.gelu, QuickGELU) == quick_gelu
+    patch_masks = torch.rand(3, GRID * GRID) > 0.5
+    attn_mask = classifier_module.mask_token_attention_mask(patch_masks) if masked else None
+    x = torch.randn(2, 3 + 1 + GRID * GRID, 64)
+    with torch.inference_mode():
+        expected = block(x, attn_mask=attn_mask)
+        block.forward = None  # the plain path must not call the module's forward
+        got = classifier_module._block(visual, block, x, attn_mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got - x).abs().max() > 0.1
+
+
+def test_other_blocks_run_their_own_forward(tiny_clip):
+    # A cross-attention block (ln_1_kv) is not a plain self-attention block.
+    block = ResidualAttentionBlock(64, 2, is_cross_attention=True).eval()
+    x = torch.randn(2, 5, 64)
+    with torch.inference_mode():
+        got = classifier_module._block(tiny_clip.visual, block, x)
+        torch.testing.assert_close(got, block(x), atol=0, rtol=0)
