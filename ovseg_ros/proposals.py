@@ -53,8 +53,11 @@ START_ONLY_FIELDS = ("proposal_backend", "precision", "compile")
 # precision halves the activations.
 DECODER_BYTES_PER_PROMPT = {torch.float32: 32 << 20, torch.bfloat16: 16 << 20,
                             torch.float16: 16 << 20}
-# Fraction of the free GPU memory a frame may plan to use for decoder and upsampling chunks.
+# Fraction of the free GPU memory a frame may plan to use for decoder and upsampling chunks,
+# and a cap on it: the default configuration (vit_b, 32x32 grid) must fit in 8 GB whatever
+# the card has free. 3 GiB is 96 fp32 prompts per decoder call (11 calls for 32x32).
 GPU_MEMORY_FRACTION = 0.5
+GPU_MEMORY_CAP_BYTES = 3 << 30
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -260,15 +263,20 @@ class MaskProposer:
         return proposals.top(settings.max_masks)
 
     def _memory_budget(self) -> float | None:
-        """Bytes a frame may plan to use for decoder and upsampling chunks: a fraction of
-        the GPU memory free now (the allocator's cached blocks count as free); None on the
-        CPU."""
+        """``frame_memory_budget`` of the GPU memory free now (the allocator's cached
+        blocks count as free); None on the CPU."""
         if self.device.type != "cuda":
             return None
         free, _ = torch.cuda.mem_get_info(self.device)
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
             self.device)
-        return GPU_MEMORY_FRACTION * (free + cached)
+        return frame_memory_budget(free + cached)
+
+
+def frame_memory_budget(free_bytes: float) -> float:
+    """Bytes a frame may plan to use for decoder and upsampling chunks when free_bytes of
+    GPU memory are free: GPU_MEMORY_FRACTION of them, at most GPU_MEMORY_CAP_BYTES."""
+    return min(GPU_MEMORY_FRACTION * free_bytes, GPU_MEMORY_CAP_BYTES)
 
 
 def chunk_sizes(num_prompts: int, points_per_batch: int, image_size: tuple[int, int],
@@ -277,9 +285,9 @@ def chunk_sizes(num_prompts: int, points_per_batch: int, image_size: tuple[int, 
     """(prompts per decoder call, masks per upsampling call) for the fast backend.
 
     Without a budget (CPU): points_per_batch prompts and their 3 masks per call, as the
-    stock does. With one (GPU): as many as fit in budget_bytes (a 32x32 grid goes through
-    the decoder in one call when about 32 GiB, or 16 GiB in half precision, are free),
-    never fewer than the stock's.
+    stock does. With one (GPU): as many as fit in budget_bytes (the whole of a 32x32 grid
+    would need about 32 GiB, or 16 GiB in half precision; frame_memory_budget caps it at
+    3 GiB), never fewer than the stock's.
     """
     floor = min(points_per_batch, num_prompts)
     if budget_bytes is None:

@@ -19,7 +19,8 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.amg import batched_mask_to_box, is_box_near_crop_edge
 
 from ovseg_ros.config import Settings, SettingsError
-from ovseg_ros.proposals import MaskProposals, MaskProposer, chunk_sizes
+from ovseg_ros.proposals import (GPU_MEMORY_CAP_BYTES, MaskProposals, MaskProposer, chunk_sizes,
+                                 frame_memory_budget)
 from ovseg_ros.sam_decoder import MULTIMASK_TOKENS, multimask_predictions, two_way_transformer
 from tiny_models import build_tiny_sam
 
@@ -221,6 +222,15 @@ def test_chunk_sizes():
     assert chunk_sizes(1024, 64, (768, 1024), 1024, torch.float32, 0.5 * gib) == (64, 192)
     masks = chunk_sizes(1024, 64, (768, 1024), 1024, torch.float32, 8 * gib)[1]
     assert 800 < masks < 900  # about 9.5 MiB per upsampled 1024x768 mask
+
+
+def test_frame_memory_budget_is_capped_for_the_8_gb_target():
+    gib = float(1 << 30)
+    assert frame_memory_budget(2 * gib) == 1 * gib
+    # An H200's 139 GiB free still plans 3 GiB: 96 fp32 prompts per decoder call.
+    assert frame_memory_budget(139 * gib) == GPU_MEMORY_CAP_BYTES == 3 * gib
+    assert chunk_sizes(1024, 64, (480, 640), 1024, torch.float32,
+                       frame_memory_budget(139 * gib))[0] == 96
 
 
 def test_single_crop_drops_nothing_at_crop_edges():
