@@ -32,13 +32,13 @@ OVSeg's demo runs them) and compared with an extra, untimed fp32 stock run.
 
 Weights: real ones when the settings find them (offline, never downloaded), else random
 weights of the real architectures (SAM sam_model_registry[...](checkpoint=None), open_clip
-``pretrained=None``). Timings depend on shapes, not values, except through how many masks
-pass SAM's filters: random SAM logits are tiny (|x| ~ 0.1), so the stability score at offset
-1.0 is 0 for every mask and their predicted IoUs are near 0. With random SAM weights the
-benchmark therefore sets stability_score_thresh 0, box_nms_thresh 1.0 (random masks are
-large overlapping blobs that NMS would collapse) and pred_iou_thresh to the quantile that
-lets --keep-fraction of the grid's candidates through on the first frame; all three are
-printed. Numbers from random weights measure stage costs at that mask count, not accuracy.
+``pretrained=None``, with QuickGELU where the real weights use it). Timings depend on shapes,
+not values, except through how many masks pass SAM's filters: random SAM logits are tiny
+(|x| ~ 0.1), so the stability score at offset 1.0 is 0 for every mask and their predicted
+IoUs are near 0. With random SAM weights the benchmark therefore sets
+stability_score_thresh 0, box_nms_thresh 1.0 (random masks are large overlapping blobs that
+NMS would collapse) and pred_iou_thresh to the quantile that lets --keep-fraction of the
+grid's candidates through on the first frame; all three are printed. Numbers from random weights measure stage costs at that mask count, not accuracy.
 
 Run ``python benchmarks/bench_pipeline.py --help``; results print as a table and, with
 --json PATH, as JSON.
@@ -179,9 +179,10 @@ def load_models(settings: Settings, device: torch.device, *, random_weights: boo
         sam_source = sam_source or "random (--random-weights)"
         sam_source += f"; sam_model_registry[{settings.sam_model!r}], seed {SAM_SEED}"
     if clip is None:
-        clip = random_clip(settings.clip_model, device, mask_prompt)
+        clip = random_clip(settings, device, mask_prompt)
         clip_source = clip_source or "random (--random-weights)"
-        clip_source += (f"; open_clip {settings.clip_model} pretrained=None, seed {CLIP_SEED}"
+        clip_source += (f"; open_clip {settings.clip_model} pretrained=None, "
+                        f"quick_gelu {clip_uses_quick_gelu(settings)}, seed {CLIP_SEED}"
                         + (", random mask prompt" if mask_prompt else ""))
     return Models(sam, clip, sam_source, clip_source, sam_random)
 
@@ -190,11 +191,16 @@ def first_sentence(err: Exception) -> str:
     return str(err).split(". ")[0].splitlines()[0].rstrip(".:")
 
 
-def random_clip(name: str, device: torch.device, mask_prompt: bool) -> ClipBundle:
+def random_clip(settings: Settings, device: torch.device, mask_prompt: bool) -> ClipBundle:
+    """Random weights of the model load_clip would build: with QuickGELU where the real
+    weights use it (OVSeg's checkpoints, and tags such as 'openai' whose config says so)."""
     import open_clip
 
+    name = settings.clip_model
     torch.manual_seed(CLIP_SEED)
-    model = open_clip.create_model(name, pretrained=None).to(device).eval()
+    model = open_clip.create_model(name, pretrained=None,
+                                   force_quick_gelu=clip_uses_quick_gelu(settings))
+    model = model.to(device).eval()
     visual = model.visual
     prompt = None
     if mask_prompt:
@@ -206,6 +212,15 @@ def random_clip(name: str, device: torch.device, mask_prompt: bool) -> ClipBundl
                       mask_embedding=prompt, image_mean=open_clip.OPENAI_DATASET_MEAN,
                       image_std=open_clip.OPENAI_DATASET_STD,
                       image_size=size if isinstance(size, int) else size[0])
+
+
+def clip_uses_quick_gelu(settings: Settings) -> bool:
+    import open_clip
+
+    if settings.ovseg_checkpoint:
+        return True
+    tag_cfg = open_clip.get_pretrained_cfg(settings.clip_model, settings.clip_pretrained)
+    return bool(tag_cfg.get("quick_gelu", False))
 
 
 @torch.inference_mode()
