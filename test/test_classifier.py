@@ -350,7 +350,7 @@ def test_a_sequence_first_transformer_gives_the_same_features(tiny_ovseg_clip,
 @pytest.mark.parametrize("masked", [False, True])
 def test_plain_blocks_compute_what_open_clip_blocks_do(tiny_clip_name, quick_gelu, masked):
     # The crop, mask prompt and mask token forwards run open_clip's blocks through
-    # _self_attention and _mlp; OpenAI's weights (and OVSeg's) use QuickGELU, others GELU.
+    # _attention and _mlp; OpenAI's weights (and OVSeg's) use QuickGELU, others GELU.
     torch.manual_seed(7)
     model = open_clip.create_model(tiny_clip_name, pretrained=None,
                                    force_quick_gelu=quick_gelu).eval()
@@ -367,6 +367,13 @@ def test_plain_blocks_compute_what_open_clip_blocks_do(tiny_clip_name, quick_gel
         got = classifier_module._block(visual, block, x, attn_mask)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got - x).abs().max() > 0.1
+    # The class token's attention over all tokens, as the last crop block computes it.
+    tokens = block.ln_1(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            classifier_module._attention(block.attn, tokens[:, :1], tokens),
+            block.attn(tokens[:, :1], tokens, tokens, need_weights=False)[0],
+            atol=1e-5, rtol=1e-5)
 
 
 def test_other_blocks_run_their_own_forward(tiny_clip):
