@@ -47,7 +47,6 @@ Run ``python benchmarks/bench_pipeline.py --help``; results print as a table and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -72,6 +71,7 @@ from ovseg_ros.classifier import (LOGIT_SCALE, MaskClassifier,  # noqa: E402
                                   reference_crop_embeddings)
 from ovseg_ros.config import Settings  # noqa: E402
 from ovseg_ros.pipeline import Segmenter  # noqa: E402
+from ovseg_ros.precision import autocast, compute_dtype  # noqa: E402
 from ovseg_ros.proposals import MaskProposals, MaskProposer, grid_prompts  # noqa: E402
 from ovseg_ros.weights import (SAM_CHECKPOINTS, ClipBundle, WeightsError, load_clip,  # noqa: E402
                                load_sam)
@@ -334,15 +334,6 @@ def ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The precision's autocast on CUDA; nothing for fp32 or on the CPU (which the
-    pipeline always runs in fp32)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
-
-
 # --------------------------------------------------------------------------- fidelity
 
 def best_ious(reference: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -408,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--points-per-side", type=int, help="SAM prompt grid (default: 16 on "
                         "the CPU, 32 on a GPU)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="GPU precision of both sides (the CPU always runs fp32)")
+                        help="precision of both sides (bf16 on either device; fp16 on "
+                             "the GPU only, the CPU then runs fp32)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the fast side's SAM encoder (GPU)")
     parser.add_argument("--stages", default=",".join(STAGES),
@@ -462,8 +454,9 @@ def main(argv: Sequence[str] | None = None, base_settings: Settings | None = Non
     models = load_models(base_settings, device, random_weights=args.random_weights,
                          mask_prompt=args.mask_prompt)
     frames = [synthetic_frame(seed, height, width) for seed in range(frames_n)]
-    # The pipeline runs fp32 on the CPU whatever the setting; say so rather than mislabel.
-    precision = args.precision if on_gpu else "fp32"
+    # fp16 on the CPU runs fp32 (ovseg_ros.precision); say so rather than mislabel.
+    precision = args.precision if compute_dtype(args.precision, device) != torch.float32 \
+        else "fp32"
     overrides: dict[str, Any] = dict(
         device=str(device), precision=precision, compile=args.compile,
         points_per_side=pps, proposal_backend="fast", classifier_mode="crop",
@@ -528,7 +521,7 @@ class Bench:
         self.fast_classify = RecordingCall(self.segmenter.classifier.classify, self.clock)
         self.segmenter.classifier.classify = self.fast_classify
         self.stock = MaskProposer(models.sam, settings.replace(proposal_backend="stock"))
-        self.half = settings.precision != "fp32" and device.type == "cuda"
+        self.half = compute_dtype(settings.precision, device) != torch.float32
         # The fidelity reference is always fp32; in fp32 it is the timed stock run itself.
         self.stock_fp32 = (MaskProposer(models.sam, settings.replace(
             proposal_backend="stock", precision="fp32")) if self.half else self.stock)
@@ -568,7 +561,7 @@ class Bench:
         probs = None
         if classify:
             t0 = clock.now()
-            with autocast(self.device, settings.precision):
+            with autocast(settings.precision, self.device):
                 probs = reference_probs(self.models, image, proposals, vocabulary.embeddings)
             times["classify_crop"] = ms(clock.now() - t0)
         if end_to_end:

@@ -37,7 +37,6 @@ proj); they need a VisionTransformer pooled by its class token, as CLIP's ViTs a
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -46,18 +45,19 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from ovseg_ros.precision import DTYPES, autocast
+
 if TYPE_CHECKING:
     from ovseg_ros.weights import ClipBundle
 
 MODES = ("crop", "mask_token")
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Crops resampled and encoded together: bounds memory (about 20 MB per crop at 224 before
 # the ViT) while keeping the GPU busy.
 CROP_BATCH = 32
 # The same on the CPU. Measured with ViT-B-16 on 2 cores, ms per crop at batch 1/2/4/8/16:
-# 214/185/171/165/169 (larger batches fill the matmuls; past 8 the activations leave the
-# cache).
-CPU_CROP_BATCH = 8
+# fp32 183/170/164/165/183 (past 8 the activations leave the cache); bf16 at 1/2/4/8:
+# about 66/58/56/60.
+CPU_CROP_BATCH = 4
 # Mask tokens per ViT pass; each extra pass repeats the image's own tokens.
 MASK_TOKEN_BATCH = 256
 # OVSeg's classification temperature: softmax(100 * cosine).
@@ -448,8 +448,8 @@ class MaskClassifier:
     - "mask_token": MaskCLIP's mask class tokens over the whole image stretched to the CLIP
       input (one ViT pass per MASK_TOKEN_BATCH masks; the mask prompt is not used).
 
-    ``precision`` "bf16"/"fp16" runs the ViT under autocast on CUDA; the CPU runs fp32.
-    The crop resampling always runs in fp32.
+    ``precision`` runs the ViT as ``ovseg_ros.precision`` says (bf16 under autocast on
+    either device, fp16 on CUDA only). The crop resampling always runs in fp32.
 
     Empty masks are kept, so rows stay aligned with the proposals: in crop mode an empty
     mask (SAM's box [0, 0, 0, 0]) is a 1-pixel crop of pure fill colour, i.e. the
@@ -457,9 +457,8 @@ class MaskClassifier:
     """
 
     def __init__(self, clip: "ClipBundle", mode: str = "crop", precision: str = "fp32"):
-        if precision not in AUTOCAST_DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, "
-                             f"got {precision!r}")
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
         self.clip = clip
         self.mode = mode
         self.precision = precision
@@ -505,12 +504,6 @@ class MaskClassifier:
         logits = LOGIT_SCALE * embeddings @ text_embeddings.to(embeddings).T
         return logits.softmax(dim=-1)
 
-    def _autocast(self, device: torch.device):
-        dtype = AUTOCAST_DTYPES[self.precision]
-        if dtype is None or device.type != "cuda":
-            return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=dtype)
-
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] on the 0-255 scale -> CLIP input."""
         mean = self._mean.to(pixels.device).view(1, 3, 1, 1)
@@ -522,9 +515,9 @@ class MaskClassifier:
         """[N, D] crop features, CROP_BATCH (CPU: CPU_CROP_BATCH) crops at a time.
 
         On the CPU the crops are cut per box (see the module docstring). Measured there
-        (ViT-B-16 fp32): the ViT takes over 95 % of the time, and at batch 8 its matmuls,
-        which run at about 210 GFLOP/s whatever the batch, are about 160 ms of the 165 ms
-        per crop: batching gains little more on the CPU; it pays on a GPU.
+        (ViT-B-16 fp32): the ViT takes over 95 % of the time, and its matmuls, which run at
+        about 210 GFLOP/s whatever the batch, are about 156 ms of the 164 ms per crop:
+        batching gains little more on the CPU; it pays on a GPU.
         """
         model, size = self.clip.model, self.clip.image_size
         boxes = crop_boxes(boxes.to(image.device), image.shape[0], image.shape[1])
@@ -538,7 +531,7 @@ class MaskClassifier:
         for start in range(0, masks.shape[0], batch):
             part = slice(start, start + batch)
             pixels = self._normalise(make_crops(image, masks[part], boxes[part], fill, size))
-            with self._autocast(image.device):
+            with autocast(self.precision, image.device):
                 if prompt is None:
                     features.append(crop_image_features(model, pixels))
                 else:
@@ -559,7 +552,7 @@ class MaskClassifier:
                              for part in masks.split(CROP_BATCH)])
         features = []
         for part in patches.split(MASK_TOKEN_BATCH):
-            with self._autocast(image.device):
+            with autocast(self.precision, image.device):
                 features.append(mask_token_features(visual, pixels, part))
         return torch.cat(features)
 

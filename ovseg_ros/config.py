@@ -58,8 +58,10 @@ class Settings:
     offline: bool = _setting(False, "Never download weights; fail with a clear message "
                              "when a file is missing.", live=False)
     device: str = _setting("auto", f"Torch device: {DEVICES_HELP}.", live=False)
-    precision: str = _setting("fp32", "Numeric precision on the GPU: fp32, bf16 or fp16 "
-                              "(the CPU always runs fp32).", live=False, choices=PRECISIONS)
+    precision: str = _setting("fp32", "Numeric precision: fp32, bf16 or fp16. bf16 also "
+                              "runs on the CPU (fast on CPUs with AVX-512 BF16 or AMX); fp16 "
+                              "only on the GPU (the CPU runs fp32).", live=False,
+                              choices=PRECISIONS)
     compile: bool = _setting(False, "torch.compile the image encoders (GPU; slow first frame).",
                              live=False)
     proposal_backend: str = _setting(

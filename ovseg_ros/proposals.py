@@ -39,6 +39,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
 from .config import Settings, SettingsError
+from .precision import autocast, compute_dtype
 from .sam_decoder import multimask_predictions
 
 # The stock generator's crop_nms_thresh default. With one crop it only matters in the
@@ -58,8 +59,6 @@ DECODER_BYTES_PER_PROMPT = {torch.float32: 32 << 20, torch.bfloat16: 16 << 20,
 # the card has free. 3 GiB is 96 fp32 prompts per decoder call (11 calls for 32x32).
 GPU_MEMORY_FRACTION = 0.5
 GPU_MEMORY_CAP_BYTES = 3 << 30
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -119,8 +118,9 @@ class MaskProposer:
     """SAM automatic masks for one image at a time, with the backend the settings name.
 
     Live settings (grid, thresholds, clean-up, max_masks) apply from the next frame;
-    proposal_backend, precision and compile are read here once. precision and compile only
-    take effect on CUDA; the CPU always runs fp32 eagerly.
+    proposal_backend, precision and compile are read here once. precision means what
+    ``ovseg_ros.precision`` says (bf16 on either device, fp16 on CUDA only); compile only
+    takes effect on CUDA.
     """
 
     def __init__(self, sam: Sam, settings: Settings):
@@ -129,7 +129,7 @@ class MaskProposer:
         self._settings = settings
         self.device = sam.device
         on_cuda = self.device.type == "cuda"
-        self._dtype = _DTYPES[settings.precision] if on_cuda else torch.float32
+        self._dtype = compute_dtype(settings.precision, self.device)
         self._transform = ResizeLongestSide(sam.image_encoder.img_size)
         # The padded encoder input always has the same shape: compiled once, on the first
         # frame. The stock backend keeps the model untouched (it is the reference).
@@ -165,9 +165,7 @@ class MaskProposer:
         return self._propose_fast(image, settings)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self._dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._dtype)
+        return autocast(self._settings.precision, self.device)
 
     def _propose_stock(self, image: np.ndarray, settings: Settings) -> MaskProposals:
         generator = SamAutomaticMaskGenerator(
@@ -182,7 +180,7 @@ class MaskProposer:
             output_mode="binary_mask",
         )
         # Half precision as OVSeg's demo runs it: the whole generator under autocast.
-        with self._autocast():
+        with self._autocast(), _decoder_outputs_in_fp32(self._sam.mask_decoder, self._dtype):
             records = generator.generate(image)
         if not records:
             return MaskProposals.empty(image.shape[0], image.shape[1], self.device)
@@ -271,6 +269,22 @@ class MaskProposer:
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
             self.device)
         return frame_memory_budget(free + cached)
+
+
+@contextlib.contextmanager
+def _decoder_outputs_in_fp32(decoder: torch.nn.Module, dtype: torch.dtype):
+    """Under bf16, the stock generator would hand the decoder's bf16 scores to numpy, which
+    has no bfloat16 (TypeError in MaskData.to_numpy): its outputs are cast back to fp32,
+    so the upsampling and filters run in fp32, as they do on the fast path."""
+    if dtype != torch.bfloat16:
+        yield
+        return
+    handle = decoder.register_forward_hook(
+        lambda module, args, outputs: tuple(output.float() for output in outputs))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def frame_memory_budget(free_bytes: float) -> float:

@@ -383,3 +383,17 @@ def test_other_blocks_run_their_own_forward(tiny_clip):
     with torch.inference_mode():
         got = classifier_module._block(tiny_clip.visual, block, x)
         torch.testing.assert_close(got, block(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["crop", "mask_token"])
+def test_bf16_runs_on_the_cpu_and_fp16_means_fp32_there(scene, tiny_ovseg_clip, mode):
+    image, masks = scene
+    boxes = boxes_of(masks)
+    model = bundle(tiny_ovseg_clip)
+    exact = MaskClassifier(model, mode=mode).embed_masks(image, masks, boxes)
+    half = MaskClassifier(model, mode=mode, precision="bf16").embed_masks(image, masks, boxes)
+    assert half.dtype == torch.float32
+    assert not torch.equal(half, exact)
+    assert F.cosine_similarity(half, exact, dim=1).min() > 0.99
+    fp16 = MaskClassifier(model, mode=mode, precision="fp16").embed_masks(image, masks, boxes)
+    assert torch.equal(fp16, exact)

@@ -337,3 +337,26 @@ def test_multimask_predictions_match_the_decoder():
     torch.testing.assert_close(kept_logits, logits[kept], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(kept_iou, iou[kept], atol=1e-5, rtol=0.0)
     assert none_logits.shape == (0, 64, 64) and none_iou.shape == (0,)
+
+
+@pytest.mark.parametrize("backend", ["stock", "fast"])
+def test_bf16_runs_on_the_cpu(backend):
+    # The autocast paths that a GPU runs, on the CPU. The stock generator hands the decoder's
+    # scores to numpy, which has no bfloat16: the proposer casts them back to fp32.
+    sam = varied_tiny_sam(3)
+    image = synthetic_frame(120, 160, 3)
+    _, _, _, settings, least = PARITY_CASES[0]
+    exact = proposals(sam, image, backend, **settings)
+    half = proposals(sam, image, backend, precision="bf16", **settings)
+    assert len(exact) >= least and len(half) > 0
+    assert half.masks.dtype == torch.bool and half.masks.shape[1:] == (120, 160)
+
+    def bf16_values(scores):
+        return torch.equal(scores, scores.bfloat16().float())
+
+    # The decoder's scores went through bf16 (and fp32 ones do not all fit in bf16).
+    assert bf16_values(half.predicted_iou)
+    assert not bf16_values(exact.predicted_iou)
+    # Most masks survive the rounding: each fp32 mask mostly has a close bf16 mask.
+    best = mask_iou(exact.masks, half.masks).max(dim=1).values
+    assert best.median() >= 0.9
