@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -829,7 +830,7 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"masks ({masks['reference']} vs fast): counts stock {masks['stock_counts']} "
             f"fast {masks['fast_counts']}, equal {masks['counts_equal']}, min best IoU "
-            f"{_num(masks['min_best_iou'])} (target >= {MASK_IOU_TARGET}), mean area "
+            f"{_iou(masks['min_best_iou'])} (target >= {MASK_IOU_TARGET}), mean area "
             f"{_num(masks['mean_area_fraction'])} of the frame")
     if cls["masks_per_frame"]:
         lines.append(f"classification ({cls['reference']}): max |p_fast - p_ref| "
@@ -848,6 +849,11 @@ def _cell(stat: dict[str, float] | None, key: str) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _iou(value: float | None) -> str:
+    """Truncated, never rounded up: 0.99999 must not print as 1."""
+    return "-" if value is None else f"{math.floor(value * 1e5) / 1e5:.5f}"
 
 
 if __name__ == "__main__":
