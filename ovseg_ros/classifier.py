@@ -25,10 +25,10 @@ batches the ViT forwards and makes the crops in one of two ways, per device:
 Only the class token of the last ViT block reaches the embedding, so the crop forwards
 (plain and mask-prompted) compute that block's keys and values for every token but its
 attention and MLP for the class token alone: the same numbers as ``encode_image`` up to
-float rounding, with about 7 % less work on a 12-block ViT. The other blocks run on
-open_clip's own weights through ``F.scaled_dot_product_attention`` and, with QuickGELU, one
-in-place silu (``_block``): the same computation in fewer passes over memory, which took a
-ViT-B/16 crop batch on 2 CPU cores from about 207 to 160 ms per crop.
+float rounding, with about 7 % less work on a 12-block ViT. All blocks run on open_clip's
+own weights through ``F.scaled_dot_product_attention`` and, with QuickGELU, one in-place
+silu (``_block``, ``_class_token_block``): the same computation in fewer passes over memory,
+which took a ViT-B/16 crop batch on 2 CPU cores from about 207 to 160 ms per crop.
 
 The ViT forwards for the mask prompt and the mask tokens walk open_clip's own modules
 (conv1, class_embedding, positional_embedding, ln_pre, transformer.resblocks, ln_post,
