@@ -38,7 +38,8 @@ not values, except through how many masks pass SAM's filters: random SAM logits 
 IoUs are near 0. With random SAM weights the benchmark therefore sets
 stability_score_thresh 0, box_nms_thresh 1.0 (random masks are large overlapping blobs that
 NMS would collapse) and pred_iou_thresh to the quantile that lets --keep-fraction of the
-grid's candidates through on the first frame; all three are printed. Numbers from random weights measure stage costs at that mask count, not accuracy.
+grid's candidates through on the first frame; all three are printed. Numbers from random
+weights measure stage costs at that mask count, not accuracy.
 
 Run ``python benchmarks/bench_pipeline.py --help``; results print as a table and, with
 --json PATH, as JSON.

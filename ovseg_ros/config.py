@@ -62,7 +62,7 @@ class Settings:
                               "runs on the CPU (fast on CPUs with AVX-512 BF16 or AMX); fp16 "
                               "only on the GPU (the CPU runs fp32).", live=False,
                               choices=PRECISIONS)
-    compile: bool = _setting(False, "torch.compile the image encoders (GPU; slow first frame).",
+    compile: bool = _setting(False, "torch.compile SAM's image encoder (GPU; slow first frame).",
                              live=False)
     proposal_backend: str = _setting(
         "fast", "Mask proposals: 'fast' (batched, all on the device) or 'stock' "
