@@ -112,7 +112,9 @@ class Segmenter:
             proposals = self.proposer.propose(work)
         with self._stage(timings, "classify"):
             if len(proposals):
-                image_t = torch.from_numpy(work).to(self.device)
+                # A frame may be a read-only view of message bytes; torch wants writable.
+                pixels = work if work.flags.writeable else work.copy()
+                image_t = torch.from_numpy(pixels).to(self.device)
                 probs = self.classifier.classify(image_t, proposals.masks, proposals.boxes,
                                                  vocabulary.embeddings)
             else:

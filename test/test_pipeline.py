@@ -1,5 +1,7 @@
 """Segmenter with tiny models loaded through the real loaders: the public API end to end."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -86,4 +88,15 @@ def test_ovseg_checkpoint_with_mask_prompt(tiny_settings, tiny_weights):
     assert segmenter.clip.mask_embedding is not None
     encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
     result = segmenter.segment(synthetic_image(), encoded)
+    assert result.semantic.shape == (96, 128)
+
+
+def test_read_only_frames_are_accepted_without_a_warning(segmenter):
+    # Frames decoded from message bytes (a bag, a ROS message) can be read-only views.
+    image = synthetic_image()
+    image.setflags(write=False)
+    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = segmenter.segment(image, encoded)
     assert result.semantic.shape == (96, 128)
