@@ -20,7 +20,8 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "pycocotools>=2.0.7",
+        "rosbags>=0.10",
     ],
-    extras_require={"test": ["pytest>=7", "rosbags>=0.10"]},
+    extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main"]},
 )

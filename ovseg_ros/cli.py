@@ -1,6 +1,8 @@
-"""ovseg-segment: the pipeline without ROS, on images, folders, globs and videos.
+"""ovseg-segment: the pipeline without ROS, on images, folders, globs, videos and rosbag2 bags.
 
-Per frame it writes ``<name>_overlay.png`` (RGB, labelled colours), ``<name>_labels.png``
+A rosbag2 bag (a folder with metadata.yaml, sqlite3 or mcap) is read with rosbags, no ROS
+needed: the frames of one sensor_msgs/Image or CompressedImage topic (``--topic``, or the
+bag's only image topic). Per frame it writes ``<name>_overlay.png`` (RGB, labelled colours), ``<name>_labels.png``
 (16-bit class index, 65535 unlabelled), ``<name>_instances.png`` (16-bit, 1 + index into the
 JSON's instance list, 0 none) and ``<name>.json`` (instances with COCO RLE masks).
 """
@@ -26,6 +28,8 @@ from .vocabulary import Vocabulary, VocabularyError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+BAG_SUFFIXES = {".db3", ".mcap"}  # a rosbag2 bag's storage files, read through their folder
+IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 log = logging.getLogger("ovseg_segment")
 
@@ -46,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ovseg-segment",
         description="Open-vocabulary segmentation (SAM proposals + mask-adapted CLIP) of "
-                    "images, folders, globs and videos.")
-    parser.add_argument("inputs", nargs="+", help="image files, folders, globs or videos")
+                    "images, folders, globs, videos and rosbag2 bags.")
+    parser.add_argument("inputs", nargs="+",
+                        help="image files, folders, globs, videos or rosbag2 bag folders")
+    parser.add_argument("--topic", help="image topic to read from rosbag2 bags (default: "
+                        "the bag's only sensor_msgs/Image or CompressedImage topic)")
     vocab = parser.add_mutually_exclusive_group(required=True)
     vocab.add_argument("--vocab", help="comma separated classes, e.g. 'mug, kettle, person'")
     vocab.add_argument("--vocab-file", help="file with one class per line (or commas)")
@@ -70,12 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_bag(path: Path) -> bool:
+    """A rosbag2 bag: a folder with the metadata.yaml that ros2 bag record writes."""
+    return path.is_dir() and (path / "metadata.yaml").is_file()
+
+
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and globs -> paths; refuse what matches nothing."""
+    """Files, bags, folders (their images, sorted) and globs -> paths; refuse what matches
+    nothing."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if is_bag(path):
+            paths.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir()
                            if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
             if not found:
@@ -91,17 +106,59 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         else:
             raise InputError(f"input {item} does not exist")
     for path in paths:
-        if path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+        if path.suffix.lower() in BAG_SUFFIXES:
+            raise InputError(f"{path}: a rosbag2 bag is read through its folder (the one with "
+                             f"metadata.yaml): pass {path.parent}")
+        if not is_bag(path) and path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
             raise InputError(f"{path}: unsupported file type {path.suffix!r}; images "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}) or videos "
                              f"({', '.join(sorted(VIDEO_SUFFIXES))})")
     return paths
 
 
-def count_frames(paths: Sequence[Path]) -> int:
+def _open_bag(path: Path):
+    """rosbags' reader for a bag; message types the bag does not define come from Humble's."""
+    try:
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError:
+        raise InputError(f"{path} is a rosbag2 bag; reading bags needs the rosbags package "
+                         "(pip install rosbags)") from None
+    return AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+
+
+def bag_image_topic(path: Path, topic: str | None) -> tuple[str, int]:
+    """(topic, message count) of the image topic to read from a bag; InputError when there
+    is no such topic, or no --topic and more than one image topic."""
+    try:
+        with _open_bag(path) as reader:
+            images = {}
+            for connection in reader.connections:
+                if connection.msgtype in IMAGE_MSGTYPES:
+                    images[connection.topic] = (images.get(connection.topic, 0)
+                                                + connection.msgcount)
+    except InputError:
+        raise
+    except Exception as err:  # rosbags' errors for unreadable bags have no common base
+        raise InputError(f"{path}: cannot read the rosbag2 bag: {err}") from None
+    listed = ", ".join(sorted(images)) or "none"
+    if topic is None:
+        if len(images) != 1:
+            raise InputError(f"{path}: choose the image topic with --topic; the bag's "
+                             f"sensor_msgs/Image and CompressedImage topics: {listed}")
+        topic = next(iter(images))
+    elif topic not in images:
+        raise InputError(f"{path} has no sensor_msgs/Image or CompressedImage topic "
+                         f"{topic!r}; its image topics: {listed}")
+    return topic, images[topic]
+
+
+def count_frames(paths: Sequence[Path], topic: str | None = None) -> int:
     total = 0
     for path in paths:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
+        if is_bag(path):
+            total += bag_image_topic(path, topic)[1]
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
             capture = cv2.VideoCapture(str(path))
             total += max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
             capture.release()
@@ -110,7 +167,30 @@ def count_frames(paths: Sequence[Path]) -> int:
     return total
 
 
-def read_frames(paths: Sequence[Path]) -> Iterator[Frame]:
+def bag_frames(path: Path, topic: str | None, stem: str) -> Iterator[Frame]:
+    """The bag's image messages on the topic, in time order, named <stem>_<index:06d>."""
+    from .convert import FrameError, compressed_to_rgb, image_to_rgb
+
+    topic = bag_image_topic(path, topic)[0]
+    with _open_bag(path) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        for index, (connection, stamp, raw) in enumerate(
+                reader.messages(connections=connections)):
+            name, source = f"{stem}_{index:06d}", f"{path}:{topic}@{stamp}"
+            try:
+                message = reader.deserialize(raw, connection.msgtype)
+            except Exception as err:  # malformed CDR: rosbags' errors have no common base
+                yield Frame(name, source, None, f"cannot deserialize the message: {err}")
+                continue
+            to_rgb = compressed_to_rgb if connection.msgtype.endswith("CompressedImage") \
+                else image_to_rgb
+            try:
+                yield Frame(name, source, to_rgb(message))
+            except FrameError as err:
+                yield Frame(name, source, None, str(err))
+
+
+def read_frames(paths: Sequence[Path], topic: str | None = None) -> Iterator[Frame]:
     """Every frame of every input in order, as RGB; unreadable ones carry a problem."""
     used: dict[str, int] = {}
 
@@ -119,7 +199,9 @@ def read_frames(paths: Sequence[Path]) -> Iterator[Frame]:
         return stem if used[stem] == 1 else f"{stem}_{used[stem]}"
 
     for path in paths:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
+        if is_bag(path):
+            yield from bag_frames(path, topic, unique(path.name))
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
             capture = cv2.VideoCapture(str(path))
             if not capture.isOpened():
                 yield Frame(unique(path.stem), str(path), None, "cannot open the video")
@@ -213,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args)
         vocabulary = read_vocabulary(args, settings)
         paths = expand_inputs(args.inputs)
+        total = count_frames(paths, args.topic)  # also checks each bag's topic
     except (SettingsError, VocabularyError, InputError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
@@ -234,8 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    total = count_frames(paths)
-    frames = read_frames(paths)
+    frames = read_frames(paths, args.topic)
     if total > 1 and not args.quiet:
         from tqdm import tqdm
 

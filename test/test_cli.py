@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from ovseg_ros.cli import main
+from ovseg_ros.cli import bag_frames, main
 from ovseg_ros.panoptic import UNLABELLED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +81,103 @@ def test_folder_with_a_bad_image_and_a_video(tiny_settings, tmp_path, capsys, ca
     assert "4 frame(s) segmented, 1 skipped" in capsys.readouterr().err
     for name in ("a", "clip_000000", "clip_000001", "clip_000002"):
         check_frame_outputs(out, name, ["mug", "book"])
+
+
+def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:
+    """A rosbag2 bag as ros2 bag record writes it: two frames and a truncated one on
+    /camera/image_raw (rgb8, bgr8), one JPEG on /camera/image/compressed, and a String."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types = store.types
+    header = types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="camera")
+
+    def raw(pixels, encoding, data=None):
+        height, width = pixels.shape[:2]
+        data = pixels.reshape(-1) if data is None else data
+        return types["sensor_msgs/msg/Image"](
+            header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+            step=width * 3, data=data)
+
+    messages = [
+        ("/camera/image_raw", "sensor_msgs/msg/Image", raw(image, "rgb8")),
+        ("/camera/image_raw", "sensor_msgs/msg/Image", raw(image[..., ::-1].copy(), "bgr8")),
+        ("/camera/image_raw", "sensor_msgs/msg/Image",
+         raw(image, "rgb8", image.reshape(-1)[:100])),
+        ("/camera/image/compressed", "sensor_msgs/msg/CompressedImage",
+         types["sensor_msgs/msg/CompressedImage"](
+             header=header, format="jpeg",
+             data=np.frombuffer(cv2.imencode(".jpg", image[..., ::-1])[1], np.uint8))),
+        ("/chatter", "std_msgs/msg/String", types["std_msgs/msg/String"](data="hello")),
+    ]
+    with Writer(path, version=8, storage_plugin=StoragePlugin[storage]) as writer:
+        connections = {}
+        for stamp, (topic, msgtype, message) in enumerate(messages, start=1):
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic], stamp * 1_000_000,
+                         store.serialize_cdr(message, msgtype))
+
+
+def test_rosbag2_bag_frames_of_one_topic(tiny_settings, tmp_path, capsys, caplog):
+    pytest.importorskip("rosbags")
+    image = cv2.cvtColor(cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120)), cv2.COLOR_BGR2RGB)
+    bag = tmp_path / "run1"
+    write_bag(bag, image)
+    out = tmp_path / "out"
+    code = main([str(bag), "--topic", "/camera/image_raw", "--vocab", "mug, book", "--out",
+                 str(out), "--quiet", *settings_flags(tiny_settings)])
+    assert code == 0
+    assert "2 frame(s) segmented, 1 skipped" in capsys.readouterr().err
+    assert "run1_000002" not in {p.stem for p in out.iterdir()}
+    assert "data has 100 bytes but a 160x120 rgb8 image" in caplog.text
+    first = check_frame_outputs(out, "run1_000000", ["mug", "book"])
+    second = check_frame_outputs(out, "run1_000001", ["mug", "book"])
+    assert first["source"] == f"{bag}:/camera/image_raw@1000000"
+    # The bgr8 frame is the same picture: the same segmentation.
+    assert first["instances"] == second["instances"]
+    assert np.array_equal(cv2.imread(str(out / "run1_000000_labels.png"), cv2.IMREAD_UNCHANGED),
+                          cv2.imread(str(out / "run1_000001_labels.png"), cv2.IMREAD_UNCHANGED))
+
+    compressed = tmp_path / "out_compressed"
+    code = main([str(bag), "--topic", "/camera/image/compressed", "--vocab", "mug", "--out",
+                 str(compressed), "--quiet", *settings_flags(tiny_settings)])
+    assert code == 0
+    check_frame_outputs(compressed, "run1_000000", ["mug"])
+
+
+def test_rosbag2_mcap_and_sqlite3_bags_give_the_same_frames(tmp_path):
+    pytest.importorskip("rosbags")
+    image = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    frames = {}
+    for storage in ("SQLITE3", "MCAP"):
+        write_bag(tmp_path / storage, image, storage)
+        frames[storage] = list(bag_frames(tmp_path / storage, "/camera/image_raw", "b"))
+    for sqlite, mcap in zip(frames["SQLITE3"], frames["MCAP"], strict=True):
+        assert sqlite.name == mcap.name and sqlite.problem == mcap.problem
+        if sqlite.image is not None:
+            assert np.array_equal(sqlite.image, image) and np.array_equal(mcap.image, image)
+    assert [f.image is None for f in frames["MCAP"]] == [False, False, True]
+
+
+@pytest.mark.parametrize("topic, words", [
+    (None, "choose the image topic with --topic; the bag's sensor_msgs/Image and "
+           "CompressedImage topics: /camera/image/compressed, /camera/image_raw"),
+    ("/chatter", "has no sensor_msgs/Image or CompressedImage topic '/chatter'"),
+])
+def test_rosbag2_topic_is_checked_before_the_models_load(tmp_path, capsys, topic, words):
+    pytest.importorskip("rosbags")
+    bag = tmp_path / "run1"
+    write_bag(bag, np.zeros((8, 8, 3), np.uint8))
+    args = [str(bag), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"), "--offline"]
+    assert main(args + (["--topic", topic] if topic else [])) == 2
+    assert words in capsys.readouterr().err
+    # A bag's storage file points to its folder.
+    storage = next(bag.glob("*.db3"))
+    assert main([str(storage), "--vocab", "mug"]) == 2
+    assert f"pass {bag}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, words", [
