@@ -295,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args)
         vocabulary = read_vocabulary(args, settings)
         paths = expand_inputs(args.inputs)
+        if args.topic and not any(is_bag(path) for path in paths):
+            raise InputError("--topic selects the image topic of rosbag2 bags, and no input "
+                             "is a bag (a folder with metadata.yaml)")
         total = count_frames(paths, args.topic)  # also checks each bag's topic
     except (SettingsError, VocabularyError, InputError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)

@@ -184,6 +184,7 @@ def test_rosbag2_topic_is_checked_before_the_models_load(tmp_path, capsys, topic
     (["--vocab", "mug,,book"], "entry 2 is blank"),
     (["--vocab", "mug", "--granularity", "2"], "granularity must be <= 1.0"),
     (["--vocab", "mug", "--config", "/nonexistent.yaml"], "config file not found"),
+    (["--vocab", "mug", "--topic", "/camera/image_raw"], "--topic selects the image topic"),
 ])
 def test_bad_arguments_exit_2_with_the_reason(args, words, capsys):
     assert main([str(EXAMPLE), *args]) == 2
