@@ -153,11 +153,12 @@ def bag_image_topic(path: Path, topic: str | None) -> tuple[str, int]:
     return topic, images[topic]
 
 
-def count_frames(paths: Sequence[Path], topic: str | None = None) -> int:
+def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]) -> int:
+    """Frames in all inputs; bag_topics: each bag's (topic, count) from bag_image_topic."""
     total = 0
     for path in paths:
         if is_bag(path):
-            total += bag_image_topic(path, topic)[1]
+            total += bag_topics[path][1]
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             capture = cv2.VideoCapture(str(path))
             total += max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
@@ -167,11 +168,10 @@ def count_frames(paths: Sequence[Path], topic: str | None = None) -> int:
     return total
 
 
-def bag_frames(path: Path, topic: str | None, stem: str) -> Iterator[Frame]:
+def bag_frames(path: Path, topic: str, stem: str) -> Iterator[Frame]:
     """The bag's image messages on the topic, in time order, named <stem>_<index:06d>."""
     from .convert import FrameError, compressed_to_rgb, image_to_rgb
 
-    topic = bag_image_topic(path, topic)[0]
     with _open_bag(path) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         for index, (connection, stamp, raw) in enumerate(
@@ -190,8 +190,10 @@ def bag_frames(path: Path, topic: str | None, stem: str) -> Iterator[Frame]:
                 yield Frame(name, source, None, str(err))
 
 
-def read_frames(paths: Sequence[Path], topic: str | None = None) -> Iterator[Frame]:
-    """Every frame of every input in order, as RGB; unreadable ones carry a problem."""
+def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
+                ) -> Iterator[Frame]:
+    """Every frame of every input in order, as RGB; unreadable ones carry a problem.
+    bag_topics: each bag's (topic, count) from bag_image_topic."""
     used: dict[str, int] = {}
 
     def unique(stem: str) -> str:
@@ -200,7 +202,7 @@ def read_frames(paths: Sequence[Path], topic: str | None = None) -> Iterator[Fra
 
     for path in paths:
         if is_bag(path):
-            yield from bag_frames(path, topic, unique(path.name))
+            yield from bag_frames(path, bag_topics[path][0], unique(path.name))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             capture = cv2.VideoCapture(str(path))
             if not capture.isOpened():
@@ -298,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.topic and not any(is_bag(path) for path in paths):
             raise InputError("--topic selects the image topic of rosbag2 bags, and no input "
                              "is a bag (a folder with metadata.yaml)")
-        total = count_frames(paths, args.topic)  # also checks each bag's topic
+        bag_topics = {path: bag_image_topic(path, args.topic)
+                      for path in paths if is_bag(path)}
+        total = count_frames(paths, bag_topics)
     except (SettingsError, VocabularyError, InputError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
@@ -320,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    frames = read_frames(paths, args.topic)
+    frames = read_frames(paths, bag_topics)
     if total > 1 and not args.quiet:
         from tqdm import tqdm
 
