@@ -14,8 +14,10 @@ setup(
         "torchvision>=0.16",
         "open_clip_torch>=2.23",
         "segment-anything>=1.0",
-        "opencv-python-headless>=4.8",
-        "numpy>=1.24",
+        # NumPy 1.x: ROS 2's message modules and cv_bridge are built against it, and the
+        # node and the real-graph tests share this environment; OpenCV 4.12+ needs NumPy 2.
+        "opencv-python-headless>=4.8,<4.12",
+        "numpy>=1.24,<2",
         "pillow>=9",
         "pyyaml>=6",
         "tqdm>=4.60",
