@@ -232,16 +232,24 @@ class OvsegNode(Node):
         self._work = threading.Condition()
         self._frame: Any = None  # newest unprocessed image message
         self._pending: tuple[Settings, Vocabulary | None] | None = None
-        # Latest accepted settings (set-parameters callback only; the executor is one thread).
+        # Latest accepted settings, guarded by _accepting (the set-parameters callback, and
+        # the vocabulary thread when it rolls back a vocabulary that could not be encoded).
+        self._accepting = threading.RLock()
         self._accepted = (settings, vocabulary)
+        self._rolling_back = False
         # Worker state.
         self._applied = settings
-        self._vocabulary_key = (vocabulary, settings.templates)
-        # Handed from the worker to the vocabulary thread, guarded by _vocabulary_work.
+        # Handed from the worker to the vocabulary thread, guarded by _vocabulary_work. The
+        # requested key is the (vocabulary, templates) last asked for; after a failed encode
+        # it falls back to the one in use, so asking again retries.
         self._vocabulary_work = threading.Condition()
-        self._vocabulary_job: Vocabulary | None = vocabulary
-        # The vocabulary frames are labelled with: replaced as one reference, never mutated.
+        self._vocabulary_job: tuple[Vocabulary, str] | None = \
+            (vocabulary, settings.templates) if vocabulary is not None else None
+        self._requested_key: tuple[Vocabulary, str] | None = self._vocabulary_job
+        # The vocabulary frames are labelled with: replaced as one reference, never mutated;
+        # _encoded_key is its (vocabulary, templates).
         self._encoded: EncodedVocabulary | None = None
+        self._encoded_key: tuple[Vocabulary, str] | None = None
 
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -335,16 +343,19 @@ class OvsegNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in SETTING_NAMES}
         if not changes:
             return SetParametersResult(successful=True)
-        settings, _ = self._accepted
-        try:
-            candidate = settings.replace(**changes)
-            vocabulary = vocabulary_for(candidate, set(changes))
-        except (SettingsError, VocabularyError) as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        self._accepted = (candidate, vocabulary)
-        with self._work:
-            self._pending = self._accepted
-            self._work.notify_all()
+        with self._accepting:
+            settings, _ = self._accepted
+            # A rollback may restore "no vocabulary yet", which a user may not set.
+            changed = set(changes) - ({"vocabulary"} if self._rolling_back else set())
+            try:
+                candidate = settings.replace(**changes)
+                vocabulary = vocabulary_for(candidate, changed)
+            except (SettingsError, VocabularyError) as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            self._accepted = (candidate, vocabulary)
+            with self._work:
+                self._pending = self._accepted
+                self._work.notify_all()
         return SetParametersResult(successful=True)
 
     def _on_vocabulary_message(self, msg: String) -> None:
@@ -390,12 +401,12 @@ class OvsegNode(Node):
         self._segmenter.update_settings(settings)
         self._applied = settings
         key = (vocabulary, settings.templates)
-        if vocabulary is not None and key != self._vocabulary_key:
-            self._vocabulary_key = key
-            with self._vocabulary_work:
-                self._vocabulary_job = vocabulary
+        with self._vocabulary_work:
+            request = vocabulary is not None and key != self._requested_key
+            if request:
+                self._requested_key = self._vocabulary_job = key
                 self._vocabulary_work.notify_all()
-        elif settings.unknown_thresh != previous.unknown_thresh:
+        if not request and settings.unknown_thresh != previous.unknown_thresh:
             encoded = self._encoded
             self._publish_label_info(encoded.vocabulary if encoded else Vocabulary(()))
 
@@ -451,21 +462,50 @@ class OvsegNode(Node):
         """One vocabulary-thread step: encode the newest requested vocabulary and swap it in.
         Returns True when there was one to encode."""
         with self._vocabulary_work:
-            vocabulary, self._vocabulary_job = self._vocabulary_job, None
-        if vocabulary is None:
+            key, self._vocabulary_job = self._vocabulary_job, None
+        if key is None:
             return False
+        vocabulary = key[0]
         try:
             encoded = self._segmenter.encode_vocabulary(vocabulary)
         except Exception as err:  # the previous vocabulary stays in use
-            self.get_logger().error(f"could not encode the vocabulary "
-                                    f"({', '.join(vocabulary.names)}): {type(err).__name__}: "
-                                    f"{err}; frames keep the previous vocabulary")
+            self._vocabulary_failed(key, err)
             return True
-        self._encoded = encoded
+        with self._vocabulary_work:
+            self._encoded, self._encoded_key = encoded, key
         self._publish_label_info(encoded.vocabulary)
         self.get_logger().info(f"vocabulary version {encoded.version} in use: "
                                f"{', '.join(encoded.vocabulary.names)}")
         return True
+
+    def _vocabulary_failed(self, key: tuple[Vocabulary, str], err: Exception) -> None:
+        """Keep the vocabulary in use, let a later request for ``key`` retry, and roll the
+        vocabulary (and templates) parameters back to what is in use, so that
+        ``ros2 param get`` never names a vocabulary the frames are not labelled with."""
+        with self._vocabulary_work:
+            in_use = self._encoded_key
+            if self._requested_key == key:
+                self._requested_key = in_use
+        names = list(in_use[0].names) if in_use else []
+        templates = in_use[1] if in_use else key[1]
+        with self._accepting:  # not if the user has asked for something else meanwhile
+            current, _ = self._accepted
+            rollback = list(current.vocabulary) == list(key[0].names)
+            if rollback:
+                self._rolling_back = True
+                try:
+                    self.set_parameters([
+                        Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names),
+                        Parameter("templates", Parameter.Type.STRING, templates)])
+                finally:
+                    self._rolling_back = False
+        self.get_logger().error(
+            f"could not encode the vocabulary ({', '.join(key[0].names)}): "
+            f"{type(err).__name__}: {err}; frames keep "
+            + (f"the previous vocabulary ({', '.join(names)})" if names else
+               "being published unlabelled")
+            + (", and the vocabulary parameter was set back to it" if rollback else "")
+            + ". Setting it again retries")
 
     def _publish_label_info(self, vocabulary: Vocabulary) -> None:
         header = Header(stamp=self.get_clock().now().to_msg())

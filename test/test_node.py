@@ -33,6 +33,7 @@ class FakeSegmenter:
     real panoptic code: top-left is class 0, bottom-right class 1 (class 0 when only one)."""
 
     device = "cpu"
+    encode_failures = 0
 
     def __init__(self, settings):
         self._settings = settings
@@ -41,6 +42,7 @@ class FakeSegmenter:
         self.frames = []  # (image, EncodedVocabulary) per segment call
         self.gate = None  # callable run inside segment (to make the pipeline slow)
         self.fail_next = False
+        self.encode_failures = type(self).encode_failures  # this many encodes raise first
         self.encode_delay_s = 0.0
         self._version = 0
         self._lock = threading.Lock()
@@ -55,6 +57,9 @@ class FakeSegmenter:
 
     def encode_vocabulary(self, vocabulary):
         time.sleep(self.encode_delay_s)
+        if self.encode_failures:
+            self.encode_failures -= 1
+            raise RuntimeError("CUDA out of memory (pretend)")
         with self._lock:
             self._version += 1
             encoded = EncodedVocabulary(vocabulary, torch.zeros(len(vocabulary), 4),
@@ -533,6 +538,41 @@ def test_a_new_vocabulary_is_used_from_the_frame_after_it_is_encoded(make_node):
     label_info = publishers(node)["/ovseg/label_info"].messages[-1]
     assert [c.class_name for c in label_info.class_map] == ["door handle", "backpack",
                                                             "unlabelled"]
+
+
+def published_vocabulary(node):
+    subscription(node, "/image").deliver(frame())
+    assert node.process_pending()
+    return list(publishers(node)["/ovseg/panoptic"].messages[-1].vocabulary)
+
+
+def test_a_failed_encode_keeps_the_old_vocabulary_rolls_back_and_can_be_retried(make_node):
+    node, fake = make_node(vocabulary=["mug"])
+    assert node.process_vocabulary()
+    fake.encode_failures = 1
+    assert ros2_param_set(node, "vocabulary", "[kettle]").successful
+    node.process_pending()
+    assert node.process_vocabulary()
+    assert any("could not encode the vocabulary (kettle)" in m
+               for m in node.get_logger().messages("ERROR"))
+    assert node.get_parameter("vocabulary").value == ["mug"]  # the vocabulary in use
+    assert published_vocabulary(node) == ["mug"]
+    assert not node.process_vocabulary()  # the rollback asks for no encode
+    set_vocabulary(node, "[kettle]")  # asking again retries
+    assert published_vocabulary(node) == ["kettle"]
+    assert node.get_parameter("vocabulary").value == ["kettle"]
+
+
+def test_a_failed_initial_encode_rolls_back_to_none_and_can_be_retried(make_node):
+    class FailingOnce(FakeSegmenter):
+        encode_failures = 1
+
+    node, fake = make_node(segmenter=FailingOnce, vocabulary=["mug", "kettle"])
+    assert node.process_vocabulary()
+    assert node.get_parameter("vocabulary").value == []
+    assert published_vocabulary(node) == []
+    set_vocabulary(node, "[mug, kettle]")
+    assert published_vocabulary(node) == ["mug", "kettle"]
 
 
 def test_template_change_encodes_the_vocabulary_again(make_node):
