@@ -287,7 +287,8 @@ class OvsegNode(Node):
         self._no_frame_timer = self.create_timer(NO_FRAME_HINT_S, self._hint_if_no_frames)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
                                                     self._publish_diagnostics)
-        self._publish_label_info(Vocabulary(()))
+        self._label_info_lock = threading.Lock()
+        self._publish_label_info()
         self.get_logger().info(
             f"listening on {self._image_sub.topic_name} "
             f"({'compressed' if self._compressed else 'raw'}, "
@@ -407,8 +408,7 @@ class OvsegNode(Node):
                 self._requested_key = self._vocabulary_job = key
                 self._vocabulary_work.notify_all()
         if not request and settings.unknown_thresh != previous.unknown_thresh:
-            encoded = self._encoded
-            self._publish_label_info(encoded.vocabulary if encoded else Vocabulary(()))
+            self._publish_label_info()
 
     def _process(self, msg: Any) -> None:
         start = time.perf_counter()
@@ -473,7 +473,7 @@ class OvsegNode(Node):
             return True
         with self._vocabulary_work:
             self._encoded, self._encoded_key = encoded, key
-        self._publish_label_info(encoded.vocabulary)
+        self._publish_label_info()
         self.get_logger().info(f"vocabulary version {encoded.version} in use: "
                                f"{', '.join(encoded.vocabulary.names)}")
         return True
@@ -507,10 +507,19 @@ class OvsegNode(Node):
             + (", and the vocabulary parameter was set back to it" if rollback else "")
             + ". Setting it again retries")
 
-    def _publish_label_info(self, vocabulary: Vocabulary) -> None:
-        header = Header(stamp=self.get_clock().now().to_msg())
-        self._pub_label_info.publish(convert.label_info_message(
-            self._types, header, vocabulary, self._applied.unknown_thresh))
+    def _publish_label_info(self) -> None:
+        """Latch the class map of the vocabulary in use with the applied unknown_thresh.
+
+        Both the worker (a threshold change) and the vocabulary thread (a swap) call this;
+        the state is read under the lock, so whichever publishes last names the current
+        vocabulary and threshold.
+        """
+        with self._label_info_lock:
+            encoded = self._encoded
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self._pub_label_info.publish(convert.label_info_message(
+                self._types, header, encoded.vocabulary if encoded else Vocabulary(()),
+                self._applied.unknown_thresh))
 
     # ------------------------------------------------------------------ hints, diagnostics
     def _hint_if_no_frames(self) -> None:

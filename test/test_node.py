@@ -575,6 +575,34 @@ def test_a_failed_initial_encode_rolls_back_to_none_and_can_be_retried(make_node
     assert published_vocabulary(node) == ["mug", "kettle"]
 
 
+def test_label_info_names_the_vocabulary_in_use_whichever_thread_publishes_last(make_node):
+    node, fake = make_node(vocabulary=["mug"])
+    node.process_vocabulary()
+    set_vocabulary_later = ros2_param_set(node, "vocabulary", "[kettle]")
+    assert set_vocabulary_later.successful
+    node.process_pending()  # kettle waits for the vocabulary thread
+    label_info = publishers(node)["/ovseg/label_info"]
+    publish = label_info.publish
+    swap = threading.Thread(target=node.process_vocabulary)
+
+    def worker_publish(msg):
+        # While the worker publishes a threshold change, the vocabulary thread swaps kettle
+        # in and publishes; give it the chance to publish first.
+        if swap.ident is None:
+            swap.start()
+            swap.join(timeout=0.5)
+        publish(msg)
+
+    label_info.publish = worker_publish
+    assert ros2_param_set(node, "unknown_thresh", "0.3").successful
+    node.process_pending()
+    swap.join(timeout=WAIT_S)
+    assert swap.ident is not None and not swap.is_alive()
+    latched = label_info.messages[-1]
+    assert [c.class_name for c in latched.class_map][:-1] == ["kettle"]
+    assert latched.threshold == pytest.approx(0.3)
+
+
 def test_template_change_encodes_the_vocabulary_again(make_node):
     node, fake = make_node(vocabulary=["mug"])
     node.process_vocabulary()
