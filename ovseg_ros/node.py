@@ -57,6 +57,7 @@ NO_FRAME_HINT_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
 STATS_LOG_PERIOD_S = 30.0
 HINT_REPEAT_S = 30.0
+STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
 
 SETTING_NAMES = frozenset(f.name for f in settings_fields())
 LIST_SETTINGS = frozenset(f.name for f in settings_fields() if f.type == "list")
@@ -287,7 +288,9 @@ class OvsegNode(Node):
         self._no_frame_timer = self.create_timer(NO_FRAME_HINT_S, self._hint_if_no_frames)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
                                                     self._publish_diagnostics)
-        self._label_info_lock = threading.Lock()
+        # Every publish holds this lock and checks _closed, so nothing goes out after stop().
+        self._publishing = threading.Lock()
+        self._closed = False
         self._publish_label_info()
         self.get_logger().info(
             f"listening on {self._image_sub.topic_name} "
@@ -449,13 +452,17 @@ class OvsegNode(Node):
     def _publish_result(self, header: Any, rgb: np.ndarray, result: SegmentationResult) -> None:
         types = self._types
         panoptic = convert.panoptic_message(types, header, result)
-        self._pub_semantic.publish(panoptic.semantic)
-        self._pub_instances.publish(panoptic.instance)
-        self._pub_panoptic.publish(panoptic)
-        self._pub_detections.publish(convert.detections_message(types, header, result))
-        if self._pub_overlay.get_subscription_count() > 0:
-            self._pub_overlay.publish(
-                convert.image_message(types, header, overlay(rgb, result), "rgb8"))
+        detections = convert.detections_message(types, header, result)
+        with self._publishing:
+            if self._closed:
+                return
+            self._pub_semantic.publish(panoptic.semantic)
+            self._pub_instances.publish(panoptic.instance)
+            self._pub_panoptic.publish(panoptic)
+            self._pub_detections.publish(detections)
+            if self._pub_overlay.get_subscription_count() > 0:
+                self._pub_overlay.publish(
+                    convert.image_message(types, header, overlay(rgb, result), "rgb8"))
 
     # ---------------------------------------------------------------------- vocabulary
     def process_vocabulary(self) -> bool:
@@ -514,7 +521,9 @@ class OvsegNode(Node):
         the state is read under the lock, so whichever publishes last names the current
         vocabulary and threshold.
         """
-        with self._label_info_lock:
+        with self._publishing:
+            if self._closed:
+                return
             encoded = self._encoded
             header = Header(stamp=self.get_clock().now().to_msg())
             self._pub_label_info.publish(convert.label_info_message(
@@ -584,7 +593,10 @@ class OvsegNode(Node):
             level=level, name=f"{self.get_name()}: segmentation", message=message,
             hardware_id=self._device,
             values=[KeyValue(key=key, value=value) for key, value in values.items()])
-        self._pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))
+        with self._publishing:
+            if self._closed:
+                return
+            self._pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))
         if report["window_frames"]:
             stages = report["stages_ms"]
             self.get_logger().info(
@@ -610,12 +622,24 @@ class OvsegNode(Node):
             thread.start()
 
     def stop(self) -> None:
+        """Stop the threads; returns within STOP_JOIN_S, and nothing is published after.
+
+        A frame or an encode still running then (a CPU frame can take tens of seconds) is
+        left to finish in its daemon thread and its results are discarded.
+        """
         self._stopping.set()
         for condition in (self._work, self._vocabulary_work):
             with condition:
                 condition.notify_all()
+        with self._publishing:  # waits for a publish in progress
+            self._closed = True
+        deadline = time.monotonic() + STOP_JOIN_S
         for thread in self._threads:
-            thread.join(timeout=10.0)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            self.get_logger().info(f"stopped; {', '.join(busy)} still busy, its result is "
+                                   "discarded")
 
     def _loop(self, step: Callable[[], bool], condition: threading.Condition,
               has_work: Callable[[], bool]) -> None:

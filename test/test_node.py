@@ -671,15 +671,36 @@ def test_the_worker_thread_drops_stale_frames_under_a_slow_pipeline(make_node):
     release.set()
     panoptic_pub = publishers(node)["/ovseg/panoptic"]
     wait_until(lambda: len(panoptic_pub.messages) >= 2)
+    timer(node, 1.0).fire()
     node.stop()
     assert [m.header.stamp.sec for m in panoptic_pub.messages] == [1, 5]
-    timer(node, 1.0).fire()
     values = {kv.key: kv.value
               for kv in publishers(node)["/diagnostics"].messages[-1].status[0].values}
     assert values["frames dropped (a newer one arrived)"] == "3"
 
 
 # ----------------------------------------------------------------- the real Segmenter
+def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
+    node, fake = make_node(vocabulary=["mug"])
+    import ovseg_ros.node
+
+    monkeypatch.setattr(ovseg_ros.node, "STOP_JOIN_S", 0.1, raising=False)
+    node.process_vocabulary()
+    entered, release = threading.Event(), threading.Event()
+    fake.gate = lambda: entered.set() or release.wait(WAIT_S)
+    node.start()
+    subscription(node, "/image").deliver(frame())
+    assert entered.wait(WAIT_S)  # the worker is inside a (slow) frame
+    counts = {topic: len(p.messages) for topic, p in publishers(node).items()}
+    node.stop()
+    release.set()  # the frame finishes after stop() returned
+    for thread in node._threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    timer(node, 1.0).fire()
+    assert {topic: len(p.messages) for topic, p in publishers(node).items()} == counts
+
+
 def real_segmenter(settings):
     from ovseg_ros.node import load_segmenter  # the node's own factory, once ROS is in place
 
