@@ -165,6 +165,7 @@ class FrameStats:
         self._window_received = 0
         self._window_frames = 0
         self._window_failed = 0
+        self._window_skipped: Counter[str] = Counter()
         self._stage_sums: Counter[str] = Counter()
 
     def frame_received(self, replaced_unprocessed: bool) -> None:
@@ -183,6 +184,7 @@ class FrameStats:
         """Count a bad frame; True when it is the first with this cause."""
         with self._lock:
             self.skipped[cause] += 1
+            self._window_skipped[cause] += 1
             return self.skipped[cause] == 1
 
     def frame_failed(self) -> None:
@@ -200,7 +202,10 @@ class FrameStats:
                 "fps": frames / elapsed,
                 "input_fps": self._window_received / elapsed,
                 "window_frames": frames,
+                "window_s": elapsed,
+                "window_received": self._window_received,
                 "window_failed": self._window_failed,
+                "window_skipped": dict(self._window_skipped),
                 "stages_ms": {name: total / frames for name, total in self._stage_sums.items()}
                 if frames else {},
                 "received": self.received, "processed": self.processed,
@@ -209,6 +214,7 @@ class FrameStats:
             }
             self._window_start = now
             self._window_received = self._window_frames = self._window_failed = 0
+            self._window_skipped = Counter()
             self._stage_sums = Counter()
             return report
 
@@ -571,6 +577,14 @@ class OvsegNode(Node):
         elif not report["received"]:
             level, message = DiagnosticStatus.WARN, \
                 f"no image received on {self._image_sub.topic_name}"
+        elif not report["window_received"]:
+            level, message = DiagnosticStatus.WARN, (
+                f"no image received on {self._image_sub.topic_name} in the last "
+                f"{report['window_s']:.0f} s ({report['received']} before)")
+        elif report["window_skipped"] and not report["window_frames"]:
+            level, message = DiagnosticStatus.WARN, (
+                "every frame was skipped (bad input: "
+                + ", ".join(sorted(report["window_skipped"])) + "), see the log")
         elif encoded is None:
             level, message = DiagnosticStatus.WARN, "no vocabulary: nothing is labelled"
         values = {

@@ -494,6 +494,33 @@ def test_diagnostics_report_latency_fps_and_drops(make_node):
     assert any(" fps, " in m for m in node.get_logger().messages("INFO"))
 
 
+def diagnostics(node):
+    timer(node, 1.0).fire()
+    return publishers(node)["/diagnostics"].messages[-1].status[0]
+
+
+def test_diagnostics_warn_when_every_frame_is_skipped_and_when_frames_stop(make_node):
+    node, fake = make_node(vocabulary=["mug"])
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    node.process_vocabulary()
+    image_topic = subscription(node, "/image")
+    for _ in range(3):
+        image_topic.deliver(frame(encoding="32FC1"))
+        node.process_pending()
+    status = diagnostics(node)
+    assert status.level == DiagnosticStatus.WARN
+    assert "every frame was skipped" in status.message and "encoding" in status.message
+    image_topic.deliver(frame())
+    node.process_pending()
+    assert diagnostics(node).level == DiagnosticStatus.OK  # a good frame in the window
+    status = diagnostics(node)  # no frame since the last report
+    assert status.level == DiagnosticStatus.WARN
+    assert "no image received on /image in the last" in status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["frames received"] == "4" and values["fps"] == "0.00"
+
+
 def test_no_frame_hint_names_the_likely_cause(make_node):
     from ros_standin.rclpy_standin import HistoryPolicy
 
