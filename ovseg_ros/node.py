@@ -435,10 +435,15 @@ class OvsegNode(Node):
         encoded = self._encoded  # read once: the whole frame uses this vocabulary
         try:
             if encoded is None:
-                self.get_logger().warning(
-                    "no vocabulary set, frames are published unlabelled: ros2 param set "
-                    f"{self.get_fully_qualified_name()} vocabulary \"[mug, door handle]\"",
-                    throttle_duration_sec=HINT_REPEAT_S)
+                if self._requested_key is None:
+                    self.get_logger().warning(
+                        "no vocabulary set, frames are published unlabelled: ros2 param set "
+                        f"{self.get_fully_qualified_name()} vocabulary \"[mug, door handle]\"",
+                        throttle_duration_sec=HINT_REPEAT_S)
+                else:
+                    self.get_logger().info(
+                        "the vocabulary is still being encoded; frames are published "
+                        "unlabelled until it is ready", throttle_duration_sec=HINT_REPEAT_S)
                 result = unlabelled_result(*rgb.shape[:2])
             else:
                 result = self._segmenter.segment(rgb, encoded)
@@ -586,7 +591,9 @@ class OvsegNode(Node):
                 "every frame was skipped (bad input: "
                 + ", ".join(sorted(report["window_skipped"])) + "), see the log")
         elif encoded is None:
-            level, message = DiagnosticStatus.WARN, "no vocabulary: nothing is labelled"
+            level, message = DiagnosticStatus.WARN, (
+                "no vocabulary: nothing is labelled" if self._requested_key is None else
+                "the vocabulary is being encoded: nothing is labelled yet")
         values = {
             "fps": f"{report['fps']:.2f}",
             "input fps": f"{report['input_fps']:.2f}",

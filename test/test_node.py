@@ -456,6 +456,17 @@ def test_without_vocabulary_frames_are_published_unlabelled(make_node):
     assert status.message == "no vocabulary: nothing is labelled"
 
 
+def test_no_vocabulary_warning_while_the_initial_one_is_being_encoded(make_node):
+    node, fake = make_node(vocabulary=["mug"])
+    subscription(node, "/image").deliver(frame())
+    node.process_pending()  # before the vocabulary thread has run
+    assert not any("no vocabulary set" in w for w in warnings(node))
+    assert any("still being encoded" in m for m in node.get_logger().messages("INFO"))
+    timer(node, 1.0).fire()
+    status = publishers(node)["/diagnostics"].messages[-1].status[0]
+    assert status.message == "the vocabulary is being encoded: nothing is labelled yet"
+
+
 def test_only_the_newest_frame_is_processed_and_drops_are_counted(make_node):
     node, fake = make_node(vocabulary=["mug"])
     node.process_vocabulary()
