@@ -34,6 +34,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -677,6 +678,20 @@ class OvsegNode(Node):
                                         throttle_duration_sec=HINT_REPEAT_S)
 
 
+def start_error(err: Exception) -> str:
+    """The one line main() logs for an exception that stops the node from starting."""
+    if isinstance(err, (InvalidParameterTypeException, InvalidParameterValueException)):
+        # rclpy's parameter exceptions carry (message, parameter name) as their args.
+        message = str(err.args[0]) if err.args else str(err)
+        if len(err.args) > 1 and str(err.args[1]) not in message:
+            message = f"parameter {err.args[1]}: {message}"
+        if isinstance(err, InvalidParameterTypeException):
+            message += " (parameters are strictly typed: write floats with a decimal " \
+                       "point, e.g. granularity:=1.0)"
+        return message
+    return str(err)
+
+
 def main(args: list[str] | None = None) -> int:
     """ros2 run ovseg_ros ovseg_node: start, spin until Ctrl-C, stop cleanly."""
     from .weights import WeightsError  # the model code is needed from here on anyway
@@ -689,9 +704,10 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (SettingsError, VocabularyError, WeightsError) as err:
+    except (SettingsError, VocabularyError, WeightsError, InvalidParameterTypeException,
+            InvalidParameterValueException) as err:
         # Bad settings and missing weights end here with one clear line, no traceback.
-        get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+        get_logger(NODE_NAME).fatal(f"cannot start: {start_error(err)}")
         return 1
     finally:
         if node is not None:

@@ -799,6 +799,18 @@ def test_main_reports_missing_weights_in_one_line(monkeypatch, tmp_path):
     assert "sam_vit_b_01ec64.pth" in fatal[0] and str(tmp_path) in fatal[0]
 
 
+@pytest.mark.parametrize("argument, says", [
+    ("granularity:=1", "expecting type 'DOUBLE'"),
+    ("granularity:=1.5", "out of range"),
+    ("max_classes:=0", "max_classes"),
+])
+def test_main_refuses_a_bad_start_parameter_in_one_line(monkeypatch, argument, says):
+    assert run_main(monkeypatch, ["-p", argument]) == 1
+    fatal = [r.message for r in ros_standin.LOG if r.severity == "FATAL"]
+    assert len(fatal) == 1 and fatal[0].startswith("cannot start: ") and says in fatal[0]
+    assert "\n" not in fatal[0]
+
+
 def test_main_runs_the_threads_until_ctrl_c(monkeypatch, tiny_settings):
     tiny = tiny_settings.replace(points_per_side=4, templates="single")
     arguments = ["-p", "vocabulary:=[mug, kettle]"]
