@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .config import Settings, SettingsError, settings_fields
+from .convert import FrameError, compressed_to_rgb, image_to_rgb, opencv_frame_error
 from .panoptic import SegmentationResult
 from .vocabulary import Vocabulary, VocabularyError
 
@@ -170,8 +171,6 @@ def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]])
 
 def bag_frames(path: Path, topic: str, stem: str) -> Iterator[Frame]:
     """The bag's image messages on the topic, in time order, named <stem>_<index:06d>."""
-    from .convert import FrameError, compressed_to_rgb, image_to_rgb
-
     with _open_bag(path) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         for index, (connection, stamp, raw) in enumerate(
@@ -204,29 +203,50 @@ def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
         if is_bag(path):
             yield from bag_frames(path, bag_topics[path][0], unique(path.name))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
-            if not capture.isOpened():
-                yield Frame(unique(path.stem), str(path), None, "cannot open the video")
-                continue
-            stem = unique(path.stem)
-            index = 0
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                yield Frame(f"{stem}_{index:06d}", f"{path}#{index}",
-                            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                index += 1
-            capture.release()
-            if index == 0:
-                yield Frame(stem, str(path), None, "the video has no readable frame")
+            yield from video_frames(path, unique(path.stem))
         else:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                yield Frame(unique(path.stem), str(path), None,
-                            "not a readable image (corrupt or not an image file)")
-            else:
-                yield Frame(unique(path.stem), str(path), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            try:
+                yield Frame(unique(path.stem), str(path), read_image(path))
+            except FrameError as err:
+                yield Frame(unique(path.stem), str(path), None, str(err))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file -> [H, W, 3] uint8 RGB; FrameError when OpenCV cannot read it."""
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FrameError("decode", "not a readable image (corrupt or not an image file)")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except cv2.error as err:
+        raise opencv_frame_error(err, "the image") from None
+
+
+def video_frames(path: Path, stem: str) -> Iterator[Frame]:
+    """A video's frames named <stem>_<index:06d>; an OpenCV failure ends the video with a
+    problem frame (what was read before is kept)."""
+    capture = cv2.VideoCapture(str(path))
+    index = 0
+    try:
+        if not capture.isOpened():
+            yield Frame(stem, str(path), None, "cannot open the video")
+            return
+        while True:
+            try:
+                ok, bgr = capture.read()
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
+            except cv2.error as err:
+                yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", None,
+                            str(opencv_frame_error(err, f"frame {index}")))
+                return
+            if rgb is None:
+                break
+            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb)
+            index += 1
+        if index == 0:
+            yield Frame(stem, str(path), None, "the video has no readable frame")
+    finally:
+        capture.release()
 
 
 def instances_json(frame: Frame, result: SegmentationResult) -> dict:

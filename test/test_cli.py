@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
+from image_files import oversized_png
 from ovseg_ros.cli import bag_frames, main
 from ovseg_ros.panoptic import UNLABELLED
 
@@ -81,6 +82,20 @@ def test_folder_with_a_bad_image_and_a_video(tiny_settings, tmp_path, capsys, ca
     assert "4 frame(s) segmented, 1 skipped" in capsys.readouterr().err
     for name in ("a", "clip_000000", "clip_000001", "clip_000002"):
         check_frame_outputs(out, name, ["mug", "book"])
+
+
+def test_image_over_opencvs_pixel_limit_is_skipped_and_the_rest_is_segmented(
+        tiny_settings, tmp_path, capsys, caplog):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "a_huge.png").write_bytes(oversized_png())
+    cv2.imwrite(str(frames / "b.png"), cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120)))
+    code = main([str(frames), "--vocab", "mug", "--out", str(tmp_path / "out"), "--quiet",
+                 *settings_flags(tiny_settings)])
+    assert code == 0
+    assert "a_huge.png: the image is larger than OpenCV's pixel limit" in caplog.text
+    assert "1 frame(s) segmented, 1 skipped" in capsys.readouterr().err
+    check_frame_outputs(tmp_path / "out", "b", ["mug"])
 
 
 def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:
