@@ -16,6 +16,7 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -267,14 +268,59 @@ def instances_json(frame: Frame, result: SegmentationResult) -> dict:
             "timings_ms": result.timings_ms}
 
 
+class WriteError(OSError):
+    """An output file could not be written; the message names the file and the reason."""
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _png(path: Path, pixels: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise WriteError(f"cannot encode {path.name} as PNG")
+    return encoded.tobytes()
+
+
 def write_outputs(out: Path, frame: Frame, result: SegmentationResult) -> None:
+    """The frame's four files; WriteError (with none of them left behind) when one fails."""
     from .visualize import overlay
 
-    cv2.imwrite(str(out / f"{frame.name}_overlay.png"),
-                cv2.cvtColor(overlay(frame.image, result), cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(out / f"{frame.name}_labels.png"), result.semantic)
-    cv2.imwrite(str(out / f"{frame.name}_instances.png"), result.instance_map)
-    (out / f"{frame.name}.json").write_text(json.dumps(instances_json(frame, result), indent=1))
+    files = {
+        out / f"{frame.name}_overlay.png": cv2.cvtColor(overlay(frame.image, result),
+                                                        cv2.COLOR_RGB2BGR),
+        out / f"{frame.name}_labels.png": result.semantic,
+        out / f"{frame.name}_instances.png": result.instance_map,
+    }
+    contents = {path: _png(path, pixels) for path, pixels in files.items()}
+    contents[out / f"{frame.name}.json"] = json.dumps(instances_json(frame, result),
+                                                      indent=1).encode()
+    written: list[Path] = []
+    try:
+        for path, data in contents.items():
+            _write(path, data)
+            written.append(path)
+    except WriteError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the output folder and prove a file can be created in it; InputError if not."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file, not a folder: choose a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise InputError(f"--out {out} is not a writable folder: "
+                         f"{err.strerror or err}") from None
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -297,8 +343,9 @@ def read_vocabulary(args: argparse.Namespace, settings: Settings) -> Vocabulary:
     return Vocabulary.from_settings(text, settings)
 
 
-def summary(timings: list[dict[str, float]], written: int, skipped: int) -> str:
-    lines = [f"{written} frame(s) segmented, {skipped} skipped"]
+def summary(timings: list[dict[str, float]], skipped: int, failed: int) -> str:
+    lines = [f"{len(timings)} frame(s) segmented, {skipped} skipped"
+             + (f", {failed} not written (see the errors above)" if failed else "")]
     if timings:
         for stage in timings[0]:
             values = [t[stage] for t in timings]
@@ -323,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bag_topics = {path: bag_image_topic(path, args.topic)
                       for path in paths if is_bag(path)}
         total = count_frames(paths, bag_topics)
+        out = Path(args.out)
+        prepare_out_dir(out)
     except (SettingsError, VocabularyError, InputError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
@@ -341,8 +390,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
     encoded = segmenter.encode_vocabulary(vocabulary)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     frames = read_frames(paths, bag_topics)
     if total > 1 and not args.quiet:
@@ -350,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         frames = tqdm(frames, total=total, unit="frame")
     timings: list[dict[str, float]] = []
-    skipped = 0
+    skipped = failed = 0
     for frame in frames:
         if frame.image is None:
             log.warning("skipped %s: %s", frame.source, frame.problem)
@@ -362,11 +409,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("skipped %s: %s", frame.source, err)
             skipped += 1
             continue
-        write_outputs(out, frame, result)
+        try:
+            write_outputs(out, frame, result)
+        except WriteError as err:
+            log.error("%s not written: %s", frame.source, err)
+            failed += 1
+            continue
         timings.append(result.timings_ms)
-    print(summary(timings, len(timings), skipped), file=sys.stderr)
+    print(summary(timings, skipped, failed), file=sys.stderr)
     print(f"outputs in {out}/", file=sys.stderr)
-    return 0 if timings else 1
+    return 0 if timings and not failed else 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -96,6 +97,69 @@ def test_image_over_opencvs_pixel_limit_is_skipped_and_the_rest_is_segmented(
     assert "a_huge.png: the image is larger than OpenCV's pixel limit" in caplog.text
     assert "1 frame(s) segmented, 1 skipped" in capsys.readouterr().err
     check_frame_outputs(tmp_path / "out", "b", ["mug"])
+
+
+def test_a_failed_write_is_an_error_and_the_exit_code_says_so(tiny_settings, tmp_path,
+                                                              capsys, caplog):
+    """A 245-character input name gives output names over NAME_MAX (255 bytes)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    small = cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120))
+    cv2.imwrite(str(frames / ("n" * 245 + ".png")), small)
+    cv2.imwrite(str(frames / "ok.png"), small)
+    out = tmp_path / "out"
+    code = main([str(frames), "--vocab", "mug", "--out", str(out), "--quiet",
+                 *settings_flags(tiny_settings)])
+    assert code == 1
+    assert "not written: cannot write" in caplog.text and "File name too long" in caplog.text
+    assert "1 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ok.json", "ok_instances.png", "ok_labels.png", "ok_overlay.png"]
+
+
+def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, caplog,
+                                               monkeypatch):
+    import errno
+
+    real_write = Path.write_bytes
+
+    def full_for_json(self, data):
+        if self.suffix == ".json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_json)
+    out = tmp_path / "out"
+    code = main([str(EXAMPLE), "--vocab", "mug", "--out", str(out),
+                 *settings_flags(tiny_settings)])
+    assert code == 1
+    assert "desk.json: No space left on device" in caplog.text
+    assert "0 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def can_create_a_file_in(folder: str) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def test_an_unusable_out_is_refused_before_the_models_load(tmp_path, capsys):
+    """The cache is empty and offline: had the models been looked for, the error would name
+    the missing weights instead."""
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    common = [str(EXAMPLE), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"),
+              "--offline"]
+    assert main([*common, "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is an existing file, not a folder" in capsys.readouterr().err
+    assert main([*common, "--out", str(a_file / "sub")]) == 2
+    assert "is not a writable folder: Not a directory" in capsys.readouterr().err
+    if Path("/sys").is_dir() and not can_create_a_file_in("/sys"):  # even as root
+        assert main([*common, "--out", "/sys"]) == 2
+        assert "--out /sys is not a writable folder" in capsys.readouterr().err
 
 
 def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:
