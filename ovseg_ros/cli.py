@@ -190,26 +190,51 @@ def bag_frames(path: Path, topic: str, stem: str) -> Iterator[Frame]:
                 yield Frame(name, source, None, str(err))
 
 
+class OutputNames:
+    """Unique output stems for one run: a wanted stem that an earlier frame of the run holds
+    (compared case-insensitively, for case-insensitive file systems) gets the first free
+    ``_2``, ``_3``, ... suffix. So a/x.png, a/x_2.png, b/x.png give x, x_2, x_3."""
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def claim(self, wanted: str) -> str:
+        name, number = wanted, 1
+        while name.casefold() in self._taken:
+            number += 1
+            name = f"{wanted}_{number}"
+        self._taken.add(name.casefold())
+        return name
+
+
 def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
                 ) -> Iterator[Frame]:
-    """Every frame of every input in order, as RGB; unreadable ones carry a problem.
-    bag_topics: each bag's (topic, count) from bag_image_topic."""
-    used: dict[str, int] = {}
+    """Every frame of every input in order, as RGB, with a unique name (OutputNames);
+    unreadable ones carry a problem. bag_topics: each bag's (topic, count) from
+    bag_image_topic."""
+    names = OutputNames()
+    for frame in _frames(paths, bag_topics):
+        renamed = names.claim(frame.name)
+        if renamed != frame.name:
+            log.info("%s is written as %s (%s is taken by an earlier input)", frame.source,
+                     renamed, frame.name)
+        yield dataclasses.replace(frame, name=renamed)
 
-    def unique(stem: str) -> str:
-        used[stem] = used.get(stem, 0) + 1
-        return stem if used[stem] == 1 else f"{stem}_{used[stem]}"
 
+def _frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
+            ) -> Iterator[Frame]:
+    """Every frame of every input, named <stem> (images) or <stem>_<index:06d> (videos, bags;
+    a bag's stem is its folder name)."""
     for path in paths:
         if is_bag(path):
-            yield from bag_frames(path, bag_topics[path][0], unique(path.name))
+            yield from bag_frames(path, bag_topics[path][0], path.name)
         elif path.suffix.lower() in VIDEO_SUFFIXES:
-            yield from video_frames(path, unique(path.stem))
+            yield from video_frames(path, path.stem)
         else:
             try:
-                yield Frame(unique(path.stem), str(path), read_image(path))
+                yield Frame(path.stem, str(path), read_image(path))
             except FrameError as err:
-                yield Frame(unique(path.stem), str(path), None, str(err))
+                yield Frame(path.stem, str(path), None, str(err))
 
 
 def read_image(path: Path) -> np.ndarray:

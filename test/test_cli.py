@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from image_files import oversized_png
-from ovseg_ros.cli import bag_frames, main
+from ovseg_ros.cli import bag_frames, expand_inputs, main, read_frames
 from ovseg_ros.panoptic import UNLABELLED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +160,25 @@ def test_an_unusable_out_is_refused_before_the_models_load(tmp_path, capsys):
     if Path("/sys").is_dir() and not can_create_a_file_in("/sys"):  # even as root
         assert main([*common, "--out", "/sys"]) == 2
         assert "--out /sys is not a writable folder" in capsys.readouterr().err
+
+
+def test_output_names_never_collide(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    image = np.zeros((8, 8, 3), np.uint8)
+    for name in ("a/x.png", "a/x_2.png", "b/x.png", "b/X.png", "clip_000000.png"):
+        cv2.imwrite(str(tmp_path / name), image)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5,
+                             (8, 8))
+    for _ in range(2):
+        writer.write(image)
+    writer.release()
+    inputs = [str(tmp_path / p) for p in ("a", "b", "clip.avi", "clip_000000.png")]
+    named = [(Path(f.source.split("#")[0]).relative_to(tmp_path).as_posix(), f.name)
+             for f in read_frames(expand_inputs(inputs), {})]
+    assert named == [("a/x.png", "x"), ("a/x_2.png", "x_2"), ("b/X.png", "X_3"),
+                     ("b/x.png", "x_4"), ("clip.avi", "clip_000000"),
+                     ("clip.avi", "clip_000001"), ("clip_000000.png", "clip_000000_2")]
 
 
 def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:
