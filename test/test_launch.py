@@ -81,11 +81,11 @@ def generate_test_description():
             {"ovseg": node})
 
 
-def camera_image(sec: int) -> Image:
+def camera_image(sec: int, nanosec: int = 7) -> Image:
     image = np.full((HEIGHT, WIDTH, 3), 20, dtype=np.uint8)
     image[5:25, 5:30] = (0, 0, 220)
     msg = Image(height=HEIGHT, width=WIDTH, encoding="bgr8", is_bigendian=0, step=WIDTH * 3)
-    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 7
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
     msg.header.frame_id = "launch_test_camera"
     msg.data.frombytes(image.tobytes())
     return msg
@@ -124,17 +124,21 @@ class TestRealNode(unittest.TestCase):
 
     def spin_until(self, condition, timeout_s, publish_every_s=1.0, sec=42):
         deadline = time.monotonic() + timeout_s
-        last_publish = 0.0
+        last_publish, published = 0.0, 0
         while not condition():
             self.assertLess(time.monotonic(), deadline, "the node did not answer in time")
             if time.monotonic() - last_publish > publish_every_s:
-                self.images.publish(camera_image(sec))
+                published += 1  # the nanoseconds tell the frames apart
+                self.images.publish(camera_image(sec, published))
                 last_publish = time.monotonic()
             rclpy.spin_once(self.node, timeout_sec=0.1)
 
     def test_one_frame_gives_every_output(self, proc_output):
-        def stamped(topic):
-            return [m for m in self.received[topic] if m.header.stamp.sec == 42]
+        def stamped(topic):  # frames labelled once the start vocabulary is encoded
+            labelled = {m.header.stamp.nanosec for m in self.received["panoptic"]
+                        if m.header.stamp.sec == 42 and list(m.vocabulary)}
+            return [m for m in self.received[topic] if m.header.stamp.sec == 42
+                    and m.header.stamp.nanosec in labelled]
 
         self.spin_until(lambda: all(stamped(t) for t in
                                     ("semantic", "instances", "panoptic", "detections",
@@ -147,7 +151,7 @@ class TestRealNode(unittest.TestCase):
             msg = stamped(topic)[0]
             self.assertEqual((msg.encoding, msg.height, msg.width), ("16UC1", HEIGHT, WIDTH))
             self.assertEqual(msg.header.frame_id, "launch_test_camera")
-            self.assertEqual(msg.header.stamp.nanosec, 7)
+            self.assertEqual(msg.header.stamp.nanosec, panoptic.header.stamp.nanosec)
         overlay = stamped("overlay")[0]
         self.assertEqual((overlay.encoding, overlay.height, overlay.width),
                          ("rgb8", HEIGHT, WIDTH))
