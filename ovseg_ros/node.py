@@ -425,11 +425,17 @@ class OvsegNode(Node):
         try:
             rgb = convert.compressed_to_rgb(msg) if self._compressed \
                 else convert.image_to_rgb(msg)
-        except convert.FrameError as err:
-            if self._stats.frame_skipped(err.cause):
+        except Exception as err:  # a frame that cannot be decoded is skipped, whatever it is
+            if isinstance(err, convert.FrameError):
+                cause, reason = err.cause, str(err)
+            else:  # e.g. cv2.error for an image over OpenCV's pixel limit
+                cause = f"decoding ({type(err).__name__})"
+                reason = f"it could not be decoded: {type(err).__name__}: " \
+                         + " ".join(str(err).split())
+            if self._stats.frame_skipped(cause):
                 self.get_logger().warning(
-                    f"skipping a frame from {self._image_sub.topic_name}: {err}. Further "
-                    f"frames with this problem ({err.cause}) are skipped without a message "
+                    f"skipping a frame from {self._image_sub.topic_name}: {reason}. Further "
+                    f"frames with this problem ({cause}) are skipped without a message "
                     "and counted in /diagnostics")
             return
         decoded = time.perf_counter()

@@ -425,6 +425,29 @@ def test_bad_frames_are_skipped_and_logged_once_per_cause(make_node):
     assert values["frames processed"] == "1"
 
 
+def test_any_decoding_error_is_a_counted_skip(make_node, monkeypatch):
+    node, fake = make_node(vocabulary=["mug"])
+    node.process_vocabulary()
+    from ovseg_ros import convert
+
+    def over_the_pixel_limit(msg):
+        raise cv2.error("OpenCV(4.11) error: (-215:Assertion failed) pixels <= limit")
+
+    decode = convert.image_to_rgb
+    monkeypatch.setattr(convert, "image_to_rgb", over_the_pixel_limit)
+    for _ in range(2):
+        subscription(node, "/image").deliver(frame())
+        assert node.process_pending()  # does not raise
+    skipped = [w for w in warnings(node) if w.startswith("skipping a frame")]
+    assert len(skipped) == 1 and "error" in skipped[0] and "\n" not in skipped[0]
+    monkeypatch.setattr(convert, "image_to_rgb", decode)
+    subscription(node, "/image").deliver(frame())
+    node.process_pending()
+    assert len(publishers(node)["/ovseg/panoptic"].messages) == 1
+    values = {kv.key: kv.value for kv in diagnostics(node).values}
+    assert values["frames skipped (bad input)"] == "2" and values["frames failed"] == "0"
+
+
 def test_a_failing_pipeline_skips_the_frame_and_the_node_continues(make_node):
     node, fake = make_node(vocabulary=["mug"])
     node.process_vocabulary()
