@@ -50,7 +50,8 @@ from . import convert
 from .config import Settings, SettingsError, settings_fields
 from .panoptic import UNLABELLED, SegmentationResult
 from .visualize import overlay
-from .vocabulary import EncodedVocabulary, Vocabulary, VocabularyError, split_entries
+from .vocabulary import (EncodedVocabulary, Vocabulary, VocabularyError, split_entries,
+                         stuff_names)
 
 NODE_NAME = "ovseg"
 OUTPUT_DEPTH = 5  # reliable outputs; a slow subscriber holds at most this many frames
@@ -138,6 +139,7 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
     set the vocabulary is simply empty. stuff_classes apply to whichever vocabulary is in
     use: names that are not in it are ignored (Vocabulary.parse).
     """
+    stuff_names(settings.stuff_classes, max_classes=settings.max_classes)
     if not settings.vocabulary:
         if "vocabulary" in changed:
             return Vocabulary.parse([])  # raises: the vocabulary is empty

@@ -267,6 +267,27 @@ def test_stuff_classes_can_be_cleared_on_jazzy(make_node):
     assert node.get_parameter("stuff_classes").value == []
 
 
+@pytest.mark.parametrize("text, reason", [
+    ('["mug\\nkettle"]', "control characters"),
+    ("[" + "x" * 10_000 + "]", "10000 characters long"),
+    ("[floor, FLOOR]", "appears twice"),
+    ("[" + ", ".join(f"c{i}" for i in range(300)) + "]", "at most 256"),
+])
+def test_stuff_classes_are_refused_like_a_vocabulary(make_node, text, reason):
+    node, fake = make_node(vocabulary=["floor", "mug"], stuff_classes=["floor"])
+    result = ros2_param_set(node, "stuff_classes", text)
+    assert not result.successful and "stuff_classes" in result.reason
+    assert reason in result.reason
+    assert node.get_parameter("stuff_classes").value == ["floor"]
+
+
+def test_bad_stuff_classes_at_start_are_refused(make_node):
+    from ovseg_ros.vocabulary import VocabularyError
+
+    with pytest.raises(VocabularyError, match="stuff_classes entry 1"):
+        make_node(stuff_classes=["mug\tkettle"])
+
+
 def test_one_stuff_list_serves_every_vocabulary(make_node):
     node, fake = make_node(vocabulary=["floor", "mug"], stuff_classes=["floor", "sky"])
     node.process_vocabulary()
