@@ -929,6 +929,26 @@ def test_launch_file_declares_described_arguments():
     assert set(e.value for e in settings_arguments.elts) <= {f.name for f in settings_fields()}
 
 
+def launch_function(name):
+    """A function of launch/segment.launch.py, loaded without ROS (the file's imports need
+    ament_index and launch; the function needs only yaml)."""
+    tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
+    function = next(node for node in tree.body
+                    if isinstance(node, ast.FunctionDef) and node.name == name)
+    namespace = {"yaml": yaml}
+    exec(compile(ast.Module([function], type_ignores=[]), "segment.launch.py", "exec"),
+         namespace)
+    return namespace[name]
+
+
+def test_launch_vocabulary_argument_keeps_every_class_name_a_string():
+    vocabulary_argument = launch_function("vocabulary_argument")
+    assert vocabulary_argument("[yes, no, null, true, off, 1.5, door handle]") == \
+        ["yes", "no", "null", "true", "off", "1.5", "door handle"]
+    assert vocabulary_argument("yes, no") == ["yes", "no"]
+    assert vocabulary_argument("[]") == [] and vocabulary_argument("") == []
+
+
 def test_rviz_config_shows_camera_overlay_and_semantic():
     config = yaml.safe_load((REPO / "config" / "ovseg.rviz").read_text())
     displays = {d["Name"]: d for d in config["Visualization Manager"]["Displays"]}
