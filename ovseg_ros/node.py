@@ -569,13 +569,15 @@ class OvsegNode(Node):
                     "image:=/your/camera/topic, or remap 'image'"
                     + (" / 'image/compressed'" if self._compressed else "") + ")")
         elif other_types:
+            argument, transport = ("compressed:=false", "raw") if self._compressed \
+                else ("compressed:=true", "compressed")
             hint = (f"{waited}: it carries {', '.join(other_types)}, this node expects "
-                    f"{wanted} (image_transport:={'raw' if self._compressed else 'compressed'}"
-                    " or another topic)")
+                    f"{wanted}. Use the launch argument {argument} (parameter "
+                    f"image_transport:={transport}), or another topic")
         elif self._reliable and best_effort:
             hint = (f"{waited}: {len(best_effort)} publisher(s) offer best-effort QoS, "
-                    "which a reliable subscription does not accept: use "
-                    "image_reliability:=best_effort")
+                    "which a reliable subscription does not accept. Use the launch argument "
+                    "reliability:=best_effort (parameter image_reliability:=best_effort)")
         else:
             hint = (f"{waited} although {len(publishers)} publisher(s) exist: is the camera "
                     "streaming? (ros2 topic hz " + topic + ")")

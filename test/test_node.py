@@ -589,13 +589,19 @@ def test_no_frame_hint_names_the_likely_cause(make_node):
                              reliability=ReliabilityPolicy.BEST_EFFORT)
     GRAPH.add_publisher("/image", "sensor_msgs/msg/Image", best_effort)
     timer(node, 5.0).fire()
-    assert "use image_reliability:=best_effort" in warnings(node)[-1]
+    assert "reliability:=best_effort (parameter image_reliability:=best_effort)" \
+        in warnings(node)[-1]
 
     GRAPH.publishers.clear()
     node, _ = make_node()
     GRAPH.add_publisher("/image", "sensor_msgs/msg/CompressedImage", best_effort)
     timer(node, 5.0).fire()
-    assert "image_transport:=compressed" in warnings(node)[-1]
+    assert "compressed:=true (parameter image_transport:=compressed)" in warnings(node)[-1]
+
+    node_compressed, _ = make_node(image_transport="compressed")
+    GRAPH.add_publisher("/image/compressed", "sensor_msgs/msg/Image", best_effort)
+    timer(node_compressed, 5.0).fire()
+    assert "compressed:=false (parameter image_transport:=raw)" in warnings(node_compressed)[-1]
 
     subscription(node, "/image").deliver(frame())
     timer(node, 5.0).fire()  # a frame arrived: the hint stops
