@@ -118,3 +118,14 @@ def test_blank_stuff_entries_are_dropped_so_a_blank_list_clears_it():
 
     assert stuff_names([""]) == ()
     assert stuff_names([" floor ", ""]) == ("floor",)
+
+
+def test_name_of_exactly_max_length_is_accepted_one_more_is_refused():
+    assert Vocabulary.parse(["a" * 200]).names == ("a" * 200,)
+    with pytest.raises(VocabularyError):
+        Vocabulary.parse(["a" * 201])
+
+
+def test_delete_character_is_refused():
+    with pytest.raises(VocabularyError, match="control"):
+        Vocabulary.parse(["mug\x7f"])
