@@ -72,10 +72,14 @@ ARGUMENTS = [
 
 
 def vocabulary_argument(text: str) -> list[str]:
-    """'[mug, door handle]' (YAML list) or 'mug, door handle' -> ['mug', 'door handle']."""
+    """'[mug, door handle]' (YAML list) or 'mug, door handle' -> ['mug', 'door handle'].
+
+    YAML's BaseLoader keeps every entry a string: a class called yes, no, null or 1.5 stays
+    that word instead of becoming a bool, None or a float.
+    """
     text = text.strip()
     if text.startswith("["):
-        return [str(entry).strip() for entry in yaml.safe_load(text) or []]
+        return [str(entry).strip() for entry in yaml.load(text, Loader=yaml.BaseLoader) or []]
     return [entry.strip() for entry in text.split(",") if entry.strip()]
 
 

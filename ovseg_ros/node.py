@@ -50,7 +50,8 @@ from . import convert
 from .config import Settings, SettingsError, settings_fields
 from .panoptic import UNLABELLED, SegmentationResult
 from .visualize import overlay
-from .vocabulary import EncodedVocabulary, Vocabulary, VocabularyError, split_entries
+from .vocabulary import (EncodedVocabulary, Vocabulary, VocabularyError, split_entries,
+                         stuff_names)
 
 NODE_NAME = "ovseg"
 OUTPUT_DEPTH = 5  # reliable outputs; a slow subscriber holds at most this many frames
@@ -138,6 +139,7 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
     set the vocabulary is simply empty. stuff_classes apply to whichever vocabulary is in
     use: names that are not in it are ignored (Vocabulary.parse).
     """
+    stuff_names(settings.stuff_classes, max_classes=settings.max_classes)
     if not settings.vocabulary:
         if "vocabulary" in changed:
             return Vocabulary.parse([])  # raises: the vocabulary is empty
@@ -425,11 +427,17 @@ class OvsegNode(Node):
         try:
             rgb = convert.compressed_to_rgb(msg) if self._compressed \
                 else convert.image_to_rgb(msg)
-        except convert.FrameError as err:
-            if self._stats.frame_skipped(err.cause):
+        except Exception as err:  # a frame that cannot be decoded is skipped, whatever it is
+            if isinstance(err, convert.FrameError):
+                cause, reason = err.cause, str(err)
+            else:  # e.g. cv2.error for an image over OpenCV's pixel limit
+                cause = f"decoding ({type(err).__name__})"
+                reason = f"it could not be decoded: {type(err).__name__}: " \
+                         + " ".join(str(err).split())
+            if self._stats.frame_skipped(cause):
                 self.get_logger().warning(
-                    f"skipping a frame from {self._image_sub.topic_name}: {err}. Further "
-                    f"frames with this problem ({err.cause}) are skipped without a message "
+                    f"skipping a frame from {self._image_sub.topic_name}: {reason}. Further "
+                    f"frames with this problem ({cause}) are skipped without a message "
                     "and counted in /diagnostics")
             return
         decoded = time.perf_counter()
@@ -561,13 +569,15 @@ class OvsegNode(Node):
                     "image:=/your/camera/topic, or remap 'image'"
                     + (" / 'image/compressed'" if self._compressed else "") + ")")
         elif other_types:
+            argument, transport = ("compressed:=false", "raw") if self._compressed \
+                else ("compressed:=true", "compressed")
             hint = (f"{waited}: it carries {', '.join(other_types)}, this node expects "
-                    f"{wanted} (image_transport:={'raw' if self._compressed else 'compressed'}"
-                    " or another topic)")
+                    f"{wanted}. Use the launch argument {argument} (parameter "
+                    f"image_transport:={transport}), or another topic")
         elif self._reliable and best_effort:
             hint = (f"{waited}: {len(best_effort)} publisher(s) offer best-effort QoS, "
-                    "which a reliable subscription does not accept: use "
-                    "image_reliability:=best_effort")
+                    "which a reliable subscription does not accept. Use the launch argument "
+                    "reliability:=best_effort (parameter image_reliability:=best_effort)")
         else:
             hint = (f"{waited} although {len(publishers)} publisher(s) exist: is the camera "
                     "streaming? (ros2 topic hz " + topic + ")")

@@ -55,6 +55,41 @@ def split_entries(text: str) -> list[str]:
     return [part for line in text.splitlines() for part in line.split(",")]
 
 
+def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> None:
+    """Refuse (VocabularyError) names over MAX_NAME_LENGTH characters, with control
+    characters, appearing twice ignoring case, or more than ``max_classes`` of them.
+    ``what`` prefixes the messages ('stuff_classes ')."""
+    if len(names) > max_classes:
+        raise VocabularyError(f"{what}{len(names)} classes given; at most {max_classes} are "
+                              "allowed (setting max_classes)")
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if len(name) > MAX_NAME_LENGTH:
+            raise VocabularyError(f"{what}entry {position} is {len(name)} characters long; "
+                                  f"the limit is {MAX_NAME_LENGTH}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise VocabularyError(f"{what}entry {position} ({name!r}) has control characters")
+        key = name.casefold()
+        if key in seen:
+            raise VocabularyError(f"{what}{name!r} appears twice (entries {seen[key]} and "
+                                  f"{position}); class names must be unique")
+        seen[key] = position
+
+
+def stuff_names(entries: Iterable[str], *, max_classes: int = 256) -> tuple[str, ...]:
+    """The stuff_classes list, stripped and checked like a vocabulary (check_names).
+
+    Blank entries are dropped, so ``['']`` clears the list (the way to clear it on Humble).
+    """
+    entries = list(entries)
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise VocabularyError(f"stuff_classes entries must be strings, got {entry!r}")
+    names = [name for name in (entry.strip() for entry in entries) if name]
+    check_names(names, max_classes=max_classes, what="stuff_classes ")
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """An ordered, validated list of class names; class index = position in ``names``.
@@ -88,24 +123,11 @@ class Vocabulary:
         if not names or names == [""]:
             raise VocabularyError("vocabulary is empty: give at least one class name, "
                                   "e.g. 'mug, door handle'")
-        seen: dict[str, int] = {}
         for position, name in enumerate(names, start=1):
             if not name:
                 raise VocabularyError(f"entry {position} is blank (check for a stray comma)")
-            if len(name) > MAX_NAME_LENGTH:
-                raise VocabularyError(f"entry {position} is {len(name)} characters long; "
-                                      f"the limit is {MAX_NAME_LENGTH}")
-            if any(ord(c) < 32 or ord(c) == 127 for c in name):
-                raise VocabularyError(f"entry {position} ({name!r}) has control characters")
-            key = name.casefold()
-            if key in seen:
-                raise VocabularyError(f"{name!r} appears twice (entries {seen[key]} and "
-                                      f"{position}); class names must be unique")
-            seen[key] = position
-        if len(names) > max_classes:
-            raise VocabularyError(f"{len(names)} classes given; at most {max_classes} are "
-                                  "allowed (setting max_classes)")
-        stuff_keys = {s.strip().casefold() for s in stuff}
+        check_names(names, max_classes=max_classes)
+        stuff_keys = {name.casefold() for name in stuff_names(stuff, max_classes=max_classes)}
         return cls(tuple(names), frozenset(n for n in names if n.casefold() in stuff_keys))
 
     @classmethod

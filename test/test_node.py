@@ -267,6 +267,27 @@ def test_stuff_classes_can_be_cleared_on_jazzy(make_node):
     assert node.get_parameter("stuff_classes").value == []
 
 
+@pytest.mark.parametrize("text, reason", [
+    ('["mug\\nkettle"]', "control characters"),
+    ("[" + "x" * 10_000 + "]", "10000 characters long"),
+    ("[floor, FLOOR]", "appears twice"),
+    ("[" + ", ".join(f"c{i}" for i in range(300)) + "]", "at most 256"),
+])
+def test_stuff_classes_are_refused_like_a_vocabulary(make_node, text, reason):
+    node, fake = make_node(vocabulary=["floor", "mug"], stuff_classes=["floor"])
+    result = ros2_param_set(node, "stuff_classes", text)
+    assert not result.successful and "stuff_classes" in result.reason
+    assert reason in result.reason
+    assert node.get_parameter("stuff_classes").value == ["floor"]
+
+
+def test_bad_stuff_classes_at_start_are_refused(make_node):
+    from ovseg_ros.vocabulary import VocabularyError
+
+    with pytest.raises(VocabularyError, match="stuff_classes entry 1"):
+        make_node(stuff_classes=["mug\tkettle"])
+
+
 def test_one_stuff_list_serves_every_vocabulary(make_node):
     node, fake = make_node(vocabulary=["floor", "mug"], stuff_classes=["floor", "sky"])
     node.process_vocabulary()
@@ -425,6 +446,29 @@ def test_bad_frames_are_skipped_and_logged_once_per_cause(make_node):
     assert values["frames processed"] == "1"
 
 
+def test_any_decoding_error_is_a_counted_skip(make_node, monkeypatch):
+    node, fake = make_node(vocabulary=["mug"])
+    node.process_vocabulary()
+    from ovseg_ros import convert
+
+    def over_the_pixel_limit(msg):
+        raise cv2.error("OpenCV(4.11) error: (-215:Assertion failed) pixels <= limit")
+
+    decode = convert.image_to_rgb
+    monkeypatch.setattr(convert, "image_to_rgb", over_the_pixel_limit)
+    for _ in range(2):
+        subscription(node, "/image").deliver(frame())
+        assert node.process_pending()  # does not raise
+    skipped = [w for w in warnings(node) if w.startswith("skipping a frame")]
+    assert len(skipped) == 1 and "error" in skipped[0] and "\n" not in skipped[0]
+    monkeypatch.setattr(convert, "image_to_rgb", decode)
+    subscription(node, "/image").deliver(frame())
+    node.process_pending()
+    assert len(publishers(node)["/ovseg/panoptic"].messages) == 1
+    values = {kv.key: kv.value for kv in diagnostics(node).values}
+    assert values["frames skipped (bad input)"] == "2" and values["frames failed"] == "0"
+
+
 def test_a_failing_pipeline_skips_the_frame_and_the_node_continues(make_node):
     node, fake = make_node(vocabulary=["mug"])
     node.process_vocabulary()
@@ -545,13 +589,19 @@ def test_no_frame_hint_names_the_likely_cause(make_node):
                              reliability=ReliabilityPolicy.BEST_EFFORT)
     GRAPH.add_publisher("/image", "sensor_msgs/msg/Image", best_effort)
     timer(node, 5.0).fire()
-    assert "use image_reliability:=best_effort" in warnings(node)[-1]
+    assert "reliability:=best_effort (parameter image_reliability:=best_effort)" \
+        in warnings(node)[-1]
 
     GRAPH.publishers.clear()
     node, _ = make_node()
     GRAPH.add_publisher("/image", "sensor_msgs/msg/CompressedImage", best_effort)
     timer(node, 5.0).fire()
-    assert "image_transport:=compressed" in warnings(node)[-1]
+    assert "compressed:=true (parameter image_transport:=compressed)" in warnings(node)[-1]
+
+    node_compressed, _ = make_node(image_transport="compressed")
+    GRAPH.add_publisher("/image/compressed", "sensor_msgs/msg/Image", best_effort)
+    timer(node_compressed, 5.0).fire()
+    assert "compressed:=false (parameter image_transport:=raw)" in warnings(node_compressed)[-1]
 
     subscription(node, "/image").deliver(frame())
     timer(node, 5.0).fire()  # a frame arrived: the hint stops
@@ -883,6 +933,26 @@ def test_launch_file_declares_described_arguments():
             "reliability", "rviz", "device", "sam_model", "clip_model", "ovseg_checkpoint",
             "classifier_mode"} <= set(declared)
     assert set(e.value for e in settings_arguments.elts) <= {f.name for f in settings_fields()}
+
+
+def launch_function(name):
+    """A function of launch/segment.launch.py, loaded without ROS (the file's imports need
+    ament_index and launch; the function needs only yaml)."""
+    tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
+    function = next(node for node in tree.body
+                    if isinstance(node, ast.FunctionDef) and node.name == name)
+    namespace = {"yaml": yaml}
+    exec(compile(ast.Module([function], type_ignores=[]), "segment.launch.py", "exec"),
+         namespace)
+    return namespace[name]
+
+
+def test_launch_vocabulary_argument_keeps_every_class_name_a_string():
+    vocabulary_argument = launch_function("vocabulary_argument")
+    assert vocabulary_argument("[yes, no, null, true, off, 1.5, door handle]") == \
+        ["yes", "no", "null", "true", "off", "1.5", "door handle"]
+    assert vocabulary_argument("yes, no") == ["yes", "no"]
+    assert vocabulary_argument("[]") == [] and vocabulary_argument("") == []
 
 
 def test_rviz_config_shows_camera_overlay_and_semantic():

@@ -96,3 +96,36 @@ def test_single_class_gets_ovseg_others_row():
     encoded = embedder.encode(Vocabulary.parse("mug"))
     assert encoded.has_others and encoded.embeddings.shape[0] == 2
     assert "a photo of a others." in enc.prompts
+
+
+@pytest.mark.parametrize("entries, reason", [
+    (["mug\nkettle"], "has control characters"),
+    (["x" * 10_000], "10000 characters long"),
+    (["floor", "Floor"], "'Floor' appears twice"),
+    ([f"c{i}" for i in range(300)], "300 classes given; at most 256"),
+])
+def test_stuff_classes_follow_the_vocabulary_rules(entries, reason):
+    from ovseg_ros.vocabulary import stuff_names
+
+    with pytest.raises(VocabularyError, match=reason):
+        stuff_names(entries)
+    with pytest.raises(VocabularyError, match="stuff_classes"):
+        Vocabulary.parse("floor, mug", stuff=entries)
+
+
+def test_blank_stuff_entries_are_dropped_so_a_blank_list_clears_it():
+    from ovseg_ros.vocabulary import stuff_names
+
+    assert stuff_names([""]) == ()
+    assert stuff_names([" floor ", ""]) == ("floor",)
+
+
+def test_name_of_exactly_max_length_is_accepted_one_more_is_refused():
+    assert Vocabulary.parse(["a" * 200]).names == ("a" * 200,)
+    with pytest.raises(VocabularyError):
+        Vocabulary.parse(["a" * 201])
+
+
+def test_delete_character_is_refused():
+    with pytest.raises(VocabularyError, match="control"):
+        Vocabulary.parse(["mug\x7f"])
