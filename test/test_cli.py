@@ -118,9 +118,18 @@ def test_a_failed_write_is_an_error_and_the_exit_code_says_so(tiny_settings, tmp
         "ok.json", "ok_instances.png", "ok_labels.png", "ok_overlay.png"]
 
 
+def small_example(folder: Path) -> Path:
+    """desk.jpg at 160 x 120, for tests where the picture's size does not matter."""
+    path = folder / "desk.png"
+    cv2.imwrite(str(path), cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120)))
+    return path
+
+
 def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, caplog,
                                                monkeypatch):
     import errno
+
+    image = small_example(tmp_path)
 
     real_write = Path.write_bytes
 
@@ -131,7 +140,7 @@ def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, 
 
     monkeypatch.setattr(Path, "write_bytes", full_for_json)
     out = tmp_path / "out"
-    code = main([str(EXAMPLE), "--vocab", "mug", "--out", str(out),
+    code = main([str(image), "--vocab", "mug", "--out", str(out),
                  *settings_flags(tiny_settings)])
     assert code == 1
     assert "desk.json: No space left on device" in caplog.text
@@ -193,9 +202,10 @@ def test_exit_1_when_nothing_could_be_segmented(tiny_settings, tmp_path, capsys)
 
 def test_stuff_classes_are_marked_in_the_json(tiny_settings, tmp_path):
     """One class, so every instance has it: stuff with --stuff, a thing without."""
+    image = small_example(tmp_path)
     for stuff, is_thing in ((["--stuff", "wall"], False), ([], True)):
         out = tmp_path / f"out_{is_thing}"
-        assert main([str(EXAMPLE), "--vocab", "wall", "--out", str(out), *stuff,
+        assert main([str(image), "--vocab", "wall", "--out", str(out), *stuff,
                      *settings_flags(tiny_settings)]) == 0
         instances = check_frame_outputs(out, "desk", ["wall"])["instances"]
         assert instances and all(i["is_thing"] is is_thing for i in instances)
