@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     vocab.add_argument("--vocab", help="comma separated classes, e.g. 'mug, kettle, person'")
     vocab.add_argument("--vocab-file", help="file with one class per line (or commas)")
     parser.add_argument("--out", default="out", help="output folder (default: out)")
-    parser.add_argument("--config", help="YAML settings (flat, or config/params.yaml)")
+    parser.add_argument("--config", help="YAML settings: a flat mapping, or a ROS 2 params "
+                        "file such as config/params.yaml (the sections for --node-name)")
+    parser.add_argument("--node-name", default="ovseg", help="whose sections of a ROS 2 "
+                        "params file --config reads (default: ovseg, the node's name)")
     parser.add_argument("--stuff", help="comma separated classes that are stuff (regions)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     settings = parser.add_argument_group("settings (defaults from config/params.yaml "
@@ -353,7 +356,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
     if args.stuff:
         overrides["stuff_classes"] = [s.strip() for s in args.stuff.split(",") if s.strip()]
     if args.config:
-        return Settings.from_yaml(args.config, **overrides)
+        return Settings.from_yaml(args.config, node_name=args.node_name, **overrides)
     return Settings().replace(**overrides)
 
 

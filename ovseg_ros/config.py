@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 CLASSIFIER_MODES = ("crop", "mask_token")
@@ -175,18 +175,13 @@ class Settings:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "Settings":
-        """Read a YAML file: a flat mapping, or a ROS 2 params file (node: ros__parameters:)."""
-        import yaml
+    def from_yaml(cls, path: str | os.PathLike, node_name: str = "ovseg",
+                  **overrides: Any) -> "Settings":
+        """Read a YAML file: a flat mapping, or a ROS 2 params file (the sections for
+        node_name; see params_file)."""
+        from .params_file import read_settings_file
 
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise SettingsError(f"config file not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise SettingsError(f"config file {path} is not valid YAML: {err}") from None
-        return cls().replace(**{**settings_mapping(data, source=str(path)), **overrides})
+        return cls().replace(**{**read_settings_file(path, node_name), **overrides})
 
 
 def field_names() -> list[str]:
@@ -196,19 +191,6 @@ def field_names() -> list[str]:
 def settings_fields() -> list[dataclasses.Field]:
     """The fields with their metadata (description, live, choices, minimum, maximum)."""
     return list(dataclasses.fields(Settings))
-
-
-def settings_mapping(data: Any, source: str = "config") -> dict[str, Any]:
-    """Pull the settings out of a flat mapping or a ROS 2 params file structure."""
-    if not isinstance(data, Mapping):
-        raise SettingsError(f"{source}: expected a mapping of setting names to values")
-    if len(data) >= 1 and all(isinstance(v, Mapping) and "ros__parameters" in v
-                              for v in data.values()):
-        merged: dict[str, Any] = {}
-        for node_params in data.values():
-            merged.update(node_params["ros__parameters"] or {})
-        data = merged
-    return dict(data)
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -37,6 +37,12 @@ FRAME_ENCODINGS: dict[str, tuple[int, int, int | None]] = {
     "yuyv": (2, 1, cv2.COLOR_YUV2RGB_YUY2),
     "yuv422": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
     "uyvy": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    # OpenCV names a Bayer pattern by the second row's 2x2 start, ROS by the first row's:
+    # ROS rggb is OpenCV's BG (the table cv_bridge uses).
+    "bayer_rggb8": (1, 1, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (1, 1, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, 1, cv2.COLOR_BayerGB2RGB),
 }
 
 # Encodings written by image_message: numpy dtype and channels of the array.

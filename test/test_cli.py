@@ -12,7 +12,8 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from image_files import oversized_png
-from ovseg_ros.cli import bag_frames, expand_inputs, main, read_frames
+from ovseg_ros.cli import (bag_frames, build_parser, expand_inputs, load_settings, main,
+                           read_frames)
 from ovseg_ros.panoptic import UNLABELLED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,9 +118,18 @@ def test_a_failed_write_is_an_error_and_the_exit_code_says_so(tiny_settings, tmp
         "ok.json", "ok_instances.png", "ok_labels.png", "ok_overlay.png"]
 
 
+def small_example(folder: Path) -> Path:
+    """desk.jpg at 160 x 120, for tests where the picture's size does not matter."""
+    path = folder / "desk.png"
+    cv2.imwrite(str(path), cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120)))
+    return path
+
+
 def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, caplog,
                                                monkeypatch):
     import errno
+
+    image = small_example(tmp_path)
 
     real_write = Path.write_bytes
 
@@ -130,7 +140,7 @@ def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, 
 
     monkeypatch.setattr(Path, "write_bytes", full_for_json)
     out = tmp_path / "out"
-    code = main([str(EXAMPLE), "--vocab", "mug", "--out", str(out),
+    code = main([str(image), "--vocab", "mug", "--out", str(out),
                  *settings_flags(tiny_settings)])
     assert code == 1
     assert "desk.json: No space left on device" in caplog.text
@@ -179,6 +189,46 @@ def test_output_names_never_collide(tmp_path):
     assert named == [("a/x.png", "x"), ("a/x_2.png", "x_2"), ("b/X.png", "X_3"),
                      ("b/x.png", "x_4"), ("clip.avi", "clip_000000"),
                      ("clip.avi", "clip_000001"), ("clip_000000.png", "clip_000000_2")]
+
+
+def test_exit_1_when_nothing_could_be_segmented(tiny_settings, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    code = main([str(broken), "--vocab", "mug", "--out", str(tmp_path / "out"),
+                 *settings_flags(tiny_settings)])
+    assert code == 1
+    assert "0 frame(s) segmented, 1 skipped" in capsys.readouterr().err
+
+
+def test_stuff_classes_are_marked_in_the_json(tiny_settings, tmp_path):
+    """One class, so every instance has it: stuff with --stuff, a thing without."""
+    image = small_example(tmp_path)
+    for stuff, is_thing in ((["--stuff", "wall"], False), ([], True)):
+        out = tmp_path / f"out_{is_thing}"
+        assert main([str(image), "--vocab", "wall", "--out", str(out), *stuff,
+                     *settings_flags(tiny_settings)]) == 0
+        instances = check_frame_outputs(out, "desk", ["wall"])["instances"]
+        assert instances and all(i["is_thing"] is is_thing for i in instances)
+
+
+def test_flags_override_the_config_file(tmp_path):
+    config = tmp_path / "params.yaml"
+    config.write_text("/robot:\n  cam_seg:\n    ros__parameters:\n      use_sim_time: true\n"
+                      "      granularity: 0.3\n      points_per_side: 4\n"
+                      "      stuff_classes: [floor]\n")
+    args = build_parser().parse_args([str(EXAMPLE), "--vocab", "mug", "--config", str(config),
+                                      "--node-name", "cam_seg", "--granularity", "0.9",
+                                      "--stuff", "wall, sky"])
+    settings = load_settings(args)
+    assert settings.granularity == 0.9 and settings.stuff_classes == ["wall", "sky"]
+    assert settings.points_per_side == 4  # from the file, no flag
+
+
+def test_config_errors_are_reported_before_the_models_load(tmp_path, capsys):
+    config = tmp_path / "params.yaml"
+    config.write_text("/**:\n  ros__parameters:\n    granularty: 0.3\n")
+    assert main([str(EXAMPLE), "--vocab", "mug", "--config", str(config)]) == 2
+    assert "did you mean 'granularity'?" in capsys.readouterr().err
 
 
 def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:

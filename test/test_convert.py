@@ -103,6 +103,19 @@ def test_yuv422_byte_orders_are_converted(types):
     assert np.all(np.abs(from_yuyv[0, 2].astype(int) - 128) <= 2)
 
 
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_mosaics_become_their_colour(types, pattern):
+    """A mosaic built by hand from the pattern's name (its first row, then its second, from
+    the top-left pixel) of a flat colour demosaics to that colour."""
+    colour = {"r": 200, "g": 100, "b": 30}
+    tile = np.array([[colour[pattern[0]], colour[pattern[1]]],
+                     [colour[pattern[2]], colour[pattern[3]]]], dtype=np.uint8)
+    mosaic = np.tile(tile, (4, 5))  # 8 x 10
+    decoded = convert.image_to_rgb(raw_image(mosaic, f"bayer_{pattern}8"))
+    assert decoded.shape == (8, 10, 3)
+    np.testing.assert_array_equal(decoded[1:-1, 1:-1], np.full((6, 8, 3), (200, 100, 30)))
+
+
 @pytest.mark.parametrize("change, cause, words", [
     (dict(encoding="32FC1"), "encoding", "unsupported encoding '32FC1'"),
     (dict(width=0), "size", "zero size"),
