@@ -5,7 +5,8 @@ The crop recipe is OVSeg's SAM demo (open_vocab_seg/utils/predictor.py and
 clip_adapter/utils.py in facebookresearch/ov-seg), read to learn these facts:
 
 - the image is float32 on the 0-255 scale; each mask's box [x0, y0, x1 + 1, y1 + 1] is cut
-  out, pixels outside the mask become 255 * CLIP mean as float (not rounded to uint8);
+  out, pixels outside the mask become 255 * CLIP mean, computed in float64 and rounded once
+  to float32 (``fill_colour``; not rounded to uint8);
 - the crop is stretched to image_size x image_size with ``F.interpolate(mode="bicubic")``
   (align_corners=False, no antialiasing), not PIL, then divided by 255 and normalised;
 - with the mask prompt (clip_adapter/adapter.py) the cropped region mask is resized with
@@ -18,7 +19,7 @@ batches the ViT forwards and makes the crops in one of two ways, per device:
   gathering each output pixel's 4 x 4 taps straight from the uint8 image (a few kernels
   per chunk instead of several per mask; equal to the reference up to float rounding);
 - on the CPU, ``masked_crops_per_box``: the reference's own ``F.interpolate`` call on each
-  box (bit-identical crops). The gather materialises 16 taps x 3 channels per output pixel
+  box (the reference's crops to the last bit). The gather materialises 16 taps x 3 channels per output pixel
   (about 10 MB per crop), memory-bound work that measured 9x slower than the resize on
   the CPU; there, a loop of small resizes costs nothing next to the ViT.
 
@@ -79,7 +80,7 @@ def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: 
         image: [H, W, 3] uint8 RGB.
         masks: [N, H, W] bool.
         boxes: [N, 4] XYXY with x1, y1 the last covered column/row (SAM's convention).
-        mean, std: CLIP normalisation on the 0-1 scale; the fill colour is 255 * mean.
+        mean, std: CLIP normalisation on the 0-1 scale; the fill colour is ``fill_colour``.
         image_size: CLIP input side.
         mask_embedding: OVSeg's mask prompt [depth, grid * grid, width], or None for plain
             ``encode_image``.
@@ -91,13 +92,14 @@ def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: 
     pixels = torch.as_tensor(image, device=device).permute(2, 0, 1).float()
     masks_t = torch.as_tensor(masks, device=device)
     mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
+    fill = fill_colour(mean).to(device).view(3, 1, 1)
     std_t = torch.tensor(std, device=device).view(3, 1, 1)
     boxes_t = crop_boxes(torch.as_tensor(boxes, device=device), image.shape[0], image.shape[1])
     embeddings = []
     with torch.inference_mode():
         for (x0, y0, x1, y1), mask in zip(boxes_t.tolist(), masks_t):
             region = mask[y0:y1 + 1, x0:x1 + 1].float()
-            crop = pixels[:, y0:y1 + 1, x0:x1 + 1] * region + (1 - region) * 255.0 * mean_t
+            crop = pixels[:, y0:y1 + 1, x0:x1 + 1] * region + (1 - region) * fill
             crop = F.interpolate(crop[None], size=(image_size, image_size), mode="bicubic",
                                  align_corners=False)
             crop = (crop / 255.0 - mean_t) / std_t
@@ -113,6 +115,12 @@ def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: 
     if not embeddings:
         return torch.zeros(0, visual.output_dim, device=device)
     return torch.cat(embeddings)
+
+
+def fill_colour(mean: Sequence[float]) -> torch.Tensor:
+    """[3] float32 colour outside the mask on the 0-255 scale: 255 * mean in float64 (Python
+    floats), rounded once to float32, as OVSeg's ``torch.tensor([255.0 * c for c in mean])``."""
+    return torch.tensor([255.0 * float(c) for c in mean], dtype=torch.float32)
 
 
 def crop_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -521,7 +529,7 @@ class MaskClassifier:
         """
         model, size = self.clip.model, self.clip.image_size
         boxes = crop_boxes(boxes.to(image.device), image.shape[0], image.shape[1])
-        fill = 255.0 * self._mean.to(image.device)
+        fill = fill_colour(self.clip.image_mean).to(image.device)
         prompt = self.clip.mask_embedding
         if image.device.type == "cpu":
             make_crops, batch = masked_crops_per_box, CPU_CROP_BATCH

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -397,3 +398,30 @@ def test_bf16_runs_on_the_cpu_and_fp16_means_fp32_there(scene, tiny_ovseg_clip, 
     assert F.cosine_similarity(half, exact, dim=1).min() > 0.99
     fp16 = MaskClassifier(model, mode=mode, precision="fp16").embed_masks(image, masks, boxes)
     assert torch.equal(fp16, exact)
+
+
+@pytest.mark.parametrize("recipe", ["classifier", "reference"])
+def test_crop_fill_is_255_times_the_mean_in_float64_rounded_once(scene, tiny_clip, recipe,
+                                                                 monkeypatch):
+    # OVSeg: torch.tensor([255.0 * c for c in mean]); float32 255 * mean is 1 ulp off.
+    image = scene[0]
+    empty = torch.zeros((1, *image.shape[:2]), dtype=torch.bool)  # a crop of pure fill
+    expected = torch.from_numpy((255.0 * np.asarray(MEAN, dtype=np.float64)).astype(np.float32))
+    assert not torch.equal(expected, 255 * torch.tensor(MEAN, dtype=torch.float32))
+    seen = []
+    if recipe == "classifier":
+        def crops(image, masks, boxes, fill, size):
+            seen.append(fill.clone())
+            return masked_crops_per_box(image, masks, boxes, fill, size)
+        monkeypatch.setattr(classifier_module, "masked_crops_per_box", crops)
+        MaskClassifier(bundle(tiny_clip)).embed_masks(image, empty, boxes_of(empty))
+    else:
+        interpolate = F.interpolate
+
+        def resize(crop, **kwargs):
+            seen.append(crop[0, :, 0, 0].clone())
+            return interpolate(crop, **kwargs)
+        monkeypatch.setattr(classifier_module.F, "interpolate", resize)
+        reference_crop_embeddings(tiny_clip, image.numpy(), empty.numpy(),
+                                  boxes_of(empty).numpy(), MEAN, STD, SIZE)
+    assert torch.equal(seen[0].flatten(), expected)
