@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -145,7 +146,7 @@ class Settings:
                 raise SettingsError(f"{f.name} must be >= {meta['minimum']}, got {value!r}")
             if "maximum" in meta and value > meta["maximum"]:
                 raise SettingsError(f"{f.name} must be <= {meta['maximum']}, got {value!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
             raise SettingsError(f"device must be {DEVICES_HELP}, got {self.device!r}")
         return self
 

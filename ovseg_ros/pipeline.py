@@ -23,7 +23,7 @@ from .config import Settings, SettingsError
 from .panoptic import SegmentationResult
 from .proposals import MaskProposer
 from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
-from .weights import ClipBundle, load_clip, load_sam
+from .weights import ClipBundle, load_clip, load_sam, model_device
 
 
 class ImageError(ValueError):
@@ -59,7 +59,7 @@ class Segmenter:
                  clip: ClipBundle | None = None):
         settings.validate()
         self._settings = settings
-        self.device = torch.device(settings.resolved_device())
+        self.device = model_device(settings)
         sam = sam if sam is not None else load_sam(settings, self.device)
         clip = clip if clip is not None else load_clip(settings, self.device)
         self.clip = clip

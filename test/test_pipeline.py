@@ -100,3 +100,37 @@ def test_read_only_frames_are_accepted_without_a_warning(segmenter):
         warnings.simplefilter("error")
         result = segmenter.segment(image, encoded)
     assert result.semantic.shape == (96, 128)
+
+
+@pytest.mark.parametrize("device, gpus", [("cuda", 0), ("cuda:3", 2), ("cuda:0", 0)])
+def test_a_cuda_device_that_does_not_exist_is_refused_with_the_devices_there(
+        tiny_settings, monkeypatch, device, gpus):
+    import torch
+
+    from ovseg_ros.weights import WeightsError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(WeightsError) as err:
+        Segmenter(tiny_settings.replace(device=device))
+    message = str(err.value)
+    assert "\n" not in message and repr(device) in message
+    expected = ", ".join(["cpu", *(f"cuda:{i}" for i in range(gpus))])
+    assert f"devices here: {expected} " in message
+
+
+def test_the_cli_ends_a_missing_device_in_one_line(tiny_settings, monkeypatch, tmp_path,
+                                                  capsys):
+    import torch
+
+    from ovseg_ros.cli import main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = tiny_settings
+    image = tmp_path / "frame.png"
+    import cv2
+    cv2.imwrite(str(image), synthetic_image())
+    code = main([str(image), "--vocab", "mug", "--out", str(tmp_path / "out"),
+                 "--device", "cuda:3", "--cache-dir", s.cache_dir, "--clip-model", s.clip_model,
+                 "--clip-pretrained", s.clip_pretrained, "--offline"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and "devices here: cpu " in err
