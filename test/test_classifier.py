@@ -425,3 +425,26 @@ def test_crop_fill_is_255_times_the_mean_in_float64_rounded_once(scene, tiny_cli
         reference_crop_embeddings(tiny_clip, image.numpy(), empty.numpy(),
                                   boxes_of(empty).numpy(), MEAN, STD, SIZE)
     assert torch.equal(seen[0].flatten(), expected)
+
+
+def test_crop_boxes_are_the_hand_written_ones(scene):
+    image, masks = scene
+    h, w = image.shape[:2]
+    column = torch.zeros(1, h, w, dtype=torch.bool)
+    column[0, 20:60, w - 1] = True  # one column at the right border
+    masks = torch.cat([masks[:6], column])
+    # x0, y0, x1, y1 inclusive, written from the mask definitions in ``scene``.
+    expected = [[111, 21, 209, 119], [90, 40, 90, 40], [300, 10, 302, 11], [0, 130, 330, 149],
+                [0, 0, 330, 149], [0, 0, 330, 149], [330, 20, 330, 59]]
+    assert crop_boxes(boxes_of(masks), h, w).tolist() == expected
+    # SAM's float boxes round, and clamp into the image with x1 >= x0.
+    sam_boxes = torch.tensor([[110.6, 20.6, 209.4, 119.4], [-3.0, -1.0, 400.0, 200.0],
+                              [340.0, 5.0, 338.0, 4.0]])
+    assert crop_boxes(sam_boxes, h, w).tolist() == [[111, 21, 209, 119], [0, 0, 330, 149],
+                                                    [330, 5, 330, 5]]
+    # The crop of the one-column mask is that column's 40 pixels, stretched.
+    fill = classifier_module.fill_colour(MEAN)
+    crop = masked_crops_per_box(image, column, torch.tensor([expected[-1]]), fill, SIZE)
+    pixels = image[20:60, w - 1:w].permute(2, 0, 1).float()
+    torch.testing.assert_close(crop[0], F.interpolate(pixels[None], size=(SIZE, SIZE),
+                                                      mode="bicubic")[0], atol=0, rtol=0)
