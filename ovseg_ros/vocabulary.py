@@ -129,13 +129,12 @@ class EncodedVocabulary:
     """A vocabulary with its text embeddings, swapped as one object so a frame never mixes two.
 
     ``embeddings`` is [C, D] (unit rows), or [C + 1, D] when the single class got OVSeg's
-    extra 'others' row (``has_others``); ``version`` increases with every change.
+    extra 'others' row; ``version`` increases with every change.
     """
 
     vocabulary: Vocabulary
     embeddings: torch.Tensor
     version: int
-    has_others: bool = False
 
 
 class TextEmbedder:
@@ -195,4 +194,4 @@ class TextEmbedder:
         with self._lock:
             self._version += 1
             version = self._version
-        return EncodedVocabulary(vocabulary, embeddings, version, has_others)
+        return EncodedVocabulary(vocabulary, embeddings, version)
