@@ -46,12 +46,13 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from ovseg_ros.config import CLASSIFIER_MODES
 from ovseg_ros.precision import DTYPES, autocast
 
 if TYPE_CHECKING:
     from ovseg_ros.weights import ClipBundle
 
-MODES = ("crop", "mask_token")
+MODES = CLASSIFIER_MODES  # each one an entry of MaskClassifier._FEATURES
 # Crops resampled and encoded together: bounds memory (about 20 MB per crop at 224 before
 # the ViT) while keeping the GPU busy.
 CROP_BATCH = 32
@@ -464,6 +465,9 @@ class MaskClassifier:
     embedding of a mean-grey image; in mask-token mode its token sees only CLS.
     """
 
+    # classifier_mode -> the method giving [N, D] features of (image, masks, boxes).
+    _FEATURES = {"crop": "_crop_features", "mask_token": "_mask_token_features"}
+
     def __init__(self, clip: "ClipBundle", mode: str = "crop", precision: str = "fp32"):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
@@ -498,10 +502,7 @@ class MaskClassifier:
         if masks.shape[0] == 0:
             return torch.zeros(0, visual.output_dim, device=image.device)
         with torch.inference_mode():
-            if self.mode == "crop":
-                features = self._crop_features(image, masks, boxes)
-            else:
-                features = self._mask_token_features(image, masks)
+            features = getattr(self, self._FEATURES[self.mode])(image, masks, boxes)
         return F.normalize(features.float(), dim=-1)
 
     def classify(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
@@ -548,7 +549,8 @@ class MaskClassifier:
                     features.append(mask_prompt_features(model.visual, pixels, patches, prompt))
         return torch.cat(features)
 
-    def _mask_token_features(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def _mask_token_features(self, image: torch.Tensor, masks: torch.Tensor,
+                             boxes: torch.Tensor | None = None) -> torch.Tensor:
         """[N, D] mask-token features, MASK_TOKEN_BATCH tokens per pass."""
         visual, size = self.clip.model.visual, self.clip.image_size
         # A whole frame is always shrunk a lot: antialias as CLIP's own (PIL) preprocessing.
@@ -563,4 +565,3 @@ class MaskClassifier:
             with autocast(self.precision, image.device):
                 features.append(mask_token_features(visual, pixels, part))
         return torch.cat(features)
-

@@ -83,7 +83,7 @@ class Settings:
     max_classes: int = _setting(256, "Largest vocabulary accepted.", live=True, minimum=1,
                                 maximum=65534)
 
-    # SAM automatic mask generation (stock defaults, see REFERENCE.md).
+    # SAM automatic mask generation (SamAutomaticMaskGenerator's defaults).
     points_per_side: int = _setting(32, "Prompt grid is points_per_side x points_per_side.",
                                     live=True, minimum=1, maximum=128)
     points_per_batch: int = _setting(64, "Prompts per decoder call (memory vs. speed).",

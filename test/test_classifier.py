@@ -448,3 +448,10 @@ def test_crop_boxes_are_the_hand_written_ones(scene):
     pixels = image[20:60, w - 1:w].permute(2, 0, 1).float()
     torch.testing.assert_close(crop[0], F.interpolate(pixels[None], size=(SIZE, SIZE),
                                                       mode="bicubic")[0], atol=0, rtol=0)
+
+
+def test_every_classifier_mode_setting_has_one_features_method():
+    from ovseg_ros.config import CLASSIFIER_MODES
+    assert tuple(MaskClassifier._FEATURES) == CLASSIFIER_MODES
+    assert all(callable(getattr(MaskClassifier, name))
+               for name in MaskClassifier._FEATURES.values())
