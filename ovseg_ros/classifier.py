@@ -12,7 +12,8 @@ clip_adapter/utils.py in facebookresearch/ov-seg), read to learn these facts:
 - with the mask prompt (clip_adapter/adapter.py) the cropped region mask is resized with
   ``mode="nearest"`` and a patch is "in" when any of its pixels is (avg-pool, then ceil).
 
-``reference_crop_embeddings`` does exactly that, one mask at a time. ``MaskClassifier``
+``reference/ovseg_crops.py`` does exactly that, one mask at a time (the oracle of the tests
+and the benchmark). ``MaskClassifier``
 batches the ViT forwards and makes the crops in one of two ways, per device:
 
 - on a GPU, ``masked_crops``: all of a chunk's crops at once with the same bicubic kernel,
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
@@ -68,55 +68,7 @@ QUICK_GELU_SCALE = 1.702  # open_clip's QuickGELU: x * sigmoid(1.702 x)
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
 
 
-# --- The stock path: OVSeg's recipe, one mask at a time ---------------------------------
-
-def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: np.ndarray,
-                              boxes: np.ndarray | torch.Tensor | Sequence,
-                              mean: Sequence[float], std: Sequence[float], image_size: int,
-                              mask_embedding: torch.Tensor | None = None) -> torch.Tensor:
-    """OVSeg's masked-crop embeddings, one mask at a time, in fp32 on the model's device.
-
-    Args:
-        model: open_clip CLIP (eval).
-        image: [H, W, 3] uint8 RGB.
-        masks: [N, H, W] bool.
-        boxes: [N, 4] XYXY with x1, y1 the last covered column/row (SAM's convention).
-        mean, std: CLIP normalisation on the 0-1 scale; the fill colour is ``fill_colour``.
-        image_size: CLIP input side.
-        mask_embedding: OVSeg's mask prompt [depth, grid * grid, width], or None for plain
-            ``encode_image``.
-    Returns:
-        [N, D] float32 unit rows.
-    """
-    device = next(model.parameters()).device
-    visual = model.visual
-    pixels = torch.as_tensor(image, device=device).permute(2, 0, 1).float()
-    masks_t = torch.as_tensor(masks, device=device)
-    mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
-    fill = fill_colour(mean).to(device).view(3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(3, 1, 1)
-    boxes_t = crop_boxes(torch.as_tensor(boxes, device=device), image.shape[0], image.shape[1])
-    embeddings = []
-    with torch.inference_mode():
-        for (x0, y0, x1, y1), mask in zip(boxes_t.tolist(), masks_t):
-            region = mask[y0:y1 + 1, x0:x1 + 1].float()
-            crop = pixels[:, y0:y1 + 1, x0:x1 + 1] * region + (1 - region) * fill
-            crop = F.interpolate(crop[None], size=(image_size, image_size), mode="bicubic",
-                                 align_corners=False)
-            crop = (crop / 255.0 - mean_t) / std_t
-            if mask_embedding is None:
-                features = model.encode_image(crop)
-            else:
-                region = F.interpolate(region[None, None], size=(image_size, image_size),
-                                       mode="nearest")
-                patch = torch.ceil(F.avg_pool2d(region, visual.patch_size)).flatten(1)
-                features = mask_prompt_features(visual, crop, patch.bool(),
-                                                 mask_embedding.to(device))
-            embeddings.append(F.normalize(features.float(), dim=-1))
-    if not embeddings:
-        return torch.zeros(0, visual.output_dim, device=device)
-    return torch.cat(embeddings)
-
+# --- Crop geometry -------------------------------------------------------------
 
 def fill_colour(mean: Sequence[float]) -> torch.Tensor:
     """[3] float32 colour outside the mask on the 0-255 scale: 255 * mean in float64 (Python

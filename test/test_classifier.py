@@ -14,9 +14,10 @@ from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
 
 from ovseg_ros import classifier as classifier_module
 from ovseg_ros.classifier import (MaskClassifier, crop_boxes, crop_image_features,
-                                  masked_crops, masked_crops_per_box,
-                                  reference_crop_embeddings)
+                                  masked_crops, masked_crops_per_box)
 from ovseg_ros.weights import ClipBundle
+from reference import ovseg_crops
+from reference.ovseg_crops import reference_crop_embeddings
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -421,7 +422,7 @@ def test_crop_fill_is_255_times_the_mean_in_float64_rounded_once(scene, tiny_cli
         def resize(crop, **kwargs):
             seen.append(crop[0, :, 0, 0].clone())
             return interpolate(crop, **kwargs)
-        monkeypatch.setattr(classifier_module.F, "interpolate", resize)
+        monkeypatch.setattr(ovseg_crops.F, "interpolate", resize)
         reference_crop_embeddings(tiny_clip, image.numpy(), empty.numpy(),
                                   boxes_of(empty).numpy(), MEAN, STD, SIZE)
     assert torch.equal(seen[0].flatten(), expected)

@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovseg_ros.classifier import MaskClassifier, reference_crop_embeddings
+from ovseg_ros.classifier import MaskClassifier
+from reference.ovseg_crops import reference_crop_embeddings
 from ovseg_ros.panoptic import UNLABELLED
 from ovseg_ros.pipeline import Segmenter
 from ovseg_ros.proposals import MaskProposals
