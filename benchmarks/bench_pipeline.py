@@ -69,12 +69,13 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from ovseg_ros import panoptic  # noqa: E402
-from ovseg_ros.classifier import (LOGIT_SCALE, MaskClassifier,  # noqa: E402
-                                  reference_crop_embeddings)
+from ovseg_ros.classifier import LOGIT_SCALE, MaskClassifier  # noqa: E402
 from ovseg_ros.config import Settings  # noqa: E402
 from ovseg_ros.pipeline import Segmenter  # noqa: E402
 from ovseg_ros.precision import autocast, compute_dtype  # noqa: E402
 from ovseg_ros.proposals import MaskProposals, MaskProposer, grid_prompts  # noqa: E402
+from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
+from reference.ovseg_crops import reference_crop_embeddings  # noqa: E402
 from ovseg_ros.weights import (SAM_CHECKPOINTS, ClipBundle, WeightsError, load_clip,  # noqa: E402
                                load_sam)
 
@@ -530,7 +531,7 @@ class Bench:
         self.token_classifier = MaskClassifier(models.clip, mode="mask_token",
                                                precision=settings.precision)
         self.vocabulary = self.segmenter.encode_vocabulary(
-            self.segmenter.parse_vocabulary(list(CLASSES)))
+            Vocabulary.parse(list(CLASSES)))
 
     def run_frame(self, image: np.ndarray, stages: list[str], record: Samples) -> None:
         """The stock pass, the fast pass, then the classifiers on the same masks."""

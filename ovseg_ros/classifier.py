@@ -5,20 +5,22 @@ The crop recipe is OVSeg's SAM demo (open_vocab_seg/utils/predictor.py and
 clip_adapter/utils.py in facebookresearch/ov-seg), read to learn these facts:
 
 - the image is float32 on the 0-255 scale; each mask's box [x0, y0, x1 + 1, y1 + 1] is cut
-  out, pixels outside the mask become 255 * CLIP mean as float (not rounded to uint8);
+  out, pixels outside the mask become 255 * CLIP mean, computed in float64 and rounded once
+  to float32 (``fill_colour``; not rounded to uint8);
 - the crop is stretched to image_size x image_size with ``F.interpolate(mode="bicubic")``
   (align_corners=False, no antialiasing), not PIL, then divided by 255 and normalised;
 - with the mask prompt (clip_adapter/adapter.py) the cropped region mask is resized with
   ``mode="nearest"`` and a patch is "in" when any of its pixels is (avg-pool, then ceil).
 
-``reference_crop_embeddings`` does exactly that, one mask at a time. ``MaskClassifier``
+``reference/ovseg_crops.py`` does exactly that, one mask at a time (the oracle of the tests
+and the benchmark). ``MaskClassifier``
 batches the ViT forwards and makes the crops in one of two ways, per device:
 
 - on a GPU, ``masked_crops``: all of a chunk's crops at once with the same bicubic kernel,
   gathering each output pixel's 4 x 4 taps straight from the uint8 image (a few kernels
   per chunk instead of several per mask; equal to the reference up to float rounding);
 - on the CPU, ``masked_crops_per_box``: the reference's own ``F.interpolate`` call on each
-  box (bit-identical crops). The gather materialises 16 taps x 3 channels per output pixel
+  box (the reference's crops to the last bit). The gather materialises 16 taps x 3 channels per output pixel
   (about 10 MB per crop), memory-bound work that measured 9x slower than the resize on
   the CPU; there, a loop of small resizes costs nothing next to the ViT.
 
@@ -39,18 +41,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
+from ovseg_ros.config import CLASSIFIER_MODES
 from ovseg_ros.precision import DTYPES, autocast
 
 if TYPE_CHECKING:
     from ovseg_ros.weights import ClipBundle
 
-MODES = ("crop", "mask_token")
+MODES = CLASSIFIER_MODES  # each one an entry of MaskClassifier._FEATURES
 # Crops resampled and encoded together: bounds memory (about 20 MB per crop at 224 before
 # the ViT) while keeping the GPU busy.
 CROP_BATCH = 32
@@ -66,53 +68,12 @@ QUICK_GELU_SCALE = 1.702  # open_clip's QuickGELU: x * sigmoid(1.702 x)
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
 
 
-# --- The stock path: OVSeg's recipe, one mask at a time ---------------------------------
+# --- Crop geometry -------------------------------------------------------------
 
-def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: np.ndarray,
-                              boxes: np.ndarray | torch.Tensor | Sequence,
-                              mean: Sequence[float], std: Sequence[float], image_size: int,
-                              mask_embedding: torch.Tensor | None = None) -> torch.Tensor:
-    """OVSeg's masked-crop embeddings, one mask at a time, in fp32 on the model's device.
-
-    Args:
-        model: open_clip CLIP (eval).
-        image: [H, W, 3] uint8 RGB.
-        masks: [N, H, W] bool.
-        boxes: [N, 4] XYXY with x1, y1 the last covered column/row (SAM's convention).
-        mean, std: CLIP normalisation on the 0-1 scale; the fill colour is 255 * mean.
-        image_size: CLIP input side.
-        mask_embedding: OVSeg's mask prompt [depth, grid * grid, width], or None for plain
-            ``encode_image``.
-    Returns:
-        [N, D] float32 unit rows.
-    """
-    device = next(model.parameters()).device
-    visual = model.visual
-    pixels = torch.as_tensor(image, device=device).permute(2, 0, 1).float()
-    masks_t = torch.as_tensor(masks, device=device)
-    mean_t = torch.tensor(mean, device=device).view(3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(3, 1, 1)
-    boxes_t = crop_boxes(torch.as_tensor(boxes, device=device), image.shape[0], image.shape[1])
-    embeddings = []
-    with torch.inference_mode():
-        for (x0, y0, x1, y1), mask in zip(boxes_t.tolist(), masks_t):
-            region = mask[y0:y1 + 1, x0:x1 + 1].float()
-            crop = pixels[:, y0:y1 + 1, x0:x1 + 1] * region + (1 - region) * 255.0 * mean_t
-            crop = F.interpolate(crop[None], size=(image_size, image_size), mode="bicubic",
-                                 align_corners=False)
-            crop = (crop / 255.0 - mean_t) / std_t
-            if mask_embedding is None:
-                features = model.encode_image(crop)
-            else:
-                region = F.interpolate(region[None, None], size=(image_size, image_size),
-                                       mode="nearest")
-                patch = torch.ceil(F.avg_pool2d(region, visual.patch_size)).flatten(1)
-                features = mask_prompt_features(visual, crop, patch.bool(),
-                                                 mask_embedding.to(device))
-            embeddings.append(F.normalize(features.float(), dim=-1))
-    if not embeddings:
-        return torch.zeros(0, visual.output_dim, device=device)
-    return torch.cat(embeddings)
+def fill_colour(mean: Sequence[float]) -> torch.Tensor:
+    """[3] float32 colour outside the mask on the 0-255 scale: 255 * mean in float64 (Python
+    floats), rounded once to float32, as OVSeg's ``torch.tensor([255.0 * c for c in mean])``."""
+    return torch.tensor([255.0 * float(c) for c in mean], dtype=torch.float32)
 
 
 def crop_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -456,6 +417,9 @@ class MaskClassifier:
     embedding of a mean-grey image; in mask-token mode its token sees only CLS.
     """
 
+    # classifier_mode -> the method giving [N, D] features of (image, masks, boxes).
+    _FEATURES = {"crop": "_crop_features", "mask_token": "_mask_token_features"}
+
     def __init__(self, clip: "ClipBundle", mode: str = "crop", precision: str = "fp32"):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
@@ -490,10 +454,7 @@ class MaskClassifier:
         if masks.shape[0] == 0:
             return torch.zeros(0, visual.output_dim, device=image.device)
         with torch.inference_mode():
-            if self.mode == "crop":
-                features = self._crop_features(image, masks, boxes)
-            else:
-                features = self._mask_token_features(image, masks)
+            features = getattr(self, self._FEATURES[self.mode])(image, masks, boxes)
         return F.normalize(features.float(), dim=-1)
 
     def classify(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
@@ -521,7 +482,7 @@ class MaskClassifier:
         """
         model, size = self.clip.model, self.clip.image_size
         boxes = crop_boxes(boxes.to(image.device), image.shape[0], image.shape[1])
-        fill = 255.0 * self._mean.to(image.device)
+        fill = fill_colour(self.clip.image_mean).to(image.device)
         prompt = self.clip.mask_embedding
         if image.device.type == "cpu":
             make_crops, batch = masked_crops_per_box, CPU_CROP_BATCH
@@ -540,7 +501,8 @@ class MaskClassifier:
                     features.append(mask_prompt_features(model.visual, pixels, patches, prompt))
         return torch.cat(features)
 
-    def _mask_token_features(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def _mask_token_features(self, image: torch.Tensor, masks: torch.Tensor,
+                             boxes: torch.Tensor | None = None) -> torch.Tensor:
         """[N, D] mask-token features, MASK_TOKEN_BATCH tokens per pass."""
         visual, size = self.clip.model.visual, self.clip.image_size
         # A whole frame is always shrunk a lot: antialias as CLIP's own (PIL) preprocessing.
@@ -555,4 +517,3 @@ class MaskClassifier:
             with autocast(self.precision, image.device):
                 features.append(mask_token_features(visual, pixels, part))
         return torch.cat(features)
-

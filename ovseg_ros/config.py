@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class Settings:
     max_classes: int = _setting(256, "Largest vocabulary accepted.", live=True, minimum=1,
                                 maximum=65534)
 
-    # SAM automatic mask generation (stock defaults, see REFERENCE.md).
+    # SAM automatic mask generation (SamAutomaticMaskGenerator's defaults).
     points_per_side: int = _setting(32, "Prompt grid is points_per_side x points_per_side.",
                                     live=True, minimum=1, maximum=128)
     points_per_batch: int = _setting(64, "Prompts per decoder call (memory vs. speed).",
@@ -145,7 +146,7 @@ class Settings:
                 raise SettingsError(f"{f.name} must be >= {meta['minimum']}, got {value!r}")
             if "maximum" in meta and value > meta["maximum"]:
                 raise SettingsError(f"{f.name} must be <= {meta['maximum']}, got {value!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
             raise SettingsError(f"device must be {DEVICES_HELP}, got {self.device!r}")
         return self
 

@@ -28,6 +28,10 @@ from .vocabulary import Vocabulary
 
 UNLABELLED = 65535  # semantic image value of pixels with no class
 NO_INSTANCE = 0  # instance image value of pixels with no instance
+# Bytes of temporaries per band of rows in ``fuse`` (and pixels per band in ``_measure``):
+# what fusion and box measurement need beyond their inputs and outputs.
+FUSE_BAND_BYTES = 64 * 2 ** 20
+MEASURE_BAND_PIXELS = 2 ** 20
 
 
 @dataclass
@@ -101,59 +105,75 @@ def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
     if not bool(kept.any()):
         return SegmentationResult(semantic, instance_map, [], vocabulary, vocabulary_version)
     kept_index = kept.nonzero().squeeze(1)
-    kept_masks = masks[kept_index].float()  # [K, H, W]
     kept_probs = probs[kept_index].float()  # [K, C] or [K, C + 1] with 'others'
-
-    # Per-pixel class sums over the kept masks that cover it.
-    sums = torch.einsum("kc,khw->chw", kept_probs, kept_masks)
-    coverage = kept_masks.sum(dim=0)
-    label = sums.argmax(dim=0)
-    labelled = (coverage > 0) & (label < num_classes)  # 'others' wins -> unlabelled, as OVSeg
-    if unknown_thresh > 0:
-        mean_prob = sums.max(dim=0).values / coverage.clamp(min=1)
-        labelled &= mean_prob >= unknown_thresh
-
     # Instances: each kept mask's own class is its argmax over the vocabulary.
     own_class = kept_probs.argmax(dim=1)  # [K]
     own_score = kept_probs.gather(1, own_class[:, None]).squeeze(1)  # [K]
-    # Score of mask k at a pixel: its probability for its class where the pixel has that label.
-    claims = kept_masks.bool() & (own_class[:, None, None] == label[None]) & labelled[None]
-    claim_score = torch.where(claims, own_score[:, None, None], torch.tensor(-1.0))
-    # argmax returns the first maximum, so ties go to the lower proposal index.
-    winner = claim_score.argmax(dim=0)
-    has_owner = claims.any(dim=0)
 
-    semantic_t = torch.where(labelled, label, torch.tensor(UNLABELLED))
-    semantic[:] = semantic_t.to(torch.int32).cpu().numpy().astype(np.uint16)
+    # Band by band of rows, so the float temporaries stay within FUSE_BAND_BYTES.
+    owner = np.full((height, width), -1, dtype=np.int32)  # kept mask owning the pixel
+    per_row = width * (len(kept_index) * 10 + kept_probs.shape[1] * 4)
+    rows = max(1, FUSE_BAND_BYTES // per_row)
+    for top in range(0, height, rows):
+        band = masks[:, top:top + rows][kept_index]  # [K, b, W] bool
+        label, labelled, winner = _fuse_band(band, kept_probs, own_class, own_score,
+                                             num_classes, unknown_thresh)
+        semantic[top:top + rows] = torch.where(labelled, label, UNLABELLED).cpu().numpy()
+        owner[top:top + rows] = winner.cpu().numpy()
 
     instances: list[Instance] = []
-    owner_np = torch.where(has_owner, winner, torch.tensor(-1)).cpu().numpy()
     quality = mask_quality[kept_index].float().cpu().numpy()
     own_class_np = own_class.cpu().numpy()
     own_score_np = own_score.cpu().numpy()
+    owned = np.bincount(owner.ravel() + 1, minlength=len(kept_index) + 1)[1:]
+    instance_of = np.zeros(len(kept_index) + 1, dtype=np.uint16)  # owner + 1 -> instance id
     stuff_region: dict[int, int] = {}  # class index -> instance id of its merged region
-    for k in range(len(kept_index)):
-        pixels = owner_np == k
-        area = int(pixels.sum())
-        if area == 0:
-            continue
+    for k in np.flatnonzero(owned):
         class_index = int(own_class_np[k])
         if not vocabulary.is_thing(class_index) and class_index in stuff_region:
             region = instances[stuff_region[class_index] - 1]
-            instance_map[pixels] = region.id
+            instance_of[k + 1] = region.id
             region.score = max(region.score, float(own_score_np[k]))
             region.mask_quality = max(region.mask_quality, float(quality[k]))
             continue
         instance_id = len(instances) + 1
-        instance_map[pixels] = instance_id
+        instance_of[k + 1] = instance_id
         instances.append(Instance(
             id=instance_id, class_index=class_index, label=vocabulary.names[class_index],
             score=float(own_score_np[k]), mask_quality=float(quality[k]),
             is_thing=vocabulary.is_thing(class_index), bbox=(0, 0, 0, 0), area=0))
         if not vocabulary.is_thing(class_index):
             stuff_region[class_index] = instance_id
+    owner += 1
+    np.take(instance_of, owner, out=instance_map)
     _measure(instances, instance_map)
     return SegmentationResult(semantic, instance_map, instances, vocabulary, vocabulary_version)
+
+
+def _fuse_band(masks: torch.Tensor, probs: torch.Tensor, own_class: torch.Tensor,
+               own_score: torch.Tensor, num_classes: int, unknown_thresh: float
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels and owners of one band of rows.
+
+    masks: [K, b, W] bool kept masks; probs: [K, C(+1)]; own_class, own_score: [K].
+    Returns label [b, W] (argmax of the summed probabilities), labelled [b, W] bool and
+    winner [b, W] int32 (the kept mask owning the pixel, -1 for none).
+    """
+    weights = masks.float()
+    sums = torch.einsum("kc,khw->chw", probs, weights)  # per-pixel class sums
+    coverage = weights.sum(dim=0)
+    label = sums.argmax(dim=0)
+    labelled = (coverage > 0) & (label < num_classes)  # 'others' wins -> unlabelled, as OVSeg
+    if unknown_thresh > 0:
+        mean_prob = sums.max(dim=0).values / coverage.clamp(min=1)
+        labelled &= mean_prob >= unknown_thresh
+    del sums
+    # Score of mask k at a pixel: its probability for its class where the pixel has that label.
+    claims = masks & (own_class[:, None, None] == label[None]) & labelled[None]
+    claim_score = torch.where(claims, own_score[:, None, None], -1.0)
+    # argmax returns the first maximum, so ties go to the lower proposal index.
+    winner = torch.where(claims.any(dim=0), claim_score.argmax(dim=0), -1)
+    return label, labelled, winner.to(torch.int32)
 
 
 def resized(result: SegmentationResult, height: int, width: int) -> SegmentationResult:
@@ -169,15 +189,22 @@ def resized(result: SegmentationResult, height: int, width: int) -> Segmentation
 
 
 def _measure(instances: list[Instance], instance_map: np.ndarray) -> None:
-    """Set each instance's area and (x, y, w, h) box from the instance image, in one pass."""
+    """Set each instance's area and (x, y, w, h) box from the instance image.
+
+    Band by band of rows (MEASURE_BAND_PIXELS pixels), so the index temporaries stay small
+    whatever the image size; per instance only a row and a column occupancy are kept.
+    """
     count = len(instances) + 1
-    ids = instance_map.ravel().astype(np.intp)
-    area = np.bincount(ids, minlength=count)
-    rows = np.zeros((count, instance_map.shape[0]), dtype=bool)
-    cols = np.zeros((count, instance_map.shape[1]), dtype=bool)
-    ys, xs = np.divmod(np.arange(ids.size), instance_map.shape[1])
-    rows[ids, ys] = True
-    cols[ids, xs] = True
+    height, width = instance_map.shape
+    area = np.zeros(count, dtype=np.int64)
+    rows = np.zeros((count, height), dtype=bool)
+    cols = np.zeros((count, width), dtype=bool)
+    band = max(1, MEASURE_BAND_PIXELS // max(width, 1))
+    for top in range(0, height, band):
+        ids = instance_map[top:top + band].astype(np.intp)  # [b, W]
+        area += np.bincount(ids.ravel(), minlength=count)[:count]
+        rows[ids, np.arange(top, top + ids.shape[0])[:, None]] = True
+        cols[ids, np.arange(width)[None, :]] = True
     for instance in instances:
         instance.area = int(area[instance.id])
         if instance.area == 0:

@@ -8,7 +8,6 @@ both go through this class and nothing else.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -23,7 +22,7 @@ from .config import Settings, SettingsError
 from .panoptic import SegmentationResult
 from .proposals import MaskProposer
 from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
-from .weights import ClipBundle, load_clip, load_sam
+from .weights import ClipBundle, load_clip, load_sam, model_device
 
 
 class ImageError(ValueError):
@@ -59,7 +58,7 @@ class Segmenter:
                  clip: ClipBundle | None = None):
         settings.validate()
         self._settings = settings
-        self.device = torch.device(settings.resolved_device())
+        self.device = model_device(settings)
         sam = sam if sam is not None else load_sam(settings, self.device)
         clip = clip if clip is not None else load_clip(settings, self.device)
         self.clip = clip
@@ -68,7 +67,6 @@ class Segmenter:
                                          precision=settings.precision)
         self.text = TextEmbedder(clip.model.encode_text, clip.tokenizer, self.device,
                                  settings.templates)
-        self._settings_lock = threading.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -83,15 +81,10 @@ class Segmenter:
         if fixed:
             raise SettingsError(f"{', '.join(fixed)} can only be set at start (restart the "
                                 "node or the command to change them)")
-        with self._settings_lock:
-            self.proposer.update_settings(settings)
-            self.classifier.mode = settings.classifier_mode
-            self.text.set_templates(settings.templates)
-            self._settings = settings
-
-    def parse_vocabulary(self, entries: str | list[str]) -> Vocabulary:
-        """Validate entries against the current settings (max_classes, stuff_classes)."""
-        return Vocabulary.from_settings(entries, self._settings)
+        self.proposer.update_settings(settings)
+        self.classifier.mode = settings.classifier_mode
+        self.text.set_templates(settings.templates)
+        self._settings = settings
 
     def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary:
         """Text embeddings for a vocabulary (only new names are run through the encoder)."""

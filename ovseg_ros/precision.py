@@ -12,7 +12,10 @@ import contextlib
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .config import PRECISIONS
+
+# The names are config.PRECISIONS, in its order.
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:

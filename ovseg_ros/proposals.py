@@ -38,7 +38,7 @@ from segment_anything.utils.amg import (batched_mask_to_box, build_point_grid,
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, settings_fields
 from .precision import autocast, compute_dtype
 from .sam_decoder import multimask_predictions
 
@@ -47,7 +47,8 @@ from .sam_decoder import multimask_predictions
 STOCK_CROP_NMS_THRESH = 0.7
 
 # Settings the proposer reads once, at construction.
-START_ONLY_FIELDS = ("proposal_backend", "precision", "compile")
+# Settings read once when the proposer is made: the start-only ones (live=False).
+START_ONLY_FIELDS = tuple(f.name for f in settings_fields() if not f.metadata["live"])
 
 # Peak decoder memory per point prompt (3 masks out), with margin: about 26 MiB was measured
 # in fp32 for SAM's decoder (256 wide, 64x64 embedding, the same for vit_b/l/h); half

@@ -28,6 +28,9 @@ VILD_TEMPLATES = (
     "There is a large {} in the scene.",
 )
 SINGLE_TEMPLATE = ("a photo of a {}.",)
+# Prompts per text-encoder call (more when one name has more templates): bounds the
+# encoder's memory for any vocabulary size; BENCHMARKS.md has the measured memory and time.
+TEXT_BATCH = 256
 
 # With a single class, OVSeg's demo adds this one so the softmax has something to compare with.
 OTHERS = "others"
@@ -148,13 +151,12 @@ class EncodedVocabulary:
     """A vocabulary with its text embeddings, swapped as one object so a frame never mixes two.
 
     ``embeddings`` is [C, D] (unit rows), or [C + 1, D] when the single class got OVSeg's
-    extra 'others' row (``has_others``); ``version`` increases with every change.
+    extra 'others' row; ``version`` increases with every change.
     """
 
     vocabulary: Vocabulary
     embeddings: torch.Tensor
     version: int
-    has_others: bool = False
 
 
 class TextEmbedder:
@@ -182,19 +184,28 @@ class TextEmbedder:
 
     @torch.inference_mode()
     def embed_names(self, names: Sequence[str]) -> torch.Tensor:
-        """[len(names), D] unit-norm float32 embeddings, encoding only names not cached yet."""
+        """[len(names), D] unit-norm float32 embeddings, encoding only names not cached yet.
+
+        Names go through the text encoder a few at a time, whole names per call: at most
+        max(TEXT_BATCH, number of templates) prompts at once, so the encoder's activations
+        are bounded whatever the vocabulary size (they grow linearly with the prompts in
+        one call); only the [names, D] results accumulate.
+        """
         templates = self._templates
+        prompts_per_name = template_set(templates)
         missing = [n for n in dict.fromkeys(names) if (n, templates) not in self._cache]
-        if missing:
-            prompts = [t.format(n) for n in missing for t in template_set(templates)]
+        names_per_call = max(1, TEXT_BATCH // len(prompts_per_name))
+        for start in range(0, len(missing), names_per_call):
+            chunk = missing[start:start + names_per_call]
+            prompts = [t.format(n) for n in chunk for t in prompts_per_name]
             tokens = self._tokenizer(prompts).to(self._device)
             features = self._encode_text(tokens).float()
             features = features / features.norm(dim=-1, keepdim=True)
-            per_name = features.reshape(len(missing), -1, features.shape[-1]).mean(dim=1)
+            per_name = features.reshape(len(chunk), -1, features.shape[-1]).mean(dim=1)
             per_name = per_name / per_name.norm(dim=-1, keepdim=True)
-            for name, embedding in zip(missing, per_name):
+            for name, embedding in zip(chunk, per_name):
                 self._cache[(name, templates)] = embedding
-            self.encoded_names += len(missing)
+            self.encoded_names += len(chunk)
         return torch.stack([self._cache[(n, templates)] for n in names])
 
     def encode(self, vocabulary: Vocabulary) -> EncodedVocabulary:
@@ -205,4 +216,4 @@ class TextEmbedder:
         with self._lock:
             self._version += 1
             version = self._version
-        return EncodedVocabulary(vocabulary, embeddings, version, has_others)
+        return EncodedVocabulary(vocabulary, embeddings, version)

@@ -55,6 +55,29 @@ class WeightsError(RuntimeError):
     """A checkpoint is missing, cannot be fetched or does not fit; the message says what to do."""
 
 
+class DeviceError(WeightsError):
+    """The models cannot go where the device setting says: this machine has no such device."""
+
+
+def model_device(settings: Settings) -> torch.device:
+    """The torch device the models are loaded onto (``settings.resolved_device()``).
+
+    A CUDA device that this machine lacks ('cuda' without a GPU, 'cuda:3' with two) is
+    refused before anything loads, with one line naming the devices that do exist.
+    """
+    device = torch.device(settings.resolved_device())
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = 0 if device.index is None else device.index
+    if index < count:
+        return device
+    existing = ", ".join(["cpu", *(f"cuda:{i}" for i in range(count))])
+    reason = ("torch sees no CUDA GPU" if count == 0 else f"torch sees {count} CUDA GPU(s)")
+    raise DeviceError(f"device {settings.device!r} does not exist: {reason}; devices here: "
+                      f"{existing} (set device to one of them, or 'auto')")
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """An official checkpoint: its file name and the SHA-256 of its content.

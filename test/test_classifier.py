@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -13,9 +14,10 @@ from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
 
 from ovseg_ros import classifier as classifier_module
 from ovseg_ros.classifier import (MaskClassifier, crop_boxes, crop_image_features,
-                                  masked_crops, masked_crops_per_box,
-                                  reference_crop_embeddings)
+                                  masked_crops, masked_crops_per_box)
 from ovseg_ros.weights import ClipBundle
+from reference import ovseg_crops
+from reference.ovseg_crops import reference_crop_embeddings
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -397,3 +399,60 @@ def test_bf16_runs_on_the_cpu_and_fp16_means_fp32_there(scene, tiny_ovseg_clip, 
     assert F.cosine_similarity(half, exact, dim=1).min() > 0.99
     fp16 = MaskClassifier(model, mode=mode, precision="fp16").embed_masks(image, masks, boxes)
     assert torch.equal(fp16, exact)
+
+
+@pytest.mark.parametrize("recipe", ["classifier", "reference"])
+def test_crop_fill_is_255_times_the_mean_in_float64_rounded_once(scene, tiny_clip, recipe,
+                                                                 monkeypatch):
+    # OVSeg: torch.tensor([255.0 * c for c in mean]); float32 255 * mean is 1 ulp off.
+    image = scene[0]
+    empty = torch.zeros((1, *image.shape[:2]), dtype=torch.bool)  # a crop of pure fill
+    expected = torch.from_numpy((255.0 * np.asarray(MEAN, dtype=np.float64)).astype(np.float32))
+    assert not torch.equal(expected, 255 * torch.tensor(MEAN, dtype=torch.float32))
+    seen = []
+    if recipe == "classifier":
+        def crops(image, masks, boxes, fill, size):
+            seen.append(fill.clone())
+            return masked_crops_per_box(image, masks, boxes, fill, size)
+        monkeypatch.setattr(classifier_module, "masked_crops_per_box", crops)
+        MaskClassifier(bundle(tiny_clip)).embed_masks(image, empty, boxes_of(empty))
+    else:
+        interpolate = F.interpolate
+
+        def resize(crop, **kwargs):
+            seen.append(crop[0, :, 0, 0].clone())
+            return interpolate(crop, **kwargs)
+        monkeypatch.setattr(ovseg_crops.F, "interpolate", resize)
+        reference_crop_embeddings(tiny_clip, image.numpy(), empty.numpy(),
+                                  boxes_of(empty).numpy(), MEAN, STD, SIZE)
+    assert torch.equal(seen[0].flatten(), expected)
+
+
+def test_crop_boxes_are_the_hand_written_ones(scene):
+    image, masks = scene
+    h, w = image.shape[:2]
+    column = torch.zeros(1, h, w, dtype=torch.bool)
+    column[0, 20:60, w - 1] = True  # one column at the right border
+    masks = torch.cat([masks[:6], column])
+    # x0, y0, x1, y1 inclusive, written from the mask definitions in ``scene``.
+    expected = [[111, 21, 209, 119], [90, 40, 90, 40], [300, 10, 302, 11], [0, 130, 330, 149],
+                [0, 0, 330, 149], [0, 0, 330, 149], [330, 20, 330, 59]]
+    assert crop_boxes(boxes_of(masks), h, w).tolist() == expected
+    # SAM's float boxes round, and clamp into the image with x1 >= x0.
+    sam_boxes = torch.tensor([[110.6, 20.6, 209.4, 119.4], [-3.0, -1.0, 400.0, 200.0],
+                              [340.0, 5.0, 338.0, 4.0]])
+    assert crop_boxes(sam_boxes, h, w).tolist() == [[111, 21, 209, 119], [0, 0, 330, 149],
+                                                    [330, 5, 330, 5]]
+    # The crop of the one-column mask is that column's 40 pixels, stretched.
+    fill = classifier_module.fill_colour(MEAN)
+    crop = masked_crops_per_box(image, column, torch.tensor([expected[-1]]), fill, SIZE)
+    pixels = image[20:60, w - 1:w].permute(2, 0, 1).float()
+    torch.testing.assert_close(crop[0], F.interpolate(pixels[None], size=(SIZE, SIZE),
+                                                      mode="bicubic")[0], atol=0, rtol=0)
+
+
+def test_every_classifier_mode_setting_has_one_features_method():
+    from ovseg_ros.config import CLASSIFIER_MODES
+    assert tuple(MaskClassifier._FEATURES) == CLASSIFIER_MODES
+    assert all(callable(getattr(MaskClassifier, name))
+               for name in MaskClassifier._FEATURES.values())

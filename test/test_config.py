@@ -19,6 +19,7 @@ def test_defaults_are_valid_and_every_field_is_described():
     ({"points_per_side": 2.5}, "points_per_side must be an integer"),
     ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be finite"),
     ({"device": "gpu"}, "device must be"),
+    ({"device": "cuda:one"}, "device must be"),
     ({"vocabulary": ["mug", 3]}, "vocabulary must be a list of strings"),
     ({"offline": "yes"}, "offline must be true or false"),
     ({"no_such_setting": 1}, "unknown setting(s): no_such_setting"),

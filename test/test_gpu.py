@@ -15,10 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovseg_ros.classifier import MaskClassifier, reference_crop_embeddings
+from ovseg_ros.classifier import MaskClassifier
+from reference.ovseg_crops import reference_crop_embeddings
 from ovseg_ros.panoptic import UNLABELLED
 from ovseg_ros.pipeline import Segmenter
 from ovseg_ros.proposals import MaskProposals
+from ovseg_ros.vocabulary import Vocabulary
 from test_classifier import MEAN, SIZE, STD, boxes_of, bundle, scene  # noqa: F401 (fixture)
 from test_pipeline import synthetic_image
 from test_proposals import (PARITY_CASES, assert_matches, proposals, synthetic_frame,
@@ -113,7 +115,7 @@ def test_half_precision_stays_close_to_fp32(scene, tiny_ovseg_clip, precision):
 def test_segmenter_on_the_gpu(tiny_settings):
     segmenter = Segmenter(tiny_settings.replace(device="cuda"))
     assert segmenter.device.type == "cuda"
-    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle, person"))
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle, person"))
     result = segmenter.segment(synthetic_image(), encoded)
     assert result.semantic.shape == result.instance_map.shape == (96, 128)
     labelled = result.semantic != UNLABELLED
@@ -125,5 +127,5 @@ def test_segmenter_on_the_gpu(tiny_settings):
     # The same frame on the CPU labels the same pixels.
     cpu_segmenter = Segmenter(tiny_settings)
     cpu = cpu_segmenter.segment(synthetic_image(), cpu_segmenter.encode_vocabulary(
-        cpu_segmenter.parse_vocabulary("mug, kettle, person")))
+        Vocabulary.parse("mug, kettle, person")))
     assert (cpu.semantic == result.semantic).mean() > 0.99

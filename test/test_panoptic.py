@@ -142,3 +142,51 @@ def test_resized_keeps_ids_and_measures_again():
     check_invariants(big, 2)
     assert [(i.area, i.bbox) for i in big.instances] == [(100, (0, 0, 10, 10)),
                                                           (100, (10, 10, 10, 10))]
+
+
+def test_a_merged_stuff_region_scores_its_best_member_also_when_not_the_first():
+    vocab = Vocabulary.parse("floor, mug", stuff=["floor"])
+    masks = torch.stack([box_mask(10, 10, 5, 10, 0, 5), box_mask(10, 10, 5, 10, 5, 10),
+                         box_mask(10, 10, 0, 3, 5, 10)])
+    # The first floor mask is the weaker one, in score and in quality.
+    probs = torch.tensor([[0.8, 0.2], [0.95, 0.05], [0.7, 0.3]])
+    result = fuse(masks, probs, torch.tensor([0.5, 0.97, 0.6]), vocab, granularity=0.0)
+    check_invariants(result, 2)
+    floor = [i for i in result.instances if i.label == "floor"]
+    assert len(floor) == 1 and floor[0].area == 65
+    assert floor[0].score == pytest.approx(0.95) and floor[0].mask_quality == pytest.approx(0.97)
+
+
+def test_fusion_band_by_band_equals_one_band(monkeypatch):
+    from ovseg_ros import panoptic
+    generator = torch.Generator().manual_seed(5)
+    vocab = Vocabulary.parse("a, b, c, d", stuff=["c", "d"])
+    masks = torch.rand(9, 23, 19, generator=generator) > 0.5
+    probs = torch.rand(9, 5, generator=generator).softmax(dim=1)  # with an 'others' column
+    quality = torch.rand(9, generator=generator)
+    whole = fuse(masks, probs, quality, vocab, granularity=0.3, unknown_thresh=0.2)
+    monkeypatch.setattr(panoptic, "FUSE_BAND_BYTES", 1)  # one row per band
+    monkeypatch.setattr(panoptic, "MEASURE_BAND_PIXELS", 1)
+    rows = fuse(masks, probs, quality, vocab, granularity=0.3, unknown_thresh=0.2)
+    check_invariants(rows, 4)
+    assert len(whole.instances) > 2
+    assert np.array_equal(rows.semantic, whole.semantic)
+    assert np.array_equal(rows.instance_map, whole.instance_map)
+    assert rows.instances == whole.instances
+
+
+def test_box_measurement_needs_little_more_than_the_instance_image():
+    import tracemalloc
+
+    from ovseg_ros.panoptic import Instance, _measure
+    instance_map = np.zeros((2000, 3000), dtype=np.uint16)
+    instance_map[100:900, 2999] = 1  # one column at the right border
+    instance_map[1500:, :40] = 2
+    instances = [Instance(i, 0, "a", 1.0, 1.0, True, (0, 0, 0, 0), 0) for i in (1, 2)]
+    tracemalloc.start()
+    _measure(instances, instance_map)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [(i.bbox, i.area) for i in instances] == [((2999, 100, 1, 800), 800),
+                                                     ((0, 1500, 40, 500), 20000)]
+    assert peak < 2 * instance_map.nbytes  # was 32 bytes per pixel: 16x the image

@@ -8,6 +8,7 @@ import pytest
 from ovseg_ros.config import SettingsError
 from ovseg_ros.panoptic import UNLABELLED
 from ovseg_ros.pipeline import ImageError, Segmenter, working_size
+from ovseg_ros.vocabulary import Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def synthetic_image(height=96, width=128, seed=0):
 
 
 def test_segment_gives_consistent_outputs_at_input_resolution(segmenter):
-    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle, person"))
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle, person"))
     result = segmenter.segment(synthetic_image(), encoded)
     assert result.semantic.shape == result.instance_map.shape == (96, 128)
     assert result.vocabulary.names == ("mug", "kettle", "person")
@@ -42,7 +43,7 @@ def test_large_images_are_processed_small_and_returned_full_size(segmenter):
     settings = segmenter.settings
     segmenter.update_settings(settings.replace(max_image_side=64))
     try:
-        encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
+        encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle"))
         result = segmenter.segment(synthetic_image(150, 200), encoded)
         assert result.semantic.shape == (150, 200)
         for instance in result.instances:
@@ -58,7 +59,7 @@ def test_mask_token_mode_runs_end_to_end(segmenter):
     settings = segmenter.settings
     segmenter.update_settings(settings.replace(classifier_mode="mask_token"))
     try:
-        encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
+        encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle"))
         result = segmenter.segment(synthetic_image(), encoded)
         assert result.semantic.shape == (96, 128)
     finally:
@@ -77,7 +78,7 @@ def test_start_only_settings_are_refused_live(segmenter):
     ("not an image", "numpy array"),
 ])
 def test_bad_images_are_refused_with_the_reason(segmenter, image, words):
-    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug"))
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug"))
     with pytest.raises(ImageError, match=words):
         segmenter.segment(image, encoded)
 
@@ -86,7 +87,7 @@ def test_ovseg_checkpoint_with_mask_prompt(tiny_settings, tiny_weights):
     settings = tiny_settings.replace(ovseg_checkpoint=str(tiny_weights["ovseg_mpt"]))
     segmenter = Segmenter(settings)
     assert segmenter.clip.mask_embedding is not None
-    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, kettle"))
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle"))
     result = segmenter.segment(synthetic_image(), encoded)
     assert result.semantic.shape == (96, 128)
 
@@ -95,8 +96,42 @@ def test_read_only_frames_are_accepted_without_a_warning(segmenter):
     # Frames decoded from message bytes (a bag, a ROS message) can be read-only views.
     image = synthetic_image()
     image.setflags(write=False)
-    encoded = segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug"))
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = segmenter.segment(image, encoded)
     assert result.semantic.shape == (96, 128)
+
+
+@pytest.mark.parametrize("device, gpus", [("cuda", 0), ("cuda:3", 2), ("cuda:0", 0)])
+def test_a_cuda_device_that_does_not_exist_is_refused_with_the_devices_there(
+        tiny_settings, monkeypatch, device, gpus):
+    import torch
+
+    from ovseg_ros.weights import WeightsError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(WeightsError) as err:
+        Segmenter(tiny_settings.replace(device=device))
+    message = str(err.value)
+    assert "\n" not in message and repr(device) in message
+    expected = ", ".join(["cpu", *(f"cuda:{i}" for i in range(gpus))])
+    assert f"devices here: {expected} " in message
+
+
+def test_the_cli_ends_a_missing_device_in_one_line(tiny_settings, monkeypatch, tmp_path,
+                                                  capsys):
+    import torch
+
+    from ovseg_ros.cli import main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = tiny_settings
+    image = tmp_path / "frame.png"
+    import cv2
+    cv2.imwrite(str(image), synthetic_image())
+    code = main([str(image), "--vocab", "mug", "--out", str(tmp_path / "out"),
+                 "--device", "cuda:3", "--cache-dir", s.cache_dir, "--clip-model", s.clip_model,
+                 "--clip-pretrained", s.clip_pretrained, "--offline"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and "devices here: cpu " in err

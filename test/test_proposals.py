@@ -360,3 +360,30 @@ def test_bf16_runs_on_the_cpu(backend):
     # Most masks survive the rounding: each fp32 mask mostly has a close bf16 mask.
     best = mask_iou(exact.masks, half.masks).max(dim=1).values
     assert best.median() >= 0.9
+
+
+def test_gpu_memory_budget_counts_cached_blocks_as_free_and_is_capped(monkeypatch):
+    from types import SimpleNamespace
+    gib = 1 << 30
+    queried = []
+
+    def fake(free, reserved, allocated):
+        def mem_get_info(device):
+            queried.append(device)
+            return free, 80 * gib
+        monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: reserved)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: allocated)
+
+    gpu = SimpleNamespace(device=torch.device("cuda", 1))
+    fake(free=1 * gib, reserved=5 * gib, allocated=2 * gib)  # 1 free + 3 cached
+    assert MaskProposer._memory_budget(gpu) == 2 * gib
+    assert queried == [torch.device("cuda", 1)]
+    fake(free=40 * gib, reserved=0, allocated=0)
+    assert MaskProposer._memory_budget(gpu) == GPU_MEMORY_CAP_BYTES
+    fake(free=0, reserved=gib // 2, allocated=gib // 2)
+    assert MaskProposer._memory_budget(gpu) == 0
+    # The budget decides the chunks: 2 GiB is 64 fp32 prompts; nothing free, the stock's.
+    assert chunk_sizes(1024, 32, (768, 1024), 1024, torch.float32, 2 * gib)[0] == 64
+    assert chunk_sizes(1024, 32, (768, 1024), 1024, torch.float32, 0)[0] == 32
+    assert MaskProposer._memory_budget(SimpleNamespace(device=torch.device("cpu"))) is None

@@ -486,3 +486,29 @@ def test_unknown_tag_lists_the_known_ones(tiny_settings, tiny_tag, no_download):
     with pytest.raises(WeightsError, match=f"neither a file nor .*Tags: {TINY_TAG}"):
         load_clip(settings, "cpu")
     assert "laion9000" in missing_weights(settings)[0]
+
+
+class TouchesAFile:
+    """Unpickling this runs code: it creates ``marker`` (what an attacker's file would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("setting", ["sam_checkpoint", "clip_pretrained", "ovseg_checkpoint"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_none(tiny_settings, tmp_path,
+                                                                   setting):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": TouchesAFile(marker)}, path)
+    settings = tiny_settings.replace(**{setting: str(path)})
+    with pytest.raises(WeightsError) as err:
+        (load_sam if setting == "sam_checkpoint" else load_clip)(settings, "cpu")
+    assert not marker.exists()  # the property: no code from the file ran
+    assert "not loaded for safety" in str(err.value)
+    # Control: an ordinary unpickling of the same file does run the payload.
+    torch.load(path, weights_only=False)
+    assert marker.exists()

@@ -1,0 +1,1 @@
+"""Reference recipes (oracles for tests and benchmarks), outside the package."""
