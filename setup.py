@@ -8,7 +8,8 @@ setup(
     description="Open-vocabulary segmentation (SAM proposals + mask-adapted CLIP), "
                 "ROS 2 node and command line",
     packages=["ovseg_ros", "ovseg_ros.evaluation"],
-    package_data={"ovseg_ros.evaluation": ["classes/*.txt", "classes/*.ids"]},
+    package_data={"ovseg_ros": ["msgdefs/*/*.msg"],
+                  "ovseg_ros.evaluation": ["classes/*.txt", "classes/*.ids"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
