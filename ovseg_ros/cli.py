@@ -16,6 +16,7 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 from .config import Settings, SettingsError, settings_fields
+from .convert import FrameError, compressed_to_rgb, image_to_rgb, opencv_frame_error
 from .panoptic import SegmentationResult
 from .vocabulary import Vocabulary, VocabularyError
 
@@ -170,8 +172,6 @@ def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]])
 
 def bag_frames(path: Path, topic: str, stem: str) -> Iterator[Frame]:
     """The bag's image messages on the topic, in time order, named <stem>_<index:06d>."""
-    from .convert import FrameError, compressed_to_rgb, image_to_rgb
-
     with _open_bag(path) as reader:
         connections = [c for c in reader.connections if c.topic == topic]
         for index, (connection, stamp, raw) in enumerate(
@@ -190,43 +190,89 @@ def bag_frames(path: Path, topic: str, stem: str) -> Iterator[Frame]:
                 yield Frame(name, source, None, str(err))
 
 
+class OutputNames:
+    """Unique output stems for one run: a wanted stem that an earlier frame of the run holds
+    (compared case-insensitively, for case-insensitive file systems) gets the first free
+    ``_2``, ``_3``, ... suffix. So a/x.png, a/x_2.png, b/x.png give x, x_2, x_3."""
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def claim(self, wanted: str) -> str:
+        name, number = wanted, 1
+        while name.casefold() in self._taken:
+            number += 1
+            name = f"{wanted}_{number}"
+        self._taken.add(name.casefold())
+        return name
+
+
 def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
                 ) -> Iterator[Frame]:
-    """Every frame of every input in order, as RGB; unreadable ones carry a problem.
-    bag_topics: each bag's (topic, count) from bag_image_topic."""
-    used: dict[str, int] = {}
+    """Every frame of every input in order, as RGB, with a unique name (OutputNames);
+    unreadable ones carry a problem. bag_topics: each bag's (topic, count) from
+    bag_image_topic."""
+    names = OutputNames()
+    for frame in _frames(paths, bag_topics):
+        renamed = names.claim(frame.name)
+        if renamed != frame.name:
+            log.info("%s is written as %s (%s is taken by an earlier input)", frame.source,
+                     renamed, frame.name)
+        yield dataclasses.replace(frame, name=renamed)
 
-    def unique(stem: str) -> str:
-        used[stem] = used.get(stem, 0) + 1
-        return stem if used[stem] == 1 else f"{stem}_{used[stem]}"
 
+def _frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
+            ) -> Iterator[Frame]:
+    """Every frame of every input, named <stem> (images) or <stem>_<index:06d> (videos, bags;
+    a bag's stem is its folder name)."""
     for path in paths:
         if is_bag(path):
-            yield from bag_frames(path, bag_topics[path][0], unique(path.name))
+            yield from bag_frames(path, bag_topics[path][0], path.name)
         elif path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
-            if not capture.isOpened():
-                yield Frame(unique(path.stem), str(path), None, "cannot open the video")
-                continue
-            stem = unique(path.stem)
-            index = 0
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                yield Frame(f"{stem}_{index:06d}", f"{path}#{index}",
-                            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                index += 1
-            capture.release()
-            if index == 0:
-                yield Frame(stem, str(path), None, "the video has no readable frame")
+            yield from video_frames(path, path.stem)
         else:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                yield Frame(unique(path.stem), str(path), None,
-                            "not a readable image (corrupt or not an image file)")
-            else:
-                yield Frame(unique(path.stem), str(path), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            try:
+                yield Frame(path.stem, str(path), read_image(path))
+            except FrameError as err:
+                yield Frame(path.stem, str(path), None, str(err))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file -> [H, W, 3] uint8 RGB; FrameError when OpenCV cannot read it."""
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FrameError("decode", "not a readable image (corrupt or not an image file)")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except cv2.error as err:
+        raise opencv_frame_error(err, "the image") from None
+
+
+def video_frames(path: Path, stem: str) -> Iterator[Frame]:
+    """A video's frames named <stem>_<index:06d>; an OpenCV failure ends the video with a
+    problem frame (what was read before is kept)."""
+    capture = cv2.VideoCapture(str(path))
+    index = 0
+    try:
+        if not capture.isOpened():
+            yield Frame(stem, str(path), None, "cannot open the video")
+            return
+        while True:
+            try:
+                ok, bgr = capture.read()
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
+            except cv2.error as err:
+                yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", None,
+                            str(opencv_frame_error(err, f"frame {index}")))
+                return
+            if rgb is None:
+                break
+            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb)
+            index += 1
+        if index == 0:
+            yield Frame(stem, str(path), None, "the video has no readable frame")
+    finally:
+        capture.release()
 
 
 def instances_json(frame: Frame, result: SegmentationResult) -> dict:
@@ -247,14 +293,59 @@ def instances_json(frame: Frame, result: SegmentationResult) -> dict:
             "timings_ms": result.timings_ms}
 
 
+class WriteError(OSError):
+    """An output file could not be written; the message names the file and the reason."""
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _png(path: Path, pixels: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise WriteError(f"cannot encode {path.name} as PNG")
+    return encoded.tobytes()
+
+
 def write_outputs(out: Path, frame: Frame, result: SegmentationResult) -> None:
+    """The frame's four files; WriteError (with none of them left behind) when one fails."""
     from .visualize import overlay
 
-    cv2.imwrite(str(out / f"{frame.name}_overlay.png"),
-                cv2.cvtColor(overlay(frame.image, result), cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(out / f"{frame.name}_labels.png"), result.semantic)
-    cv2.imwrite(str(out / f"{frame.name}_instances.png"), result.instance_map)
-    (out / f"{frame.name}.json").write_text(json.dumps(instances_json(frame, result), indent=1))
+    files = {
+        out / f"{frame.name}_overlay.png": cv2.cvtColor(overlay(frame.image, result),
+                                                        cv2.COLOR_RGB2BGR),
+        out / f"{frame.name}_labels.png": result.semantic,
+        out / f"{frame.name}_instances.png": result.instance_map,
+    }
+    contents = {path: _png(path, pixels) for path, pixels in files.items()}
+    contents[out / f"{frame.name}.json"] = json.dumps(instances_json(frame, result),
+                                                      indent=1).encode()
+    written: list[Path] = []
+    try:
+        for path, data in contents.items():
+            _write(path, data)
+            written.append(path)
+    except WriteError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the output folder and prove a file can be created in it; InputError if not."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file, not a folder: choose a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise InputError(f"--out {out} is not a writable folder: "
+                         f"{err.strerror or err}") from None
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -277,8 +368,9 @@ def read_vocabulary(args: argparse.Namespace, settings: Settings) -> Vocabulary:
     return Vocabulary.from_settings(text, settings)
 
 
-def summary(timings: list[dict[str, float]], written: int, skipped: int) -> str:
-    lines = [f"{written} frame(s) segmented, {skipped} skipped"]
+def summary(timings: list[dict[str, float]], skipped: int, failed: int) -> str:
+    lines = [f"{len(timings)} frame(s) segmented, {skipped} skipped"
+             + (f", {failed} not written (see the errors above)" if failed else "")]
     if timings:
         for stage in timings[0]:
             values = [t[stage] for t in timings]
@@ -303,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bag_topics = {path: bag_image_topic(path, args.topic)
                       for path in paths if is_bag(path)}
         total = count_frames(paths, bag_topics)
+        out = Path(args.out)
+        prepare_out_dir(out)
     except (SettingsError, VocabularyError, InputError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
@@ -321,8 +415,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
     encoded = segmenter.encode_vocabulary(vocabulary)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     frames = read_frames(paths, bag_topics)
     if total > 1 and not args.quiet:
@@ -330,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         frames = tqdm(frames, total=total, unit="frame")
     timings: list[dict[str, float]] = []
-    skipped = 0
+    skipped = failed = 0
     for frame in frames:
         if frame.image is None:
             log.warning("skipped %s: %s", frame.source, frame.problem)
@@ -342,11 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("skipped %s: %s", frame.source, err)
             skipped += 1
             continue
-        write_outputs(out, frame, result)
+        try:
+            write_outputs(out, frame, result)
+        except WriteError as err:
+            log.error("%s not written: %s", frame.source, err)
+            failed += 1
+            continue
         timings.append(result.timings_ms)
-    print(summary(timings, len(timings), skipped), file=sys.stderr)
+    print(summary(timings, skipped, failed), file=sys.stderr)
     print(f"outputs in {out}/", file=sys.stderr)
-    return 0 if timings else 1
+    return 0 if timings and not failed else 1
 
 
 if __name__ == "__main__":

@@ -56,6 +56,17 @@ class FrameError(ValueError):
         self.cause = cause
 
 
+def opencv_frame_error(err: cv2.error, what: str) -> FrameError:
+    """FrameError for an OpenCV failure while decoding or converting ``what`` (e.g. "the
+    compressed image"). Images over OpenCV's pixel limit get the limit and how to raise it."""
+    text = str(err)
+    if "CV_IO_MAX_IMAGE_PIXELS" in text:
+        return FrameError("size", f"{what} is larger than OpenCV's pixel limit (2^30 "
+                          "unless the environment variable CV_IO_MAX_IMAGE_PIXELS raises it)")
+    detail = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+    return FrameError("decode", f"OpenCV cannot read {what}: {detail}")
+
+
 @dataclass(frozen=True)
 class MessageTypes:
     """The message classes the converters build."""
@@ -135,7 +146,12 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         pixels = rows.reshape(height, width)
     else:
         pixels = rows.reshape(height, width, channels)
-    return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
+    if conversion is None:
+        return pixels
+    try:
+        return cv2.cvtColor(pixels, conversion)
+    except cv2.error as err:
+        raise opencv_frame_error(err, f"the {width}x{height} {encoding} image") from None
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
@@ -146,11 +162,14 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     data = _byte_view(msg.data)
     if data.size == 0:
         raise FrameError("size", "compressed image has no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FrameError("decode", f"could not decode the compressed image (format "
-                         f"{msg.format!r}, {data.size} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    what = f"the compressed image (format {msg.format!r}, {data.size} bytes)"
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FrameError("decode", f"could not decode {what}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except cv2.error as err:
+        raise opencv_frame_error(err, what) from None
 
 
 def image_message(types: MessageTypes, header: Any, pixels: np.ndarray,

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from ovseg_ros.cli import bag_frames, main
+from image_files import oversized_png
+from ovseg_ros.cli import bag_frames, expand_inputs, main, read_frames
 from ovseg_ros.panoptic import UNLABELLED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +83,102 @@ def test_folder_with_a_bad_image_and_a_video(tiny_settings, tmp_path, capsys, ca
     assert "4 frame(s) segmented, 1 skipped" in capsys.readouterr().err
     for name in ("a", "clip_000000", "clip_000001", "clip_000002"):
         check_frame_outputs(out, name, ["mug", "book"])
+
+
+def test_image_over_opencvs_pixel_limit_is_skipped_and_the_rest_is_segmented(
+        tiny_settings, tmp_path, capsys, caplog):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "a_huge.png").write_bytes(oversized_png())
+    cv2.imwrite(str(frames / "b.png"), cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120)))
+    code = main([str(frames), "--vocab", "mug", "--out", str(tmp_path / "out"), "--quiet",
+                 *settings_flags(tiny_settings)])
+    assert code == 0
+    assert "a_huge.png: the image is larger than OpenCV's pixel limit" in caplog.text
+    assert "1 frame(s) segmented, 1 skipped" in capsys.readouterr().err
+    check_frame_outputs(tmp_path / "out", "b", ["mug"])
+
+
+def test_a_failed_write_is_an_error_and_the_exit_code_says_so(tiny_settings, tmp_path,
+                                                              capsys, caplog):
+    """A 245-character input name gives output names over NAME_MAX (255 bytes)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    small = cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120))
+    cv2.imwrite(str(frames / ("n" * 245 + ".png")), small)
+    cv2.imwrite(str(frames / "ok.png"), small)
+    out = tmp_path / "out"
+    code = main([str(frames), "--vocab", "mug", "--out", str(out), "--quiet",
+                 *settings_flags(tiny_settings)])
+    assert code == 1
+    assert "not written: cannot write" in caplog.text and "File name too long" in caplog.text
+    assert "1 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ok.json", "ok_instances.png", "ok_labels.png", "ok_overlay.png"]
+
+
+def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, caplog,
+                                               monkeypatch):
+    import errno
+
+    real_write = Path.write_bytes
+
+    def full_for_json(self, data):
+        if self.suffix == ".json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_json)
+    out = tmp_path / "out"
+    code = main([str(EXAMPLE), "--vocab", "mug", "--out", str(out),
+                 *settings_flags(tiny_settings)])
+    assert code == 1
+    assert "desk.json: No space left on device" in caplog.text
+    assert "0 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def can_create_a_file_in(folder: str) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def test_an_unusable_out_is_refused_before_the_models_load(tmp_path, capsys):
+    """The cache is empty and offline: had the models been looked for, the error would name
+    the missing weights instead."""
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    common = [str(EXAMPLE), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"),
+              "--offline"]
+    assert main([*common, "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is an existing file, not a folder" in capsys.readouterr().err
+    assert main([*common, "--out", str(a_file / "sub")]) == 2
+    assert "is not a writable folder: Not a directory" in capsys.readouterr().err
+    if Path("/sys").is_dir() and not can_create_a_file_in("/sys"):  # even as root
+        assert main([*common, "--out", "/sys"]) == 2
+        assert "--out /sys is not a writable folder" in capsys.readouterr().err
+
+
+def test_output_names_never_collide(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    image = np.zeros((8, 8, 3), np.uint8)
+    for name in ("a/x.png", "a/x_2.png", "b/x.png", "b/X.png", "clip_000000.png"):
+        cv2.imwrite(str(tmp_path / name), image)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5,
+                             (8, 8))
+    for _ in range(2):
+        writer.write(image)
+    writer.release()
+    inputs = [str(tmp_path / p) for p in ("a", "b", "clip.avi", "clip_000000.png")]
+    named = [(Path(f.source.split("#")[0]).relative_to(tmp_path).as_posix(), f.name)
+             for f in read_frames(expand_inputs(inputs), {})]
+    assert named == [("a/x.png", "x"), ("a/x_2.png", "x_2"), ("b/X.png", "X_3"),
+                     ("b/x.png", "x_4"), ("clip.avi", "clip_000000"),
+                     ("clip.avi", "clip_000001"), ("clip_000000.png", "clip_000000_2")]
 
 
 def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:

@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("rosbags", reason="the ROS stand-in builds its message classes with rosbags")
 
 import ros_standin  # noqa: E402
+from image_files import oversized_png  # noqa: E402
 from ovseg_ros import convert  # noqa: E402
 from ovseg_ros.panoptic import NO_INSTANCE, UNLABELLED, fuse  # noqa: E402
 from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
@@ -157,6 +158,28 @@ def test_bad_compressed_frames_are_refused(types, data, fmt, cause):
     with pytest.raises(convert.FrameError) as refused:
         convert.compressed_to_rgb(compressed(data, fmt))
     assert refused.value.cause == cause
+
+
+def test_compressed_image_over_opencvs_pixel_limit_is_a_frame_error(types):
+    with pytest.raises(convert.FrameError) as refused:
+        convert.compressed_to_rgb(compressed(oversized_png(), "png"))
+    assert refused.value.cause == "size"
+    assert "larger than OpenCV's pixel limit" in str(refused.value)
+    assert "CV_IO_MAX_IMAGE_PIXELS" in str(refused.value)
+
+
+def test_opencv_failures_in_raw_conversions_are_frame_errors(types, monkeypatch):
+    def failing(*args):
+        raise cv2.error("OpenCV(4.11.0) color.cpp:1: error: (-215:Assertion failed) scn")
+
+    monkeypatch.setattr(convert.cv2, "cvtColor", failing)
+    with pytest.raises(convert.FrameError) as refused:
+        convert.image_to_rgb(raw_image(rgb_test_image(), "bgr8"))
+    assert refused.value.cause == "decode"
+    assert "OpenCV cannot read the 8x6 bgr8 image" in str(refused.value)
+    with pytest.raises(convert.FrameError, match="OpenCV cannot read the compressed image"):
+        ok, png = cv2.imencode(".png", rgb_test_image())
+        convert.compressed_to_rgb(compressed(png.tobytes(), "png"))
 
 
 # ------------------------------------------------------------ results -> ROS messages
