@@ -179,3 +179,30 @@ def segment_bag(segmenter, encoded, in_bag: Path, topic: str, writer: BagWriter,
             writer.write_result(header, log_time, rgb, result)
     return writer.stats
 
+
+
+def bag_out_paths(bags: list[Path], out: Path) -> list[Path]:
+    """One input bag: ``out`` is the output bag; several: ``out/<input name>`` each."""
+    return [out] if len(bags) == 1 else [out / bag.name for bag in bags]
+
+
+def write_bags(segmenter, encoded, bag_topics: dict[Path, str], out: Path, *,
+               storage: str = "mcap", write_overlay: bool = False,
+               passthrough: bool = False) -> list[BagStats]:
+    """Segment each input bag's image topic into its own output bag; report each on stderr.
+    On an interrupt the current bag is closed, reported as interrupted, and the interrupt
+    goes on."""
+    import sys
+
+    done = []
+    bags = list(bag_topics)
+    for bag, path in zip(bags, bag_out_paths(bags, out)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = BagWriter(path, storage=storage, write_overlay=write_overlay)
+        try:
+            with writer:
+                segment_bag(segmenter, encoded, bag, bag_topics[bag], writer, passthrough)
+        finally:
+            print(writer.stats.summary(), file=sys.stderr)
+        done.append(writer.stats)
+    return done

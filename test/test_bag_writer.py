@@ -136,3 +136,31 @@ def test_existing_output_folder_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError, match="remove it or choose another"):
         BagWriter(tmp_path / "out")
+
+
+def test_ovseg_segment_bag_out(tmp_path, tiny_settings, capsys):
+    """--bag-out: one input bag -> that folder is the bag (sqlite3 on request), the corrupt
+    message reported; an existing output or a non-bag input is refused before any work."""
+    from ovseg_ros import cli
+
+    s = tiny_settings
+    flags = ["--cache-dir", s.cache_dir, "--clip-model", s.clip_model, "--clip-pretrained",
+             s.clip_pretrained, "--offline", "--device", "cpu", "--points-per-side",
+             str(s.points_per_side), "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+             "--templates", "single", "--vocab", "mug, chair", "--quiet"]
+    camera_bag(tmp_path / "in", corrupt=2)
+    out = tmp_path / "seg"
+    assert cli.main([str(tmp_path / "in"), "--bag-out", str(out), "--bag-storage", "sqlite3",
+                     *flags]) == 0
+    err = capsys.readouterr().err
+    assert "2 frame(s) written, 1 input message(s) skipped" in err
+    with AnyReader([out], default_typestore=bag_types.typestore()) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts["/ovseg/panoptic"] == 2 and TOPIC not in counts
+    assert any(p.suffix == ".db3" for p in out.iterdir())
+    assert cli.main([str(tmp_path / "in"), "--bag-out", str(out), *flags]) == 2
+    assert "exists; rosbag2 writes a new folder" in capsys.readouterr().err
+    picture = tmp_path / "a.png"
+    picture.write_bytes((REPO / "examples" / "desk.jpg").read_bytes())
+    assert cli.main([str(picture), "--bag-out", str(tmp_path / "x"), *flags]) == 2
+    assert "every input must be a rosbag2 bag" in capsys.readouterr().err
