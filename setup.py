@@ -28,7 +28,9 @@ setup(
         # ovseg-eval: confusion-matrix and panoptic-quality counting
         "torchmetrics>=1.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"],
+                    # --ray scale-out; not in "test": import + local init costs 10-15 s
+                    "ray": ["ray>=2.9"]},
     entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main",
                                     "ovseg-eval=ovseg_ros.evaluation.cli:main"]},
 )

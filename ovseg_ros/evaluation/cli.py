@@ -10,11 +10,11 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..config import Settings, SettingsError
 from .datasets import DATASETS, Dataset, DatasetError
-from .evaluate import score, segment_samples, table
+from .evaluate import DatasetShard, score, segment_samples, table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,11 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0,
                         help="score only the first N images (0: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", metavar="auto|ADDRESS", help="shard the images over a Ray "
+                        "cluster, one model replica per GPU ('auto': a running cluster or a "
+                        "local one)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
-    """``settings`` (for tests and scripts) replaces --config."""
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
+         setup: Callable[[], None] | None = None) -> int:
+    """``settings`` (for tests and scripts) replaces --config; ``setup`` runs in each Ray
+    replica before it builds its models (e.g. to register a model config)."""
     args = build_parser().parse_args(argv)
     try:
         if settings is None:
@@ -43,7 +48,6 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         return 2
     settings = settings.replace(max_classes=max(settings.max_classes, len(dataset.names)))
 
-    from ..pipeline import Segmenter
     from ..weights import WeightsError, missing_weights
 
     missing = missing_weights(settings)
@@ -51,20 +55,31 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         print("ovseg-eval: error: weights are missing:\n" +
               "\n".join(f"  - {line}" for line in missing), file=sys.stderr)
         return 2
-    try:
-        segmenter = Segmenter(settings)
-    except WeightsError as err:
-        print(f"ovseg-eval: error: {err}", file=sys.stderr)
-        return 2
     indices = range(min(args.limit, len(dataset)) if args.limit > 0 else len(dataset))
-    results = segment_samples(segmenter, dataset, indices)
-    if not args.quiet:
-        from tqdm import tqdm
+    failures: tuple[type[Exception], ...] = (DatasetError,)
+    if args.ray:
+        from ..scale import ScaleError, run_sharded
 
-        results = tqdm(results, total=len(indices), unit="image")
+        failures = (DatasetError, ScaleError)
+
+        results = run_sharded(args.ray, settings, DatasetShard(args.dataset, str(args.root)),
+                              len(indices), progress=not args.quiet, setup=setup)
+    else:
+        from ..pipeline import Segmenter
+
+        try:
+            segmenter = Segmenter(settings)
+        except WeightsError as err:
+            print(f"ovseg-eval: error: {err}", file=sys.stderr)
+            return 2
+        results = segment_samples(segmenter, dataset, indices)
+        if not args.quiet:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(indices), unit="image")
     try:
         report = score(dataset, results)
-    except DatasetError as err:
+    except failures as err:
         print(f"ovseg-eval: error: {err}", file=sys.stderr)
         return 2
     report.settings = dataclasses.asdict(settings)

@@ -93,3 +93,14 @@ def table(report: Report) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"{report.images} images, {len(report.classes)} classes")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DatasetShard:
+    """Picklable work for a remote replica: segment the given samples of a dataset."""
+
+    key: str
+    root: str
+
+    def __call__(self, segmenter, indices: list[int]) -> list[tuple[int, SegmentationResult]]:
+        return list(segment_samples(segmenter, Dataset(self.key, self.root), indices))
