@@ -7,7 +7,9 @@ setup(
     version="0.1.0",
     description="Open-vocabulary segmentation (SAM proposals + mask-adapted CLIP), "
                 "ROS 2 node and command line",
-    packages=["ovseg_ros"],
+    packages=["ovseg_ros", "ovseg_ros.evaluation"],
+    package_data={"ovseg_ros": ["msgdefs/*/*.msg"],
+                  "ovseg_ros.evaluation": ["classes/*.txt", "classes/*.ids"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -23,7 +25,12 @@ setup(
         "tqdm>=4.60",
         "pycocotools>=2.0.7",
         "rosbags>=0.10",
+        # ovseg-eval: confusion-matrix and panoptic-quality counting
+        "torchmetrics>=1.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main"]},
+    extras_require={"test": ["pytest>=7"],
+                    # --ray scale-out; not in "test": import + local init costs 10-15 s
+                    "ray": ["ray>=2.9"]},
+    entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main",
+                                    "ovseg-eval=ovseg_ros.evaluation.cli:main"]},
 )

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "params file --config reads (default: ovseg, the node's name)")
     parser.add_argument("--stuff", help="comma separated classes that are stuff (regions)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    bag = parser.add_argument_group("bag out (inputs must be bags)")
+    bag.add_argument("--bag-out", metavar="DIR", help="write a rosbag2 bag with the node's "
+                     "output topics instead of files (several input bags: DIR/<name> each)")
+    bag.add_argument("--bag-storage", choices=["mcap", "sqlite3"], default="mcap")
+    bag.add_argument("--bag-overlay", action="store_true", help="also write /ovseg/overlay")
+    bag.add_argument("--bag-passthrough", action="store_true",
+                     help="also copy the input image topic into the bag")
     settings = parser.add_argument_group("settings (defaults from config/params.yaml "
                                          "values; see the README)")
     for f in settings_fields():
@@ -397,9 +404,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "is a bag (a folder with metadata.yaml)")
         bag_topics = {path: bag_image_topic(path, args.topic)
                       for path in paths if is_bag(path)}
+        if args.bag_out and not all(is_bag(path) for path in paths):
+            raise InputError("--bag-out writes bags from bags: every input must be a rosbag2 "
+                             "bag (a folder with metadata.yaml)")
+        if args.bag_out:
+            from .bag_writer import bag_out_paths
+
+            taken = [str(p) for p in bag_out_paths(paths, Path(args.bag_out)) if p.exists()]
+            if taken:
+                raise InputError(f"{', '.join(taken)} exists; rosbag2 writes a new folder: "
+                                 "remove it or choose another --bag-out")
         total = count_frames(paths, bag_topics)
         out = Path(args.out)
-        prepare_out_dir(out)
+        if not args.bag_out:
+            prepare_out_dir(out)
     except (SettingsError, VocabularyError, InputError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
@@ -418,6 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
     encoded = segmenter.encode_vocabulary(vocabulary)
+    if args.bag_out:
+        from .bag_writer import write_bags
+
+        stats = write_bags(segmenter, encoded, {p: t for p, (t, _) in bag_topics.items()},
+                           Path(args.bag_out), storage=args.bag_storage,
+                           write_overlay=args.bag_overlay, passthrough=args.bag_passthrough)
+        return 0 if all(s.frames for s in stats) else 1
 
     frames = read_frames(paths, bag_topics)
     if total > 1 and not args.quiet:

@@ -1,0 +1,208 @@
+"""Segmentation results as a rosbag2 bag that plays back like the live node.
+
+Topics, types and offered QoS are the node's (``<namespace>/panoptic``, ``/semantic``,
+``/instances``, ``/detections`` reliable depth 5; ``/label_info`` reliable transient-local
+depth 1; ``/overlay`` on request), messages are built by the node's converters and every
+output carries the input frame's header; the log time is the input message's. The input
+topic can be passed through unchanged. Written with rosbags (mcap or sqlite3, bag format 8:
+ROS 2 Jazzy and newer read it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                QosReliability, QosTime)
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from . import bag_types, convert
+from .panoptic import SegmentationResult
+from .visualize import overlay
+from .vocabulary import Vocabulary
+
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+OUTPUT_DEPTH = 5  # the node's reliable output depth
+
+
+def qos(depth: int, latched: bool = False) -> Qos:
+    """A reliable offered QoS profile as rosbag2 records it (transient local if latched)."""
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
+               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+@dataclass
+class BagStats:
+    """What a run wrote: frames per topic, and the input messages skipped with why."""
+
+    path: Path
+    frames: int = 0
+    messages: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    complete: bool = False
+
+    def summary(self) -> str:
+        state = "" if self.complete else " (interrupted: the bag holds the frames so far)"
+        text = f"{self.path}: {self.frames} frame(s) written{state}"
+        if self.skipped:
+            text += f", {len(self.skipped)} input message(s) skipped:\n" + \
+                "\n".join(f"  - {reason}" for reason in self.skipped)
+        return text
+
+
+class BagWriter:
+    """Use as a context manager: the bag is closed (and readable) however the block ends."""
+
+    def __init__(self, path: str | Path, *, storage: str = "mcap", namespace: str = "/ovseg",
+                 write_overlay: bool = False):
+        if storage not in STORAGES:
+            raise ValueError(f"unknown bag storage {storage!r}: use {' or '.join(STORAGES)}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} exists; rosbag2 writes a new folder: remove "
+                                  "it or choose another --bag-out")
+        self.store = bag_types.typestore()
+        self.types = bag_types.message_types(self.store)
+        self.stats = BagStats(self.path)
+        self._writer = Writer(self.path, version=8, storage_plugin=STORAGES[storage])
+        self._namespace = namespace.rstrip("/")
+        self._overlay = write_overlay
+        self._connections: dict[str, Any] = {}
+        self._writer.open()
+        reliable = qos(OUTPUT_DEPTH)
+        for name, msgtype in (("panoptic", "ovseg_ros/msg/PanopticSegmentation"),
+                              ("semantic", "sensor_msgs/msg/Image"),
+                              ("instances", "sensor_msgs/msg/Image"),
+                              ("detections", "vision_msgs/msg/Detection2DArray"),
+                              *((("overlay", "sensor_msgs/msg/Image"),) if write_overlay
+                                else ())):
+            self._add(f"{self._namespace}/{name}", msgtype, reliable)
+        self._add(f"{self._namespace}/label_info", "vision_msgs/msg/LabelInfo", qos(1, True))
+
+    def _add(self, topic: str, msgtype: str, profile: Qos) -> None:
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=self.store, offered_qos_profiles=[profile])
+        self.stats.messages[topic] = 0
+
+    def _write(self, topic: str, message: Any, log_time_ns: int) -> None:
+        connection = self._connections[topic]
+        self._writer.write(connection, log_time_ns,
+                           bytes(self.store.serialize_cdr(message, connection.msgtype)))
+        self.stats.messages[topic] += 1
+
+    def header(self, stamp_ns: int, frame_id: str = "") -> Any:
+        return bag_types.header(self.store, stamp_ns, frame_id)
+
+    def write_label_info(self, vocabulary: Vocabulary, threshold: float,
+                         log_time_ns: int) -> None:
+        """The vocabulary on ~/label_info (write it before the first frame, and on changes)."""
+        self._write(f"{self._namespace}/label_info", convert.label_info_message(
+            self.types, self.header(log_time_ns), vocabulary, threshold), log_time_ns)
+
+    def write_result(self, header: Any, log_time_ns: int, rgb: np.ndarray,
+                     result: SegmentationResult) -> None:
+        """One frame's outputs, as the node publishes them."""
+        ns = self._namespace
+        panoptic = convert.panoptic_message(self.types, header, result)
+        self._write(f"{ns}/semantic", panoptic.semantic, log_time_ns)
+        self._write(f"{ns}/instances", panoptic.instance, log_time_ns)
+        self._write(f"{ns}/panoptic", panoptic, log_time_ns)
+        self._write(f"{ns}/detections", convert.detections_message(self.types, header, result),
+                    log_time_ns)
+        if self._overlay:
+            self._write(f"{ns}/overlay", convert.image_message(
+                self.types, header, overlay(rgb, result), "rgb8"), log_time_ns)
+        self.stats.frames += 1
+
+    def write_raw(self, topic: str, msgtype: str, raw: bytes, log_time_ns: int,
+                  profile: Qos | None = None) -> None:
+        """An input message passed through as it was (CDR bytes)."""
+        if topic not in self._connections:
+            self._add(topic, msgtype, profile or qos(OUTPUT_DEPTH))
+        self._writer.write(self._connections[topic], log_time_ns, bytes(raw))
+        self.stats.messages[topic] += 1
+
+    def skip(self, reason: str) -> None:
+        self.stats.skipped.append(reason)
+
+    def close(self, complete: bool = True) -> BagStats:
+        self.stats.complete = complete
+        self._writer.close()
+        return self.stats
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(complete=kind is None)
+
+
+def segment_bag(segmenter, encoded, in_bag: Path, topic: str, writer: BagWriter,
+                passthrough: bool = False) -> BagStats:
+    """Segment every image message on ``topic`` of ``in_bag`` into ``writer``.
+
+    Messages that cannot be deserialized or converted are skipped and recorded in the
+    writer's stats; everything else is written. Headers and log times are the input's.
+    """
+    from rosbags.highlevel import AnyReader
+
+    from .pipeline import ImageError
+
+    writer.write_label_info(encoded.vocabulary, segmenter.settings.unknown_thresh, 0)
+    with AnyReader([in_bag], default_typestore=writer.store) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        for connection, log_time, raw in reader.messages(connections=connections):
+            where = f"{in_bag}:{topic}@{log_time}"
+            if passthrough:
+                writer.write_raw(topic, connection.msgtype, raw, log_time)
+            try:
+                message = reader.deserialize(raw, connection.msgtype)
+            except Exception as err:  # malformed CDR: rosbags' errors have no common base
+                writer.skip(f"{where}: cannot deserialize the message: {err}")
+                continue
+            to_rgb = convert.compressed_to_rgb \
+                if connection.msgtype.endswith("CompressedImage") else convert.image_to_rgb
+            try:
+                rgb = to_rgb(message)
+                result = segmenter.segment(rgb, encoded)
+            except (convert.FrameError, ImageError) as err:
+                writer.skip(f"{where}: {err}")
+                continue
+            stamp = message.header.stamp
+            header = writer.header(stamp.sec * 1_000_000_000 + stamp.nanosec,
+                                   message.header.frame_id)
+            writer.write_result(header, log_time, rgb, result)
+    return writer.stats
+
+
+
+def bag_out_paths(bags: list[Path], out: Path) -> list[Path]:
+    """One input bag: ``out`` is the output bag; several: ``out/<input name>`` each."""
+    return [out] if len(bags) == 1 else [out / bag.name for bag in bags]
+
+
+def write_bags(segmenter, encoded, bag_topics: dict[Path, str], out: Path, *,
+               storage: str = "mcap", write_overlay: bool = False,
+               passthrough: bool = False) -> list[BagStats]:
+    """Segment each input bag's image topic into its own output bag; report each on stderr.
+    On an interrupt the current bag is closed, reported as interrupted, and the interrupt
+    goes on."""
+    import sys
+
+    done = []
+    bags = list(bag_topics)
+    for bag, path in zip(bags, bag_out_paths(bags, out)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = BagWriter(path, storage=storage, write_overlay=write_overlay)
+        try:
+            with writer:
+                segment_bag(segmenter, encoded, bag, bag_topics[bag], writer, passthrough)
+        finally:
+            print(writer.stats.summary(), file=sys.stderr)
+        done.append(writer.stats)
+    return done

@@ -1,0 +1,1 @@
+"""ovseg-eval: dataset readers, metrics and the evaluation loop (no ROS)."""
