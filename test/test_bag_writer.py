@@ -51,9 +51,12 @@ def camera_bag(path: Path, frames: int = 3, corrupt: int | None = None) -> list[
 @pytest.fixture(scope="module")
 def segmenter(tiny_settings):
     from ovseg_ros.pipeline import Segmenter
+    from ovseg_ros.vocabulary import Vocabulary
 
-    segmenter = Segmenter(tiny_settings.replace(templates="single"))
-    return segmenter, segmenter.encode_vocabulary(segmenter.parse_vocabulary("mug, chair"))
+    settings = tiny_settings.replace(templates="single")
+    segmenter = Segmenter(settings)
+    return segmenter, segmenter.encode_vocabulary(
+        Vocabulary.from_settings("mug, chair", settings))
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
