@@ -79,6 +79,15 @@ def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> No
         seen[key] = position
 
 
+def refuse_hidden_control(entries: Sequence[str], what: str = "") -> None:
+    """Refuse control characters that str.strip() would remove unseen (\\x0b, \\x0c,
+    \\x1c-\\x1f) before the entries are stripped; tabs and line ends at the ends are
+    whitespace, inside a name check_names refuses them."""
+    for position, entry in enumerate(entries, start=1):
+        if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in entry):
+            raise VocabularyError(f"{what}entry {position} ({entry!r}) has control characters")
+
+
 def stuff_names(entries: Iterable[str], *, max_classes: int = 256) -> tuple[str, ...]:
     """The stuff_classes list, stripped and checked like a vocabulary (check_names).
 
@@ -88,6 +97,7 @@ def stuff_names(entries: Iterable[str], *, max_classes: int = 256) -> tuple[str,
     for entry in entries:
         if not isinstance(entry, str):
             raise VocabularyError(f"stuff_classes entries must be strings, got {entry!r}")
+    refuse_hidden_control(entries, "stuff_classes ")
     names = [name for name in (entry.strip() for entry in entries) if name]
     check_names(names, max_classes=max_classes, what="stuff_classes ")
     return tuple(names)
@@ -122,6 +132,7 @@ class Vocabulary:
             for entry in raw:
                 if not isinstance(entry, str):
                     raise VocabularyError(f"vocabulary entries must be strings, got {entry!r}")
+        refuse_hidden_control(raw)
         names = [entry.strip() for entry in raw]
         if not names or names == [""]:
             raise VocabularyError("vocabulary is empty: give at least one class name, "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ovseg_ros.vocabulary import (VILD_TEMPLATES, TextEmbedder, Vocabulary, VocabularyError,
-                                  template_set)
+                                  stuff_names, template_set)
 
 
 def test_parse_string_and_list():
@@ -129,3 +129,12 @@ def test_name_of_exactly_max_length_is_accepted_one_more_is_refused():
 def test_delete_character_is_refused():
     with pytest.raises(VocabularyError, match="control"):
         Vocabulary.parse(["mug\x7f"])
+
+
+def test_control_characters_that_strip_would_hide_are_refused():
+    for name in ("\x1emug", "mug\x1f", "\x0bmug", "\x1cmug"):
+        with pytest.raises(VocabularyError, match="control characters"):
+            Vocabulary.parse([name, "kettle"])
+        with pytest.raises(VocabularyError, match="control characters"):
+            stuff_names([name])
+    assert Vocabulary.parse([" mug\t", "kettle\n"]).names == ("mug", "kettle")
