@@ -22,6 +22,7 @@ directly instead of starting the threads.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -653,11 +654,12 @@ class OvsegNode(Node):
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
         """Stop the threads; returns within STOP_JOIN_S, and nothing is published after.
 
         A frame or an encode still running then (a CPU frame can take tens of seconds) is
-        left to finish in its daemon thread and its results are discarded.
+        left to finish in its daemon thread and its results are discarded. Returns True when
+        such a thread is still running.
         """
         self._stopping.set()
         for condition in (self._work, self._vocabulary_work):
@@ -672,6 +674,7 @@ class OvsegNode(Node):
         if busy:
             self.get_logger().info(f"stopped; {', '.join(busy)} still busy, its result is "
                                    "discarded")
+        return bool(busy)
 
     def _loop(self, step: Callable[[], bool], condition: threading.Condition,
               has_work: Callable[[], bool]) -> None:
@@ -720,10 +723,17 @@ def main(args: list[str] | None = None) -> int:
         get_logger(NODE_NAME).fatal(f"cannot start: {start_error(err)}")
         return 1
     finally:
+        busy = False
         if node is not None:
-            node.stop()
+            busy = node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
+        if busy:
+            # A daemon thread still inside torch aborts the interpreter's own shutdown
+            # (std::terminate); its result is discarded anyway, so leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
 
 

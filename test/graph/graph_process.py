@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,33 +36,9 @@ ovseg_ros.__path__[:] = list(dict.fromkeys(
 pytest.importorskip("ovseg_ros.msg", reason="the package is not built: run test/graph/run.sh")
 
 TEST_DIR = Path(__file__).resolve().parent.parent
-if str(TEST_DIR) not in sys.path:
-    sys.path.insert(0, str(TEST_DIR))
-import tiny_models  # noqa: E402
 
 STARTUP_TIMEOUT_S = 240.0  # model loading and the first CPU frame on a busy 2-core machine
 HEIGHT, WIDTH = 48, 64
-
-
-def tiny_parameters(folder: Path) -> tuple[Path, dict[str, str]]:
-    """Write the tiny checkpoints in the real formats; node parameters that load them."""
-    config_dir = folder / "clip_configs"
-    clip_name = tiny_models.register_tiny_clip(config_dir)
-    tiny_models.save_sam_checkpoint(tiny_models.build_tiny_sam(0),
-                                    folder / "cache" / "sam_vit_b_01ec64.pth")
-    clip = tiny_models.save_clip_state_dict(tiny_models.build_tiny_clip(1),
-                                            folder / "tiny_clip.pth")
-    return config_dir, {
-        "clip_model": clip_name, "clip_pretrained": str(clip),
-        "cache_dir": str(folder / "cache"), "offline": "true", "device": "cpu",
-        "points_per_side": "4", "pred_iou_thresh": "0.0", "stability_score_thresh": "0.0",
-        "templates": "single",
-    }
-
-
-@pytest.fixture(scope="session")
-def tiny_models_dir() -> tuple[Path, dict[str, str]]:
-    return tiny_parameters(Path(tempfile.mkdtemp(prefix="ovseg_graph_")))
 
 
 class NodeProcess:
@@ -118,9 +93,9 @@ class NodeProcess:
 
 
 @pytest.fixture
-def start_node(tiny_models_dir) -> Iterator[Callable[..., NodeProcess]]:
+def start_node(tiny_setup) -> Iterator[Callable[..., NodeProcess]]:
     """start_node(parameters=..., name=..., namespace=..., remaps=...) -> NodeProcess."""
-    config_dir, base = tiny_models_dir
+    config_dir, base = tiny_setup  # graph_support's tiny checkpoints and parameters
     started: list[NodeProcess] = []
 
     def start(parameters: dict[str, str] | None = None, **kwargs: Any) -> NodeProcess:
