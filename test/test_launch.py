@@ -50,25 +50,9 @@ STARTUP_TIMEOUT_S = 300.0  # loading and the first CPU frame on a busy CI machin
 HEIGHT, WIDTH = 48, 64
 
 
-def tiny_node_parameters(folder: Path) -> tuple[Path, dict[str, str]]:
-    """Write the tiny checkpoints in the real formats; the parameters that load them."""
-    config_dir = folder / "clip_configs"
-    clip_name = tiny_models.register_tiny_clip(config_dir)
-    tiny_models.save_sam_checkpoint(tiny_models.build_tiny_sam(0),
-                                    folder / "cache" / "sam_vit_b_01ec64.pth")
-    clip = tiny_models.save_clip_state_dict(tiny_models.build_tiny_clip(1),
-                                            folder / "tiny_clip.pth")
-    return config_dir, {
-        "clip_model": clip_name, "clip_pretrained": str(clip),
-        "cache_dir": str(folder / "cache"), "offline": "true", "device": "cpu",
-        "points_per_side": "4", "pred_iou_thresh": "0.0", "stability_score_thresh": "0.0",
-        "templates": "single", "vocabulary": "[mug, kettle]",
-    }
-
-
 @pytest.mark.launch_test
 def generate_test_description():
-    config_dir, parameters = tiny_node_parameters(
+    config_dir, parameters = tiny_models.node_parameters(
         Path(tempfile.mkdtemp(prefix="ovseg_launch_test_")))
     ros_arguments = ["--ros-args", "-r", "__node:=ovseg", "-r", f"image:={IMAGE_TOPIC}"]
     for name, value in parameters.items():

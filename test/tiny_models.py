@@ -98,3 +98,18 @@ def save_ovseg_checkpoint(model: torch.nn.Module, mask_embedding: torch.Tensor,
     state["sem_seg_head.predictor.class_embed.weight"] = torch.zeros(4, 8)
     torch.save({"model": state, "iteration": 1}, path)
     return path
+
+
+def node_parameters(folder: Path) -> tuple[Path, dict[str, str]]:
+    """Write the tiny checkpoints in the real formats under folder; (the CLIP config folder
+    to register in the node's process, the node parameters that load them)."""
+    config_dir = folder / "clip_configs"
+    clip_name = register_tiny_clip(config_dir)
+    save_sam_checkpoint(build_tiny_sam(0), folder / "cache" / "sam_vit_b_01ec64.pth")
+    clip = save_clip_state_dict(build_tiny_clip(1), folder / "tiny_clip.pth")
+    return config_dir, {
+        "clip_model": clip_name, "clip_pretrained": str(clip),
+        "cache_dir": str(folder / "cache"), "offline": "true", "device": "cpu",
+        "points_per_side": "4", "pred_iou_thresh": "0.0", "stability_score_thresh": "0.0",
+        "templates": "single", "vocabulary": "[mug, kettle]",
+    }

@@ -78,19 +78,7 @@ class NodeProcess:
 @pytest.fixture(scope="session")
 def tiny_setup() -> tuple[Path, dict[str, str]]:
     """The tiny checkpoints in the real formats and the node parameters that load them."""
-    folder = Path(tempfile.mkdtemp(prefix="ovseg_graph_"))
-    config_dir = folder / "clip_configs"
-    clip_name = tiny_models.register_tiny_clip(config_dir)
-    tiny_models.save_sam_checkpoint(tiny_models.build_tiny_sam(0),
-                                    folder / "cache" / "sam_vit_b_01ec64.pth")
-    clip = tiny_models.save_clip_state_dict(tiny_models.build_tiny_clip(1),
-                                            folder / "tiny_clip.pth")
-    return config_dir, {
-        "clip_model": clip_name, "clip_pretrained": str(clip),
-        "cache_dir": str(folder / "cache"), "offline": "true", "device": "cpu",
-        "points_per_side": "4", "pred_iou_thresh": "0.0", "stability_score_thresh": "0.0",
-        "templates": "single", "vocabulary": "[mug, kettle]",
-    }
+    return tiny_models.node_parameters(Path(tempfile.mkdtemp(prefix="ovseg_graph_")))
 
 
 @pytest.fixture(scope="session")
