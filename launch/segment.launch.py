@@ -20,6 +20,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from ovseg_ros.config import settings_fields
+from ovseg_ros.vocabulary_text import parse_names
 
 PACKAGE = "ovseg_ros"
 SHARE = Path(get_package_share_directory(PACKAGE))
@@ -72,15 +73,9 @@ ARGUMENTS = [
 
 
 def vocabulary_argument(text: str) -> list[str]:
-    """'[mug, door handle]' (YAML list) or 'mug, door handle' -> ['mug', 'door handle'].
-
-    YAML's BaseLoader keeps every entry a string: a class called yes, no, null or 1.5 stays
-    that word instead of becoming a bool, None or a float.
-    """
-    text = text.strip()
-    if text.startswith("["):
-        return [str(entry).strip() for entry in yaml.load(text, Loader=yaml.BaseLoader) or []]
-    return [entry.strip() for entry in text.split(",") if entry.strip()]
+    """'[mug, door handle]' (YAML list), 'mug, door handle' or '' -> the names, read by the
+    same parser as the CLI and the vocabulary topic (a class called yes stays 'yes')."""
+    return parse_names(text)
 
 
 def node_path(namespace: str, node_name: str) -> str:

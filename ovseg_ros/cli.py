@@ -27,6 +27,7 @@ from .config import Settings, SettingsError, settings_fields
 from .convert import FrameError, compressed_to_rgb, image_to_rgb, opencv_frame_error
 from .panoptic import SegmentationResult
 from .vocabulary import Vocabulary, VocabularyError
+from .vocabulary_text import decode_names_file, parse_names
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -361,7 +362,8 @@ def prepare_out_dir(out: Path) -> None:
 def load_settings(args: argparse.Namespace) -> Settings:
     overrides = {f.name: getattr(args, f.name) for f in settings_fields() if hasattr(args, f.name)}
     if args.stuff:
-        overrides["stuff_classes"] = [s.strip() for s in args.stuff.split(",") if s.strip()]
+        overrides["stuff_classes"] = [name for name in parse_names(args.stuff, "--stuff ")
+                                      if name]
     if args.config:
         return Settings.from_yaml(args.config, node_name=args.node_name, **overrides)
     return Settings().replace(**overrides)
@@ -371,10 +373,11 @@ def read_vocabulary(args: argparse.Namespace, settings: Settings) -> Vocabulary:
     text = args.vocab
     if args.vocab_file:
         try:
-            text = Path(args.vocab_file).read_text()
+            data = Path(args.vocab_file).read_bytes()
         except OSError as err:
             raise VocabularyError(f"cannot read --vocab-file {args.vocab_file}: "
                                   f"{err.strerror}") from None
+        text = decode_names_file(data, f"--vocab-file {args.vocab_file}")
     return Vocabulary.from_settings(text, settings)
 
 

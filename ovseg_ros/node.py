@@ -51,8 +51,8 @@ from . import convert
 from .config import Settings, SettingsError, settings_fields
 from .panoptic import UNLABELLED, SegmentationResult
 from .visualize import overlay
-from .vocabulary import (EncodedVocabulary, Vocabulary, VocabularyError, split_entries,
-                         stuff_names)
+from .vocabulary import EncodedVocabulary, Vocabulary, VocabularyError, stuff_names
+from .vocabulary_text import parse_names
 
 NODE_NAME = "ovseg"
 OUTPUT_DEPTH = 5  # reliable outputs; a slow subscriber holds at most this many frames
@@ -373,17 +373,22 @@ class OvsegNode(Node):
         return SetParametersResult(successful=True)
 
     def _on_vocabulary_message(self, msg: String) -> None:
-        """Set the vocabulary parameter from a comma separated string (ros2 param get then
-        tells the truth)."""
-        names = [entry.strip() for entry in split_entries(msg.data)]
-        result = self.set_parameters(
-            [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)])[0]
+        """Set the vocabulary parameter from text as ``parse_names`` reads it (ros2 param get
+        then tells the truth)."""
         topic = self._vocabulary_sub.topic_name
-        if result.successful:
-            self.get_logger().info(f"vocabulary from {topic}: {', '.join(names)}")
+        try:
+            names = parse_names(msg.data)
+        except VocabularyError as err:
+            reason = str(err)
         else:
-            self.get_logger().warning(f"vocabulary from {topic} refused: {result.reason}; "
-                                      "the previous vocabulary stays")
+            result = self.set_parameters(
+                [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)])[0]
+            if result.successful:
+                self.get_logger().info(f"vocabulary from {topic}: {', '.join(names)}")
+                return
+            reason = result.reason
+        self.get_logger().warning(f"vocabulary from {topic} refused: {reason}; "
+                                  "the previous vocabulary stays")
 
     # -------------------------------------------------------------------------- frames
     def _on_image(self, msg: Any) -> None:

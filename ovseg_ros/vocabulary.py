@@ -8,6 +8,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from .vocabulary_text import VocabularyError, parse_names, refuse_hidden_control
+
 MAX_NAME_LENGTH = 200
 
 # OVSeg's 14 "ViLD" templates (open_vocab_seg/modeling/clip_adapter/text_template.py).
@@ -36,10 +38,6 @@ TEXT_BATCH = 256
 OTHERS = "others"
 
 
-class VocabularyError(ValueError):
-    """The vocabulary cannot be used; the message says which entry and why."""
-
-
 def template_set(name: str) -> tuple[str, ...]:
     """Prompt templates by preset name: 'single', 'vild' or 'imagenet' (open_clip's 80)."""
     if name == "single":
@@ -51,11 +49,6 @@ def template_set(name: str) -> tuple[str, ...]:
 
         return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
     raise VocabularyError(f"unknown template set {name!r}: use single, vild or imagenet")
-
-
-def split_entries(text: str) -> list[str]:
-    """Split a comma and/or newline separated string ('mug, kettle\\nperson')."""
-    return [part for line in text.splitlines() for part in line.split(",")]
 
 
 def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> None:
@@ -77,15 +70,6 @@ def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> No
             raise VocabularyError(f"{what}{name!r} appears twice (entries {seen[key]} and "
                                   f"{position}); class names must be unique")
         seen[key] = position
-
-
-def refuse_hidden_control(entries: Sequence[str], what: str = "") -> None:
-    """Refuse control characters that str.strip() would remove unseen (\\x0b, \\x0c,
-    \\x1c-\\x1f) before the entries are stripped; tabs and line ends at the ends are
-    whitespace, inside a name check_names refuses them."""
-    for position, entry in enumerate(entries, start=1):
-        if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in entry):
-            raise VocabularyError(f"{what}entry {position} ({entry!r}) has control characters")
 
 
 def stuff_names(entries: Iterable[str], *, max_classes: int = 256) -> tuple[str, ...]:
@@ -117,7 +101,8 @@ class Vocabulary:
     @classmethod
     def parse(cls, entries: str | Sequence[str], *, max_classes: int = 256,
               stuff: Iterable[str] = ()) -> "Vocabulary":
-        """Build from a list or a comma/newline separated string; refuse bad input with a reason.
+        """Build from a list, or from text as ``parse_names`` reads it; refuse bad input with a
+        reason.
 
         Whitespace is stripped. Refused: no entries at all, blank entries, duplicates (ignoring
         case), entries longer than MAX_NAME_LENGTH or with control characters, and more than
@@ -126,7 +111,7 @@ class Vocabulary:
         serve every vocabulary.
         """
         if isinstance(entries, str):
-            raw = split_entries(entries)
+            raw = parse_names(entries)
         else:
             raw = list(entries)
             for entry in raw:

@@ -23,6 +23,7 @@ from ros_standin import GRAPH, Parameter, QoSProfile, ReliabilityPolicy, ros2_pa
 from ovseg_ros import panoptic  # noqa: E402
 from ovseg_ros.config import Settings, settings_fields  # noqa: E402
 from ovseg_ros.vocabulary import EncodedVocabulary  # noqa: E402
+from ovseg_ros.vocabulary_text import parse_names  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 30.0  # generous bound for thread hand-offs on a loaded machine (not a timing check)
@@ -319,6 +320,36 @@ def test_vocabulary_topic_sets_the_parameter(make_node):
     topic.deliver(String(data=""))
     assert any("vocabulary is empty" in w for w in warnings(node))
     assert node.get_parameter("vocabulary").value == ["chair", "table"]
+
+
+@pytest.mark.parametrize("text", ["\ufeffmug, door handle\n\n", "[yes, \"door handle\"]\n",
+                                  "null\r\nkettle\r\n"])
+def test_topic_launch_argument_and_cli_read_a_vocabulary_list_alike(make_node, tmp_path, text):
+    import argparse
+
+    from ovseg_ros.cli import read_vocabulary
+
+    node, fake = make_node()
+    from std_msgs.msg import String
+
+    subscription(node, "/ovseg/vocabulary").deliver(String(data=text))
+    from_topic = node.get_parameter("vocabulary").value
+    from_launch = launch_function("vocabulary_argument")(text)
+    vocab_file = tmp_path / "classes.txt"
+    vocab_file.write_bytes(text.encode("utf-8"))
+    from_file = read_vocabulary(argparse.Namespace(vocab=None, vocab_file=str(vocab_file)),
+                                Settings())
+    assert from_topic == from_launch == list(from_file.names)
+    assert from_topic[0] in ("mug", "yes", "null") and len(from_topic) == 2
+
+
+def test_topic_refuses_a_name_holding_a_hidden_control_character(make_node):
+    node, fake = make_node(vocabulary=["chair"])
+    from std_msgs.msg import String
+
+    subscription(node, "/ovseg/vocabulary").deliver(String(data="mug\x0bkettle"))
+    assert node.get_parameter("vocabulary").value == ["chair"]
+    assert any("refused" in w and "control characters" in w for w in warnings(node))
 
 
 # --------------------------------------------------------------------------------- frames
@@ -937,11 +968,11 @@ def test_launch_file_declares_described_arguments():
 
 def launch_function(name):
     """A function of launch/segment.launch.py, loaded without ROS (the file's imports need
-    ament_index and launch; the function needs only yaml)."""
+    ament_index and launch; its functions need only yaml and the vocabulary reader)."""
     tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
     function = next(node for node in tree.body
                     if isinstance(node, ast.FunctionDef) and node.name == name)
-    namespace = {"yaml": yaml}
+    namespace = {"yaml": yaml, "parse_names": parse_names}
     exec(compile(ast.Module([function], type_ignores=[]), "segment.launch.py", "exec"),
          namespace)
     return namespace[name]
