@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, help="frames run first and not counted "
                         "(default: 1 on the CPU, 3 on a GPU)")
     parser.add_argument("--size", default=f"{FRAME_WIDTH}x{FRAME_HEIGHT}",
-                        help="frame size WIDTHxHEIGHT (default 640x480, the issue's)")
+                        help="frame size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--points-per-side", type=int, help="SAM prompt grid (default: 16 on "
                         "the CPU, 32 on a GPU)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
