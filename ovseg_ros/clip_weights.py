@@ -70,9 +70,9 @@ def load_clip(settings: Settings, device: str | torch.device) -> ClipBundle:
                            + " open_clip.list_models() lists them all.")
     if settings.ovseg_checkpoint:
         path = existing_file(settings.ovseg_checkpoint, "ovseg_checkpoint",
-                              "Download OVSeg's ovseg_clip_l_9a1909.pth or "
-                              "ovseg_swinbase_vitL14_ft_mpt.pth, or leave ovseg_checkpoint "
-                              "empty to use clip_pretrained.")
+                             "Download OVSeg's ovseg_clip_l_9a1909.pth or "
+                             "ovseg_swinbase_vitL14_ft_mpt.pth, or leave ovseg_checkpoint "
+                             "empty to use clip_pretrained.")
         state, mask_embedding = _read_ovseg_checkpoint(path)
         source, quick_gelu, preprocess = f"OVSeg checkpoint {path}", True, {}
     else:
@@ -131,8 +131,8 @@ def _clip_weights_file(settings: Settings) -> tuple[Path, dict[str, Any]]:
                            "openai) or the path of a state dict, or set ovseg_checkpoint.")
     if _looks_like_path(value):
         return existing_file(value, "clip_pretrained",
-                              "Point it at an open_clip state dict, or use a pretrained tag "
-                              f"of {settings.clip_model}: {_tags(settings.clip_model)}."), {}
+                             "Point it at an open_clip state dict, or use a pretrained tag "
+                             f"of {settings.clip_model}: {_tags(settings.clip_model)}."), {}
     tag_cfg = _tag_config(settings)
     cache_dir = settings.resolved_cache_dir()
     cached = _cached_tag_file(tag_cfg, cache_dir)

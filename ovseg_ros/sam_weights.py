@@ -183,7 +183,7 @@ def sam_checkpoint_path(settings: Settings) -> Path:
     """The explicit sam_checkpoint (must exist), else the official file, fetched if needed."""
     if settings.sam_checkpoint:
         return existing_file(settings.sam_checkpoint, "sam_checkpoint",
-                              _sam_default_hint(settings))
+                             _sam_default_hint(settings))
     official = SAM_CHECKPOINTS[settings.sam_model]
     return fetch(official.filename, official.url(), official.sha256,
                  settings.resolved_cache_dir(), offline=settings.offline,
