@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -20,9 +19,15 @@ from . import panoptic
 from .classifier import MaskClassifier
 from .config import Settings, SettingsError
 from .panoptic import SegmentationResult
-from .proposals import MaskProposer
+from .proposals import MaskProposals, MaskProposer
 from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
 from .weights import ClipBundle, load_clip, load_sam, model_device
+
+StageCallback = Callable[[str, float, Any], None]
+"""Called by ``Segmenter.segment`` after each stage, in order: ``(stage, milliseconds, output)``
+with stage 'proposals' (output: MaskProposals), 'classify' (probabilities [masks, classes]),
+'fuse' (the SegmentationResult) and 'total' (the same result). The milliseconds are those of
+``result.timings_ms``, read after a device sync."""
 
 
 class ImageError(ValueError):
@@ -52,12 +57,17 @@ def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
 
 class Segmenter:
     """Owns the models and runs the pipeline. ``segment`` may run in one thread while
-    ``encode_vocabulary`` runs in another (the text tower is separate from the image path)."""
+    ``encode_vocabulary`` runs in another (the text tower is separate from the image path).
+
+    ``on_stage`` (optional, also settable later) is told each stage's time and output as the
+    stage ends: for statistics and benchmarks that need more than ``result.timings_ms``.
+    """
 
     def __init__(self, settings: Settings, *, sam: torch.nn.Module | None = None,
-                 clip: ClipBundle | None = None):
+                 clip: ClipBundle | None = None, on_stage: StageCallback | None = None):
         settings.validate()
         self._settings = settings
+        self.on_stage = on_stage
         self.device = model_device(settings)
         sam = sam if sam is not None else load_sam(settings, self.device)
         clip = clip if clip is not None else load_clip(settings, self.device)
@@ -94,40 +104,54 @@ class Segmenter:
     def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult:
         """Segment one HxWx3 uint8 RGB image with one vocabulary; outputs are at HxW."""
         check_image(image)
-        settings = self._settings
         timings: dict[str, float] = {}
         start = time.perf_counter()
         height, width = image.shape[:2]
-        work_h, work_w = working_size(height, width, settings.max_image_side)
+        work_h, work_w = working_size(height, width, self._settings.max_image_side)
         work = np.ascontiguousarray(image) if (work_h, work_w) == (height, width) else \
             cv2.resize(image, (work_w, work_h), interpolation=cv2.INTER_AREA)
-        with self._stage(timings, "proposals"):
-            proposals = self.proposer.propose(work)
-        with self._stage(timings, "classify"):
-            if len(proposals):
-                # A frame may be a read-only view of message bytes; torch wants writable.
-                pixels = work if work.flags.writeable else work.copy()
-                image_t = torch.from_numpy(pixels).to(self.device)
-                probs = self.classifier.classify(image_t, proposals.masks, proposals.boxes,
-                                                 vocabulary.embeddings)
-            else:
-                probs = torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device)
-        with self._stage(timings, "fuse"):
-            result = panoptic.fuse(
-                proposals.masks, probs, proposals.predicted_iou, vocabulary.vocabulary,
-                granularity=settings.granularity, unknown_thresh=settings.unknown_thresh,
-                vocabulary_version=vocabulary.version)
-            if (work_h, work_w) != (height, width):
-                result = panoptic.resized(result, height, width)
+        proposals = self._timed(timings, "proposals", self.proposer.propose, work)
+        probs = self._timed(timings, "classify", self._classify, work, proposals, vocabulary)
+        result = self._timed(timings, "fuse", self._fuse, proposals, probs, vocabulary,
+                             (height, width))
         timings["total"] = (time.perf_counter() - start) * 1000.0
         result.timings_ms = timings
+        if self.on_stage is not None:
+            self.on_stage("total", timings["total"], result)
         return result
 
-    @contextmanager
-    def _stage(self, timings: dict[str, float], name: str) -> Iterator[None]:
+    def _classify(self, work: np.ndarray, proposals: MaskProposals,
+                  vocabulary: EncodedVocabulary) -> torch.Tensor:
+        """[masks, classes] probabilities of the proposals on the working image."""
+        if not len(proposals):
+            return torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device)
+        # A frame may be a read-only view of message bytes; torch wants writable.
+        pixels = work if work.flags.writeable else work.copy()
+        image_t = torch.from_numpy(pixels).to(self.device)
+        return self.classifier.classify(image_t, proposals.masks, proposals.boxes,
+                                        vocabulary.embeddings)
+
+    def _fuse(self, proposals: MaskProposals, probs: torch.Tensor,
+              vocabulary: EncodedVocabulary, size: tuple[int, int]) -> SegmentationResult:
+        """Label and instance images at the input size ``(height, width)``."""
+        settings = self._settings
+        result = panoptic.fuse(
+            proposals.masks, probs, proposals.predicted_iou, vocabulary.vocabulary,
+            granularity=settings.granularity, unknown_thresh=settings.unknown_thresh,
+            vocabulary_version=vocabulary.version)
+        if result.semantic.shape != size:
+            result = panoptic.resized(result, *size)
+        return result
+
+    def _timed(self, timings: dict[str, float], name: str, step: Callable[..., Any],
+               *args: Any) -> Any:
+        """``step(*args)``, its milliseconds (after a device sync) in timings[name], and
+        on_stage told."""
         start = time.perf_counter()
-        yield
+        output = step(*args)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings[name] = (time.perf_counter() - start) * 1000.0
-
+        if self.on_stage is not None:
+            self.on_stage(name, timings[name], output)
+        return output

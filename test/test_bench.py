@@ -86,3 +86,28 @@ def test_iou_threshold_lets_the_asked_fraction_through(bench, tiny_sam):
                                           stability_score_thresh=0.0, box_nms_thresh=1.0)
     kept = len(generator.generate(image))
     assert abs(kept - 0.25 * candidates) <= 2
+
+
+def test_targets_are_the_stated_ones_judged_on_the_measured_values(bench, tmp_path):
+    import torch
+    from benchmarks import report
+
+    table = tmp_path / "BENCHMARKS.md"
+    table.write_text("| device | measure | bound | what |\n|---|---|---|---|\n"
+                     "| cpu | `post_encoder_speedup` | >= 4 | post-encoder |\n"
+                     "| cuda | `peak_gpu_gib` | <= 8 | memory |\n")
+    stated = report.read_targets(table)
+    assert stated == [("cpu", "post_encoder_speedup", ">=", 4.0),
+                      ("cuda", "peak_gpu_gib", "<=", 8.0)]
+    parity = ({"same_masks": True}, {"within_tolerance": True})
+    speedup = {"post_encoder": 3.5, "end_to_end": 2.0}
+    cpu = report.targets(speedup, {"fast": 1.0}, *parity, {"peak_gpu_mib": None},
+                         torch.device("cpu"), "fp32", stated)
+    assert cpu["post_encoder_speedup"] == 3.5 and cpu["post_encoder_speedup_bound"] == ">= 4"
+    assert cpu["post_encoder_speedup_met"] is False and "peak_gpu_gib_met" not in cpu
+    gpu = report.targets(speedup, {"fast": 31.0}, *parity, {"peak_gpu_mib": {"fast": 7000.0}},
+                         torch.device("cuda"), "fp32", stated)
+    assert gpu["peak_gpu_gib_met"] is True and "post_encoder_speedup_met" not in gpu
+    table.write_text("# Benchmarks\n\nNo table here.\n")
+    with pytest.raises(SystemExit, match="no targets table"):
+        report.read_targets(table)

@@ -39,6 +39,21 @@ def test_segment_gives_consistent_outputs_at_input_resolution(segmenter):
         assert np.all(result.semantic[pixels] == instance.class_index)
 
 
+def test_on_stage_is_told_each_stage_its_time_and_output(segmenter):
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle, person"))
+    calls = []
+    segmenter.on_stage = lambda stage, ms, output: calls.append((stage, ms, output))
+    try:
+        result = segmenter.segment(synthetic_image(), encoded)
+    finally:
+        segmenter.on_stage = None
+    assert [c[0] for c in calls] == ["proposals", "classify", "fuse", "total"]
+    assert {stage: ms for stage, ms, _ in calls} == result.timings_ms
+    proposals, probs = calls[0][2], calls[1][2]
+    assert len(proposals) > 0 and tuple(probs.shape) == (len(proposals), 3)
+    assert calls[2][2] is result and calls[3][2] is result
+
+
 def test_large_images_are_processed_small_and_returned_full_size(segmenter):
     settings = segmenter.settings
     segmenter.update_settings(settings.replace(max_image_side=64))

@@ -1,4 +1,4 @@
-"""ovseg_ros.weights: tiny models saved in the real checkpoint layouts load through the real code;
+"""ovseg_ros.weights (checkpoints, sam_weights, clip_weights): tiny models saved in the real checkpoint layouts load through the real code;
 every way a checkpoint can be missing, broken or wrong ends in one WeightsError that says what
 to do; downloads are checked and never leave a bad file in the cache."""
 
@@ -20,8 +20,11 @@ from safetensors.torch import save_file
 from segment_anything import sam_model_registry
 
 import tiny_models
-from ovseg_ros import weights
-from ovseg_ros.weights import WeightsError, fetch, load_clip, load_sam, missing_weights
+from ovseg_ros import sam_weights
+from ovseg_ros.checkpoints import WeightsError, fetch
+from ovseg_ros.clip_weights import load_clip
+from ovseg_ros.sam_weights import load_sam
+from ovseg_ros.weights import missing_weights
 
 SAM_FILE = "sam_vit_b_01ec64.pth"
 
@@ -127,8 +130,8 @@ def test_architecture_of_official_models_is_recognised_and_rebuilt(variant):
     # segment-anything's own builders on the meta device: real shapes, no memory.
     with torch.device("meta"):
         official = sam_model_registry[variant]()
-        arch = weights.sam_architecture(official.state_dict())
-        rebuilt = weights._build_sam(arch)
+        arch = sam_weights.sam_architecture(official.state_dict())
+        rebuilt = sam_weights._build_sam(arch)
 
     assert arch.variant == variant
     assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
@@ -136,7 +139,7 @@ def test_architecture_of_official_models_is_recognised_and_rebuilt(variant):
 
 
 def test_architecture_of_tiny_checkpoint_is_no_known_variant(tiny_sam):
-    arch = weights.sam_architecture(tiny_sam.state_dict())
+    arch = sam_weights.sam_architecture(tiny_sam.state_dict())
 
     assert arch.variant is None
     assert (arch.embed_dim, arch.num_heads, arch.global_attn_indexes) == (64, 2, (1,))
@@ -245,10 +248,10 @@ def test_load_sam_downloads_from_mirror(tiny_settings, tiny_sam, tiny_weights, f
                                         empty_cache, monkeypatch):
     served, base_url, requests = file_server
     (served / SAM_FILE).write_bytes(tiny_weights["sam"].read_bytes())
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, base_url)
+    monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, base_url)
     # The table holds the real file's digest; accept the tiny stand-in's instead.
-    monkeypatch.setitem(weights.SAM_CHECKPOINTS, "vit_b",
-                        weights.RemoteFile(SAM_FILE, sha256(tiny_weights["sam"])))
+    monkeypatch.setitem(sam_weights.SAM_CHECKPOINTS, "vit_b",
+                        sam_weights.RemoteFile(SAM_FILE, sha256(tiny_weights["sam"])))
     settings = tiny_settings.replace(cache_dir=str(empty_cache), offline=False)
 
     assert missing_weights(settings) == []
@@ -262,7 +265,7 @@ def test_load_sam_rejects_wrong_file_from_mirror(tiny_settings, tiny_weights, fi
                                                  empty_cache, monkeypatch):
     served, base_url, requests = file_server
     (served / SAM_FILE).write_bytes(tiny_weights["sam"].read_bytes())  # not the real vit_b
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, base_url + "/")
+    monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, base_url + "/")
 
     with pytest.raises(WeightsError) as err:
         load_sam(tiny_settings.replace(cache_dir=str(empty_cache), offline=False), "cpu")
@@ -275,7 +278,7 @@ def test_offline_never_touches_the_network(tiny_settings, tiny_weights, file_ser
                                            empty_cache, monkeypatch):
     served, base_url, requests = file_server
     (served / SAM_FILE).write_bytes(tiny_weights["sam"].read_bytes())
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, base_url)
+    monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, base_url)
 
     with pytest.raises(WeightsError, match="offline") as err:
         load_sam(tiny_settings.replace(cache_dir=str(empty_cache)), "cpu")
@@ -287,7 +290,7 @@ def test_unreachable_server_is_a_weights_error(tiny_settings, empty_cache, monke
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, f"http://127.0.0.1:{port}")
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.setenv(name, "127.0.0.1")
 
