@@ -139,9 +139,8 @@ def measure(points: np.ndarray, mask: np.ndarray,
     median = np.median(z)
     spread = max(MAD_TO_SIGMA * float(np.median(np.abs(z - median))), settings.min_spread_m)
     inliers = selected[np.abs(z - median) <= settings.outlier_sigmas * spread]
-    low, high = np.percentile(inliers, [settings.extent_percentile,
-                                        100.0 - settings.extent_percentile], axis=0)
-    centroid = np.median(inliers, axis=0)
+    low, centroid, high = np.percentile(
+        inliers, [settings.extent_percentile, 50.0, 100.0 - settings.extent_percentile], axis=0)
     return InstanceGeometry(tuple(float(c) for c in centroid),
                             tuple(float(e) for e in high - low), int(len(inliers)))
 
