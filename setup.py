@@ -27,6 +27,8 @@ setup(
         "rosbags>=0.10",
         # ovseg-eval: confusion-matrix and panoptic-quality counting
         "torchmetrics>=1.0",
+        # tracking: Hungarian assignment (scipy.optimize.linear_sum_assignment)
+        "scipy>=1.10",
     ],
     extras_require={"test": ["pytest>=7"],
                     # --ray scale-out; not in "test": import + local init costs 10-15 s

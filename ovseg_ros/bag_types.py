@@ -95,6 +95,7 @@ def message_types(store=None) -> MessageTypes:
     names = {"Image": "sensor_msgs/msg/Image",
              "RegionOfInterest": "sensor_msgs/msg/RegionOfInterest",
              "Point": "geometry_msgs/msg/Point",
+             "Vector3": "geometry_msgs/msg/Vector3",
              "PanopticSegmentation": "ovseg_ros/msg/PanopticSegmentation",
              "SegmentedInstance": "ovseg_ros/msg/SegmentedInstance"}
     names.update({name: f"vision_msgs/msg/{name}" for name in (

@@ -14,6 +14,7 @@ import dataclasses
 import glob
 import json
 import logging
+import math
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,11 @@ import numpy as np
 
 from .config import Settings, SettingsError, settings_fields
 from .convert import FrameError, compressed_to_rgb, image_to_rgb, opencv_frame_error
+from .depth_files import DEPTH_SUFFIXES, find_depth, read_camera_info, read_depth
+from .geometry import DepthError, DepthSettings
 from .panoptic import SegmentationResult
+from .scene import locate, track
+from .tracking import Tracker, TrackingSettings
 from .vocabulary import Vocabulary, VocabularyError
 from .vocabulary_text import decode_names_file, parse_names
 
@@ -75,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--bag-overlay", action="store_true", help="also write /ovseg/overlay")
     bag.add_argument("--bag-passthrough", action="store_true",
                      help="also copy the input image topic into the bag")
+    scene = parser.add_argument_group("3D and tracking (image files, folders and videos)")
+    scene.add_argument("--depth", metavar="DIR", help="depth images registered to the colour "
+                       "frames: DIR/<output name>.png (16-bit, units of --depth-scale), .tiff "
+                       "or .npy (float metres); needs --camera-info")
+    scene.add_argument("--camera-info", metavar="FILE", help="calibration YAML of the colour "
+                       "camera (camera_calibration's file, or a CameraInfo with k: [...])")
+    scene.add_argument("--depth-scale", type=float, default=0.001,
+                       help="metres per unit of 16-bit depth (default 0.001: millimetres)")
+    scene.add_argument("--max-range", type=float, default=0.0,
+                       help="depths beyond this many metres are invalid (default 0: no limit)")
+    scene.add_argument("--track", action="store_true", help="track ids across the frames, in "
+                       "input order (video, image sequences)")
+    scene.add_argument("--track-min-iou", type=float, default=0.3,
+                       help="least mask IoU to continue a track (default 0.3)")
+    scene.add_argument("--track-max-age", type=int, default=5,
+                       help="frames a track survives unseen (default 5)")
     settings = parser.add_argument_group("settings (defaults from config/params.yaml "
                                          "values; see the README)")
     for f in settings_fields():
@@ -286,6 +307,11 @@ def video_frames(path: Path, stem: str) -> Iterator[Frame]:
         capture.release()
 
 
+def finite_or_none(values: Sequence[float]) -> list[float] | None:
+    """A 3-vector for JSON: None when unknown (NaN is not JSON)."""
+    return [float(v) for v in values] if all(math.isfinite(v) for v in values) else None
+
+
 def instances_json(frame: Frame, result: SegmentationResult) -> dict:
     from pycocotools import mask as coco_mask
 
@@ -296,6 +322,10 @@ def instances_json(frame: Frame, result: SegmentationResult) -> dict:
             "id": instance.id, "class_index": instance.class_index, "label": instance.label,
             "score": instance.score, "mask_quality": instance.mask_quality,
             "is_thing": instance.is_thing, "bbox": list(instance.bbox), "area": instance.area,
+            "track_id": instance.track_id,
+            "centroid": finite_or_none(instance.geometry.centroid),
+            "extent": finite_or_none(instance.geometry.extent),
+            "valid_depth_points": instance.geometry.valid_points,
             "mask": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
         })
     return {"source": frame.source, "height": int(result.semantic.shape[0]),
@@ -381,6 +411,52 @@ def read_vocabulary(args: argparse.Namespace, settings: Settings) -> Vocabulary:
     return Vocabulary.from_settings(text, settings)
 
 
+class SceneOptions:
+    """--depth/--camera-info and --track: places and tracks each result before it is
+    written. A frame without a depth file keeps NaN geometry (logged)."""
+
+    def __init__(self, depth: Path | None, k: np.ndarray | None, depth_settings: DepthSettings,
+                 tracker: Tracker | None):
+        self.depth, self.k, self.depth_settings, self.tracker = depth, k, depth_settings, tracker
+
+    def apply(self, frame: Frame, result: SegmentationResult) -> None:
+        if self.depth is not None:
+            path = find_depth(self.depth, frame.name)
+            try:
+                if path is None:
+                    raise DepthError(f"no depth file {self.depth}/{frame.name}"
+                                     f"{{{','.join(DEPTH_SUFFIXES)}}}")
+                locate(result, read_depth(path, self.depth_settings), self.k,
+                       self.depth_settings)
+            except DepthError as err:
+                log.warning("%s: no 3D geometry: %s", frame.source, err)
+        if self.tracker is not None:
+            track(result, self.tracker)
+
+
+def scene_options(args: argparse.Namespace) -> SceneOptions:
+    """Check the 3D and tracking flags before any model loads."""
+    if args.bag_out and (args.depth or args.track):
+        raise InputError("--depth and --track write files: they do not work with --bag-out yet")
+    if bool(args.depth) != bool(args.camera_info):
+        raise InputError("--depth and --camera-info go together: depth is back-projected "
+                         "with the colour camera's K")
+    depth = k = None
+    if args.depth:
+        depth = Path(args.depth)
+        if not depth.is_dir():
+            raise InputError(f"--depth {depth} is not a folder")
+        k = read_camera_info(Path(args.camera_info))
+    if args.depth_scale <= 0 or args.max_range < 0:
+        raise InputError("--depth-scale must be > 0 and --max-range >= 0")
+    if not 0 < args.track_min_iou <= 1 or args.track_max_age < 0:
+        raise InputError("--track-min-iou must be in (0, 1] and --track-max-age >= 0")
+    tracker = Tracker(TrackingSettings(min_iou=args.track_min_iou,
+                                       max_age=args.track_max_age)) if args.track else None
+    return SceneOptions(depth, k, DepthSettings(depth_scale=args.depth_scale,
+                                                max_range=args.max_range), tracker)
+
+
 def summary(timings: list[dict[str, float]], skipped: int, failed: int) -> str:
     lines = [f"{len(timings)} frame(s) segmented, {skipped} skipped"
              + (f", {failed} not written (see the errors above)" if failed else "")]
@@ -417,11 +493,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if taken:
                 raise InputError(f"{', '.join(taken)} exists; rosbag2 writes a new folder: "
                                  "remove it or choose another --bag-out")
+        scene = scene_options(args)
         total = count_frames(paths, bag_topics)
         out = Path(args.out)
         if not args.bag_out:
             prepare_out_dir(out)
-    except (SettingsError, VocabularyError, InputError) as err:
+    except (SettingsError, VocabularyError, InputError, DepthError) as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
 
@@ -465,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("skipped %s: %s", frame.source, err)
             skipped += 1
             continue
+        scene.apply(frame, result)
         try:
             write_outputs(out, frame, result)
         except WriteError as err:

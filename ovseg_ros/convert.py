@@ -12,7 +12,6 @@ Python values here.
 from __future__ import annotations
 
 import array
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +79,7 @@ class MessageTypes:
     Image: Any
     RegionOfInterest: Any
     Point: Any
+    Vector3: Any
     PanopticSegmentation: Any
     SegmentedInstance: Any
     Detection2DArray: Any
@@ -95,7 +95,7 @@ class MessageTypes:
     @classmethod
     def from_ros(cls) -> "MessageTypes":
         """The classes of the ROS installation (or of the stand-in modules in tests)."""
-        from geometry_msgs.msg import Point
+        from geometry_msgs.msg import Point, Vector3
         from sensor_msgs.msg import Image, RegionOfInterest
         from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, LabelInfo,
                                      ObjectHypothesis, ObjectHypothesisWithPose, Point2D,
@@ -103,7 +103,7 @@ class MessageTypes:
 
         from ovseg_ros.msg import PanopticSegmentation, SegmentedInstance
 
-        return cls(Image=Image, RegionOfInterest=RegionOfInterest, Point=Point,
+        return cls(Image=Image, RegionOfInterest=RegionOfInterest, Point=Point, Vector3=Vector3,
                    PanopticSegmentation=PanopticSegmentation,
                    SegmentedInstance=SegmentedInstance, Detection2DArray=Detection2DArray,
                    Detection2D=Detection2D, ObjectHypothesisWithPose=ObjectHypothesisWithPose,
@@ -196,16 +196,19 @@ def image_message(types: MessageTypes, header: Any, pixels: np.ndarray,
 
 
 def instance_message(types: MessageTypes, instance: Instance) -> Any:
-    """ovseg_ros/SegmentedInstance; the 3D centroid is NaN (depth is not known here)."""
+    """ovseg_ros/SegmentedInstance, with the instance's 3D geometry (NaN without depth)."""
     x, y, w, h = (int(v) for v in instance.bbox) if instance.area else (0, 0, 0, 0)
+    (cx, cy, cz), (ex, ey, ez) = instance.geometry.centroid, instance.geometry.extent
     return types.SegmentedInstance(
-        id=int(instance.id), class_index=int(instance.class_index), label=instance.label,
+        id=int(instance.id), track_id=int(instance.track_id),
+        class_index=int(instance.class_index), label=instance.label,
         score=float(instance.score), mask_quality=float(instance.mask_quality),
         is_thing=bool(instance.is_thing),
         bbox=types.RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h,
                                     do_rectify=False),
         area=int(instance.area),
-        centroid=types.Point(x=math.nan, y=math.nan, z=math.nan))
+        centroid=types.Point(x=cx, y=cy, z=cz), extent=types.Vector3(x=ex, y=ey, z=ez),
+        valid_depth_points=int(instance.geometry.valid_points))
 
 
 def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
@@ -222,8 +225,8 @@ def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResul
 def detections_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
     """vision_msgs/Detection2DArray: one detection per instance with pixels.
 
-    class_id is the class name, score the classification probability, id the instance id
-    (its value in the instance image). Box centres are in pixel-edge coordinates: a box
+    class_id is the class name, score the classification probability, id the track id when
+    tracking is on, else the instance id (its value in the instance image). Box centres are in pixel-edge coordinates: a box
     covering columns x .. x+w-1 has centre x + w/2.
     """
     detections = []
@@ -240,7 +243,7 @@ def detections_message(types: MessageTypes, header: Any, result: SegmentationRes
                 center=types.Pose2D(position=types.Point2D(x=x + w / 2.0, y=y + h / 2.0),
                                     theta=0.0),
                 size_x=float(w), size_y=float(h)),
-            id=str(instance.id)))
+            id=str(instance.track_id or instance.id)))
     return types.Detection2DArray(header=header, detections=detections)
 
 

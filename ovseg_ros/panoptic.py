@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from .geometry import NO_GEOMETRY, InstanceGeometry
 from .vocabulary import Vocabulary
 
 UNLABELLED = 65535  # semantic image value of pixels with no class
@@ -40,6 +41,7 @@ class Instance:
 
     ``id`` is the value of its pixels in the instance image: 1 + its index in the list.
     ``bbox`` is (x, y, width, height) in pixels of its final (overlap-resolved) pixels.
+    ``track_id`` (0: not tracked) and ``geometry`` (NaN: no depth) are filled by scene.py.
     """
 
     id: int
@@ -50,6 +52,8 @@ class Instance:
     is_thing: bool
     bbox: tuple[int, int, int, int]
     area: int
+    track_id: int = 0
+    geometry: InstanceGeometry = NO_GEOMETRY
 
 
 @dataclass

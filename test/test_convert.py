@@ -313,3 +313,31 @@ def test_standin_messages_check_fields_like_rclpy(types):
     with pytest.raises(AssertionError, match="set or sequence"):
         Image(data=np.zeros(3, dtype=np.uint8))  # rclpy wants array.array('B') or bytes
     assert list(Image(data=b"\x01\x02").data) == [1, 2]
+
+
+def test_3d_geometry_and_track_ids_reach_the_panoptic_and_detection_messages(types, registry):
+    from ovseg_ros.scene import locate, track
+    from ovseg_ros.tracking import Tracker
+
+    result = two_object_result()
+    depth = np.full((20, 30), np.nan, dtype=np.float32)
+    depth[2:8, 3:12] = 1.25  # the mug at 1.25 m; the floor has no depth
+    locate(result, depth, np.array([[10.0, 0, 15], [0, 10.0, 10], [0, 0, 1]]))
+    tracker = Tracker()
+    earlier = np.zeros((20, 30), np.uint16)
+    earlier[0:2, 25:30] = 1
+    tracker.update(earlier, ["kettle"])  # track 1: ids here start at 2
+    track(result, tracker)
+    msg = convert.panoptic_message(types, header(), result)
+    mug, floor = msg.instances
+    assert (mug.id, mug.track_id, floor.id, floor.track_id) == (1, 2, 2, 3)
+    assert mug.centroid.z == pytest.approx(1.25) and mug.extent.z == pytest.approx(0.0)
+    # columns 3..11, rows 2..7 eroded by 2: columns 5..9, rows 4..5 ->
+    # x = (7 - 15) * 1.25 / 10 = -1.0, y = (4.5 - 10) * 1.25 / 10 = -0.6875
+    assert mug.centroid.x == pytest.approx(-1.0) and mug.centroid.y == pytest.approx(-0.6875)
+    assert mug.valid_depth_points == 2 * 5  # rows 4..5 x columns 5..9
+    assert math.isnan(floor.centroid.x) and math.isnan(floor.extent.z)
+    assert floor.valid_depth_points == 0
+    registry.serialize(msg)
+    detections = convert.detections_message(types, header(), result)
+    assert [d.id for d in detections.detections] == ["2", "3"]  # the track ids

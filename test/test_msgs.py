@@ -65,11 +65,13 @@ def test_panoptic_message_layout():
     assert field_names("ovseg_ros/msg/PanopticSegmentation") == [
         "header", "vocabulary", "vocabulary_version", "semantic", "instance", "instances"]
     assert field_names("ovseg_ros/msg/SegmentedInstance") == [
-        "id", "class_index", "label", "score", "mask_quality", "is_thing", "bbox", "area",
-        "centroid"]
+        "id", "track_id", "class_index", "label", "score", "mask_quality", "is_thing", "bbox",
+        "area", "centroid", "extent", "valid_depth_points"]
     fields = dict(messages.typestore().fielddefs["ovseg_ros/msg/SegmentedInstance"][1])
     assert fields["bbox"] == (Nodetype.NAME, "sensor_msgs/msg/RegionOfInterest")
     assert fields["centroid"] == (Nodetype.NAME, "geometry_msgs/msg/Point")
+    assert fields["extent"] == (Nodetype.NAME, "geometry_msgs/msg/Vector3")
+    assert fields["track_id"] == (Nodetype.BASE, ("uint32", 0))
     assert fields["id"] == (Nodetype.BASE, ("uint16", 0))  # as the 16UC1 instance image
 
 

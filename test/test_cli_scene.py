@@ -1,0 +1,83 @@
+"""ovseg-segment --depth/--camera-info (3D per instance) and --track (ids across frames) with
+the tiny models."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from ovseg_ros.cli import main
+from test_cli import EXAMPLE, settings_flags
+
+FX, FY, CX, CY = 200.0, 180.0, 80.0, 60.0
+
+
+def write_inputs(tmp_path, names=("a", "b")):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120))
+    for name in names:
+        cv2.imwrite(str(frames / f"{name}.png"), image)
+    info = tmp_path / "K.yaml"
+    info.write_text(yaml.safe_dump({"image_width": 160, "image_height": 120, "camera_matrix": {
+        "rows": 3, "cols": 3, "data": [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]}}))
+    return frames, info
+
+
+def records(out, name):
+    return json.loads((out / f"{name}.json").read_text())["instances"]
+
+
+def test_depth_gives_each_instance_its_3d_centroid_in_metres(tiny_settings, tmp_path, caplog):
+    frames, info = write_inputs(tmp_path)
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    cv2.imwrite(str(depth / "a.png"), np.full((120, 160), 2000, np.uint16))  # 2 m, in mm
+    out = tmp_path / "out"
+    code = main([str(frames), "--vocab", "mug, book, table", "--out", str(out), "--quiet",
+                 "--depth", str(depth), "--camera-info", str(info), *settings_flags(tiny_settings)])
+    assert code == 0
+    located = records(out, "a")
+    assert located, "the tiny models found no instance in the test image"
+    for instance in located:
+        x, y, w, h = instance["bbox"]
+        cx, cy, cz = instance["centroid"]
+        assert cz == pytest.approx(2.0) and instance["extent"][2] == pytest.approx(0.0)
+        # the centroid lies inside the instance's box, back-projected at 2 m
+        assert (x - CX) * 2 / FX - 1e-6 <= cx <= (x + w - 1 - CX) * 2 / FX + 1e-6
+        assert (y - CY) * 2 / FY - 1e-6 <= cy <= (y + h - 1 - CY) * 2 / FY + 1e-6
+        assert 0 < instance["valid_depth_points"] <= instance["area"]
+    # b has no depth file: NaN geometry (null in JSON), logged, still written
+    assert all(r["centroid"] is None and r["valid_depth_points"] == 0 for r in records(out, "b"))
+    assert "b.png: no 3D geometry: no depth file" in caplog.text
+
+
+def test_track_keeps_the_ids_of_the_same_objects_in_the_next_frame(tiny_settings, tmp_path):
+    frames, _ = write_inputs(tmp_path)
+    out = tmp_path / "out"
+    assert main([str(frames), "--vocab", "mug, book, table", "--out", str(out), "--quiet",
+                 "--track", *settings_flags(tiny_settings)]) == 0
+    first, second = records(out, "a"), records(out, "b")
+    assert first and [r["track_id"] for r in first] == list(range(1, len(first) + 1))
+    assert [r["track_id"] for r in second] == [r["track_id"] for r in first]
+    plain = tmp_path / "plain"
+    assert main([str(frames), "--vocab", "mug, book, table", "--out", str(plain), "--quiet",
+                 *settings_flags(tiny_settings)]) == 0
+    assert all(r["track_id"] == 0 for r in records(plain, "b"))
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--depth", "DEPTH"], "--depth and --camera-info go together"),
+    (["--depth", "nowhere", "--camera-info", "K"], "is not a folder"),
+    (["--depth", "DEPTH", "--camera-info", "BAD"], "has no 3x3 camera matrix"),
+])
+def test_bad_3d_flags_are_refused_before_models_load(tmp_path, capsys, flags, words):
+    frames, info = write_inputs(tmp_path, names=("a",))
+    (tmp_path / "depth").mkdir()
+    (tmp_path / "bad.yaml").write_text("camera_matrix: {data: [1, 2]}\n")
+    swap = {"DEPTH": str(tmp_path / "depth"), "K": str(info), "BAD": str(tmp_path / "bad.yaml")}
+    assert main([str(frames), "--vocab", "mug", "--out", str(tmp_path / "o"),
+                 *[swap.get(f, f) for f in flags]]) == 2
+    assert words in capsys.readouterr().err
