@@ -30,7 +30,7 @@ from .depth_files import DEPTH_SUFFIXES, find_depth, read_camera_info, read_dept
 from .geometry import DepthError, DepthSettings
 from .panoptic import SegmentationResult
 from .scene import locate, track
-from .tracking import Tracker, TrackingSettings
+from .tracking import Tracker, tracking_settings
 from .vocabulary import Vocabulary, VocabularyError
 from .vocabulary_text import decode_names_file, parse_names
 
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--bag-overlay", action="store_true", help="also write /ovseg/overlay")
     bag.add_argument("--bag-passthrough", action="store_true",
                      help="also copy the input image topic into the bag")
-    scene = parser.add_argument_group("3D and tracking (image files, folders and videos)")
+    scene = parser.add_argument_group("3D (image files, folders and videos; tracking: --track "
+                                      "below)")
     scene.add_argument("--depth", metavar="DIR", help="depth images registered to the colour "
                        "frames: DIR/<output name>.png (16-bit, units of --depth-scale), .tiff "
                        "or .npy (float metres); needs --camera-info")
@@ -90,12 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="metres per unit of 16-bit depth (default 0.001: millimetres)")
     scene.add_argument("--max-range", type=float, default=0.0,
                        help="depths beyond this many metres are invalid (default 0: no limit)")
-    scene.add_argument("--track", action="store_true", help="track ids across the frames, in "
-                       "input order (video, image sequences)")
-    scene.add_argument("--track-min-iou", type=float, default=0.3,
-                       help="least mask IoU to continue a track (default 0.3)")
-    scene.add_argument("--track-max-age", type=int, default=5,
-                       help="frames a track survives unseen (default 5)")
     settings = parser.add_argument_group("settings (defaults from config/params.yaml "
                                          "values; see the README)")
     for f in settings_fields():
@@ -434,9 +429,9 @@ class SceneOptions:
             track(result, self.tracker)
 
 
-def scene_options(args: argparse.Namespace) -> SceneOptions:
+def scene_options(args: argparse.Namespace, settings: Settings) -> SceneOptions:
     """Check the 3D and tracking flags before any model loads."""
-    if args.bag_out and (args.depth or args.track):
+    if args.bag_out and (args.depth or settings.track):
         raise InputError("--depth and --track write files: they do not work with --bag-out yet")
     if bool(args.depth) != bool(args.camera_info):
         raise InputError("--depth and --camera-info go together: depth is back-projected "
@@ -449,10 +444,7 @@ def scene_options(args: argparse.Namespace) -> SceneOptions:
         k = read_camera_info(Path(args.camera_info))
     if args.depth_scale <= 0 or args.max_range < 0:
         raise InputError("--depth-scale must be > 0 and --max-range >= 0")
-    if not 0 < args.track_min_iou <= 1 or args.track_max_age < 0:
-        raise InputError("--track-min-iou must be in (0, 1] and --track-max-age >= 0")
-    tracker = Tracker(TrackingSettings(min_iou=args.track_min_iou,
-                                       max_age=args.track_max_age)) if args.track else None
+    tracker = Tracker(tracking_settings(settings)) if settings.track else None
     return SceneOptions(depth, k, DepthSettings(depth_scale=args.depth_scale,
                                                 max_range=args.max_range), tracker)
 
@@ -493,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if taken:
                 raise InputError(f"{', '.join(taken)} exists; rosbag2 writes a new folder: "
                                  "remove it or choose another --bag-out")
-        scene = scene_options(args)
+        scene = scene_options(args, settings)
         total = count_frames(paths, bag_topics)
         out = Path(args.out)
         if not args.bag_out:

@@ -120,6 +120,17 @@ class Settings:
         "covering them are left unlabelled (0: off, as in OVSeg).", live=True, minimum=0.0,
         maximum=1.0)
 
+    # Tracking across frames.
+    track: bool = _setting(
+        False, "Give instances track ids that follow them from frame to frame (mask IoU "
+        "within a class name, Hungarian assignment). Off: track ids are 0.", live=True)
+    track_min_iou: float = _setting(
+        0.3, "Least mask IoU between an instance and a track's last mask to continue it.",
+        live=True, minimum=0.01, maximum=1.0)
+    track_max_age: int = _setting(
+        5, "Frames a track survives without a match before it ends.", live=True, minimum=0,
+        maximum=10000)
+
     def validate(self) -> "Settings":
         """Raise SettingsError naming the first bad field and why; return self when fine."""
         for f in dataclasses.fields(self):

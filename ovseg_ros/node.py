@@ -50,6 +50,8 @@ from ovseg_ros.msg import PanopticSegmentation
 from . import convert
 from .config import Settings, SettingsError, settings_fields
 from .panoptic import UNLABELLED, SegmentationResult
+from .scene import track
+from .tracking import Tracker, tracking_settings
 from .visualize import overlay
 from .vocabulary import EncodedVocabulary, Vocabulary, VocabularyError, stuff_names
 from .vocabulary_text import parse_names
@@ -250,6 +252,7 @@ class OvsegNode(Node):
         self._rolling_back = False
         # Worker state.
         self._applied = settings
+        self._tracker: Tracker | None = None  # the worker thread's; see _track
         # Handed from the worker to the vocabulary thread, guarded by _vocabulary_work. The
         # requested key is the (vocabulary, templates) last asked for; after a failed encode
         # it falls back to the one in use, so asking again retries.
@@ -462,6 +465,7 @@ class OvsegNode(Node):
                 result = unlabelled_result(*rgb.shape[:2])
             else:
                 result = self._segmenter.segment(rgb, encoded)
+                self._track(result)
             segmented = time.perf_counter()
             self._publish_result(msg.header, rgb, result)
         except Exception as err:  # one failing frame must not stop the node
@@ -474,6 +478,18 @@ class OvsegNode(Node):
         stages.update(result.timings_ms)
         stages["total"] = (time.perf_counter() - start) * 1000.0
         self._stats.frame_done(stages)
+
+    def _track(self, result: SegmentationResult) -> None:
+        """Track ids while the track parameter is on (the worker's thread only); turning it
+        off ends every track, and turning it on again continues with ids never used."""
+        if not self._applied.track:
+            if self._tracker is not None:
+                self._tracker.reset()
+            return
+        if self._tracker is None:
+            self._tracker = Tracker(tracking_settings(self._applied))
+        self._tracker.settings = tracking_settings(self._applied)
+        track(result, self._tracker)
 
     def _publish_result(self, header: Any, rgb: np.ndarray, result: SegmentationResult) -> None:
         types = self._types

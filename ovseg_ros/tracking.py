@@ -32,6 +32,11 @@ class TrackingSettings:
     max_age: int = 5
 
 
+def tracking_settings(settings) -> TrackingSettings:
+    """The tracking part of a config.Settings."""
+    return TrackingSettings(min_iou=settings.track_min_iou, max_age=settings.track_max_age)
+
+
 @dataclass
 class Track:
     id: int

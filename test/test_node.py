@@ -352,6 +352,29 @@ def test_topic_refuses_a_name_holding_a_hidden_control_character(make_node):
     assert any("refused" in w and "control characters" in w for w in warnings(node))
 
 
+def test_track_parameter_gives_ids_that_last_across_frames_and_restart_after_off(make_node):
+    node, fake = make_node(vocabulary=["mug", "kettle"], track=True)
+    node.process_vocabulary()
+    pubs = publishers(node)
+
+    def next_ids():
+        subscription(node, "/image").deliver(frame())
+        assert node.process_pending()
+        panoptic_msg = pubs["/ovseg/panoptic"].messages[-1]
+        detections = pubs["/ovseg/detections"].messages[-1]
+        ids = [instance.track_id for instance in panoptic_msg.instances]
+        assert [d.id for d in detections.detections] == [str(i or n + 1)
+                                                         for n, i in enumerate(ids)]
+        return ids
+
+    assert next_ids() == [1, 2] and next_ids() == [1, 2]
+    assert ros2_param_set(node, "track", "false").successful
+    assert next_ids() == [0, 0]
+    assert ros2_param_set(node, "track", "true").successful
+    assert next_ids() == [3, 4]  # ids are never reused
+    assert not ros2_param_set(node, "track_min_iou", "0.0").successful
+
+
 # --------------------------------------------------------------------------------- frames
 def test_one_frame_gives_every_output_with_the_input_header(make_node):
     node, fake = make_node(vocabulary=["mug", "kettle", "person"])
