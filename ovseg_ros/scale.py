@@ -8,6 +8,7 @@ when ``--ray`` is given.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Iterator, Sequence
 
 from .config import Settings
@@ -63,6 +64,19 @@ class _Replica:
 
     def run(self, work: Callable, shard: Sequence[int]) -> list:
         return work(self.segmenter, shard)
+
+
+_ENCODED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encoded_once(segmenter: Any, vocabulary: Any) -> Any:
+    """``segmenter.encode_vocabulary(vocabulary)``, computed once per replica: every shard's
+    outputs then carry the vocabulary version of the single-process run (each encode counts
+    the version up)."""
+    per_replica = _ENCODED.setdefault(segmenter, {})
+    if vocabulary not in per_replica:
+        per_replica[vocabulary] = segmenter.encode_vocabulary(vocabulary)
+    return per_replica[vocabulary]
 
 
 def _has_cuda() -> bool:
