@@ -102,14 +102,20 @@ def gather_files(items: Iterator[tuple[int, list[cli.FrameOutcome]]], out: Path
         for outcome in outcomes:
             final = names.claim_logged(outcome.name, outcome.source)
             if outcome.status == "written":
+                moved = []
                 try:
                     for source, target in zip(cli.output_paths(staging, outcome.name),
                                               cli.output_paths(out, final)):
                         source.replace(target)
+                        moved.append(target)
                 except OSError as err:
+                    for path in moved:  # none of a frame's files, as in write_outputs
+                        path.unlink(missing_ok=True)
+                    hint = " (--out must be a folder every Ray node shares)" \
+                        if isinstance(err, FileNotFoundError) else ""
                     outcome = dataclasses.replace(
-                        outcome, status="failed", detail=f"cannot move {source} to {target}: "
-                        f"{err.strerror or err} (--out must be a folder every Ray node shares)")
+                        outcome, status="failed", detail=f"cannot write {target}: "
+                        f"{err.strerror or err}{hint}")
             yield dataclasses.replace(outcome, name=final)
         shutil.rmtree(staging, ignore_errors=True)
 

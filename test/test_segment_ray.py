@@ -102,6 +102,25 @@ def test_an_input_that_keeps_failing_is_named_and_the_others_are_written(
         for suffix in ("_overlay.png", "_labels.png", "_instances.png", ".json"))
 
 
+def test_a_unique_name_too_long_to_write_fails_as_in_the_single_process_run(
+        tmp_path, tiny_settings, ray_cluster, capsys, caplog):
+    """A 241-character stem fits every output name (NAME_MAX 255); the second input's
+    claimed name (stem + '_2') does not fit '_instances.png': no file of it is kept."""
+    stem = "n" * 241
+    inputs = [str(small_image(tmp_path / f"{folder}/{stem}.png")) for folder in "ab"]
+    inputs += ["--vocab", "mug", "--quiet", *settings_flags(tiny_settings),
+               "--templates", "single"]
+    assert main([*inputs, "--out", str(tmp_path / "plain")]) == 1
+    capsys.readouterr()
+    assert main([*inputs, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 1
+    assert "1 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
+    assert f"{inputs[1]} not written: cannot write" in caplog.text
+    assert "File name too long" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
+        p.name for p in (tmp_path / "plain").iterdir())
+    assert len(list((tmp_path / "ray").iterdir())) == 4
+
+
 def test_bags_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray_cluster,
                                                     capsys):
     """Two bags as in the plain run; a third that fails after it was segmented leaves no
