@@ -2,6 +2,8 @@
 
 from setuptools import setup
 
+RAY = "ray>=2.9"
+
 setup(
     name="ovseg_ros",
     version="0.1.0",
@@ -30,9 +32,9 @@ setup(
         # tracking: Hungarian assignment (scipy.optimize.linear_sum_assignment)
         "scipy>=1.10",
     ],
-    extras_require={"test": ["pytest>=7"],
-                    # --ray scale-out; not in "test": import + local init costs 10-15 s
-                    "ray": ["ray>=2.9"]},
+    # "ray": --ray scale-out of ovseg-segment and ovseg-eval. The tests need it too: they
+    # run --ray on a real local cluster (skipped, with the reason, where Ray is missing).
+    extras_require={"test": ["pytest>=7", RAY], "ray": [RAY]},
     entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main",
                                     "ovseg-eval=ovseg_ros.evaluation.cli:main"]},
 )

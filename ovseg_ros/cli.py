@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "params file --config reads (default: ovseg, the node's name)")
     parser.add_argument("--stuff", help="comma separated classes that are stuff (regions)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", metavar="auto|ADDRESS", help="process the inputs (one per "
+                        "shard) over a Ray cluster, one model replica per GPU ('auto': a "
+                        "running cluster or a local one); --out / --bag-out must be a folder "
+                        "every Ray node can write")
     bag = parser.add_argument_group("bag out (inputs must be bags)")
     bag.add_argument("--bag-out", metavar="DIR", help="write a rosbag2 bag with the node's "
                      "output topics instead of files (several input bags: DIR/<name> each)")
@@ -233,6 +237,14 @@ class OutputNames:
         self._taken.add(name.casefold())
         return name
 
+    def claim_logged(self, wanted: str, source: str) -> str:
+        """``claim``, saying so in the log when the name had to change."""
+        name = self.claim(wanted)
+        if name != wanted:
+            log.info("%s is written as %s (%s is taken by an earlier input)", source, name,
+                     wanted)
+        return name
+
 
 def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
                 ) -> Iterator[Frame]:
@@ -241,11 +253,7 @@ def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
     bag_image_topic."""
     names = OutputNames()
     for frame in _frames(paths, bag_topics):
-        renamed = names.claim(frame.name)
-        if renamed != frame.name:
-            log.info("%s is written as %s (%s is taken by an earlier input)", frame.source,
-                     renamed, frame.name)
-        yield dataclasses.replace(frame, name=renamed)
+        yield dataclasses.replace(frame, name=names.claim_logged(frame.name, frame.source))
 
 
 def _frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
@@ -347,19 +355,26 @@ def _png(path: Path, pixels: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+OUTPUT_SUFFIXES = ("_overlay.png", "_labels.png", "_instances.png", ".json")
+
+
+def output_paths(out: Path, name: str) -> list[Path]:
+    """A frame's four output files, in OUTPUT_SUFFIXES order."""
+    return [out / f"{name}{suffix}" for suffix in OUTPUT_SUFFIXES]
+
+
 def write_outputs(out: Path, frame: Frame, result: SegmentationResult) -> None:
     """The frame's four files; WriteError (with none of them left behind) when one fails."""
     from .visualize import overlay
 
+    overlay_path, labels_path, instances_path, json_path = output_paths(out, frame.name)
     files = {
-        out / f"{frame.name}_overlay.png": cv2.cvtColor(overlay(frame.image, result),
-                                                        cv2.COLOR_RGB2BGR),
-        out / f"{frame.name}_labels.png": result.semantic,
-        out / f"{frame.name}_instances.png": result.instance_map,
+        overlay_path: cv2.cvtColor(overlay(frame.image, result), cv2.COLOR_RGB2BGR),
+        labels_path: result.semantic,
+        instances_path: result.instance_map,
     }
     contents = {path: _png(path, pixels) for path, pixels in files.items()}
-    contents[out / f"{frame.name}.json"] = json.dumps(instances_json(frame, result),
-                                                      indent=1).encode()
+    contents[json_path] = json.dumps(instances_json(frame, result), indent=1).encode()
     written: list[Path] = []
     try:
         for path, data in contents.items():
@@ -431,8 +446,9 @@ class SceneOptions:
 
 def scene_options(args: argparse.Namespace, settings: Settings) -> SceneOptions:
     """Check the 3D and tracking flags before any model loads."""
-    if args.bag_out and (args.depth or settings.track):
-        raise InputError("--depth and --track write files: they do not work with --bag-out yet")
+    if (args.bag_out or args.ray) and (args.depth or settings.track):
+        raise InputError("--depth and --track work in one process writing files: not with "
+                         "--bag-out or --ray yet")
     if bool(args.depth) != bool(args.camera_info):
         raise InputError("--depth and --camera-info go together: depth is back-projected "
                          "with the colour camera's K")
@@ -447,6 +463,60 @@ def scene_options(args: argparse.Namespace, settings: Settings) -> SceneOptions:
     tracker = Tracker(tracking_settings(settings)) if settings.track else None
     return SceneOptions(depth, k, DepthSettings(depth_scale=args.depth_scale,
                                                 max_range=args.max_range), tracker)
+
+
+@dataclasses.dataclass
+class FrameOutcome:
+    """What became of one frame: ``status`` 'written' (with the stage timings), 'skipped'
+    (unreadable or unusable input) or 'failed' (an output could not be written); ``detail``
+    says why."""
+
+    name: str
+    source: str
+    status: str
+    detail: str = ""
+    timings_ms: dict[str, float] | None = None
+
+
+def segment_frames(segmenter, encoded, frames: Iterable[Frame], out: Path,
+                   scene: SceneOptions | None = None) -> Iterator[FrameOutcome]:
+    """Segment each frame (placed in 3D and tracked when ``scene`` says so) and write its
+    files into ``out``; a bad frame or a failed write is an outcome, never an exception."""
+    from .pipeline import ImageError
+
+    for frame in frames:
+        if frame.image is None:
+            yield FrameOutcome(frame.name, frame.source, "skipped", frame.problem)
+            continue
+        try:
+            result = segmenter.segment(frame.image, encoded)
+        except ImageError as err:
+            yield FrameOutcome(frame.name, frame.source, "skipped", str(err))
+            continue
+        if scene is not None:
+            scene.apply(frame, result)
+        try:
+            write_outputs(out, frame, result)
+        except WriteError as err:
+            yield FrameOutcome(frame.name, frame.source, "failed", str(err))
+            continue
+        yield FrameOutcome(frame.name, frame.source, "written", timings_ms=result.timings_ms)
+
+
+def tally(outcomes: Iterable[FrameOutcome]) -> tuple[list[dict[str, float]], int, int]:
+    """Log each skipped or failed frame; (timings of the written ones, skipped, failed)."""
+    timings: list[dict[str, float]] = []
+    skipped = failed = 0
+    for outcome in outcomes:
+        if outcome.status == "skipped":
+            log.warning("skipped %s: %s", outcome.source, outcome.detail)
+            skipped += 1
+        elif outcome.status == "failed":
+            log.error("%s not written: %s", outcome.source, outcome.detail)
+            failed += 1
+        else:
+            timings.append(outcome.timings_ms)
+    return timings, skipped, failed
 
 
 def summary(timings: list[dict[str, float]], skipped: int, failed: int) -> str:
@@ -494,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
 
-    from .pipeline import ImageError, Segmenter
+    from .pipeline import Segmenter
     from .weights import WeightsError, missing_weights
 
     missing = missing_weights(settings)
@@ -502,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ovseg-segment: error: weights are missing:\n" +
               "\n".join(f"  - {line}" for line in missing), file=sys.stderr)
         return 2
+    if args.ray:
+        from .cli_ray import segment_over_ray
+
+        return segment_over_ray(args, settings, vocabulary, paths, bag_topics)
     try:
         segmenter = Segmenter(settings)
     except WeightsError as err:
@@ -521,27 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tqdm import tqdm
 
         frames = tqdm(frames, total=total, unit="frame")
-    timings: list[dict[str, float]] = []
-    skipped = failed = 0
-    for frame in frames:
-        if frame.image is None:
-            log.warning("skipped %s: %s", frame.source, frame.problem)
-            skipped += 1
-            continue
-        try:
-            result = segmenter.segment(frame.image, encoded)
-        except ImageError as err:
-            log.warning("skipped %s: %s", frame.source, err)
-            skipped += 1
-            continue
-        scene.apply(frame, result)
-        try:
-            write_outputs(out, frame, result)
-        except WriteError as err:
-            log.error("%s not written: %s", frame.source, err)
-            failed += 1
-            continue
-        timings.append(result.timings_ms)
+    timings, skipped, failed = tally(segment_frames(segmenter, encoded, frames, out, scene))
     print(summary(timings, skipped, failed), file=sys.stderr)
     print(f"outputs in {out}/", file=sys.stderr)
     return 0 if timings and not failed else 1

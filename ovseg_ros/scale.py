@@ -1,5 +1,6 @@
 """Scale-out on Ray: one Segmenter replica per GPU (or one on a CPU-only cluster), inputs
-sharded, results gathered back in input order, a failed shard retried once, then reported.
+sharded, results gathered back in input order, a failed shard retried (a bounded number of
+times) on another replica, then reported while the other shards' results still come back.
 
 Ray is an optional extra (``pip install ovseg_ros[ray]``) and is imported only here, only
 when ``--ray`` is given.
@@ -7,13 +8,24 @@ when ``--ray`` is given.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Iterator, Sequence
 
 from .config import Settings
 
 
 class ScaleError(RuntimeError):
-    """Ray is missing, the cluster cannot be reached, or shards failed after a retry."""
+    """Ray is missing, the cluster cannot be reached, or shards failed after their retries."""
+
+
+class ShardsFailed(ScaleError):
+    """Shards failed after their retries; ``failures``: one line per shard, with its error.
+    Raised after every other shard's items were yielded."""
+
+    def __init__(self, failures: list[str], tries: int):
+        self.failures = failures
+        super().__init__(f"{len(failures)} shard(s) failed {tries} time(s), their outputs are "
+                         "missing:\n" + "\n".join(f"  - {f}" for f in failures))
 
 
 def connect(address: str) -> Any:
@@ -54,6 +66,19 @@ class _Replica:
         return work(self.segmenter, shard)
 
 
+_ENCODED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encoded_once(segmenter: Any, vocabulary: Any) -> Any:
+    """``segmenter.encode_vocabulary(vocabulary)``, computed once per replica: every shard's
+    outputs then carry the vocabulary version of the single-process run (each encode counts
+    the version up)."""
+    per_replica = _ENCODED.setdefault(segmenter, {})
+    if vocabulary not in per_replica:
+        per_replica[vocabulary] = segmenter.encode_vocabulary(vocabulary)
+    return per_replica[vocabulary]
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -73,17 +98,23 @@ def shards(count: int, parts: int) -> list[list[int]]:
 
 
 def run_sharded(address: str, settings: Settings, work: Callable, count: int, *,
-                shard_size: int = 8, progress: bool = True,
+                shard_size: int = 8, retries: int = 1, progress: bool = True,
+                unit: str = "image", describe: Callable[[list[int]], str] | None = None,
                 setup: Callable[[], None] | None = None) -> Iterator:
     """Yield ``work(segmenter, shard)``'s items for shards of 0..count-1, in index order.
 
     ``work`` must be picklable and return one item per index of its shard. A shard whose
-    task fails is retried once on another replica; if it fails again, ScaleError names it.
+    task fails is retried up to ``retries`` times, each on the next replica (a replica whose
+    process died is restarted). A shard that still fails is left out and the others go on;
+    after the last item, ScaleError names every failed shard (``describe(shard)``, default
+    its index range) with its last error.
     """
     ray = connect(address)
     count_replicas, gpus = replicas(ray)
-    actor = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1)(_Replica)
+    actor = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1,
+                       max_restarts=retries)(_Replica)
     pool = [actor.remote(settings, setup) for _ in range(count_replicas)]
+    describe = describe or (lambda shard: f"{unit}s {shard[0]}..{shard[-1]}")
     pending = {}
     todo = shards(count, max(1, -(-count // shard_size)))
     tries = {k: 0 for k in range(len(todo))}
@@ -92,7 +123,7 @@ def run_sharded(address: str, settings: Settings, work: Callable, count: int, *,
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=count, unit="image")
+        bar = tqdm(total=count, unit=unit)
 
     def submit(k: int) -> None:
         replica = pool[(k + tries[k]) % len(pool)]
@@ -110,11 +141,11 @@ def run_sharded(address: str, settings: Settings, work: Callable, count: int, *,
             try:
                 done[k] = ray.get(ready[0])
             except Exception as err:  # a task or actor error: Ray's exceptions vary
-                if tries[k] < 2:
+                if tries[k] <= retries:
                     submit(k)
-                else:
-                    failures.append(f"images {todo[k][0]}..{todo[k][-1]}: {err}")
-                continue
+                    continue
+                failures.append(f"{describe(todo[k])}: {_cause(err)}")
+                done[k] = []
             if bar is not None:
                 bar.update(len(todo[k]))
             while next_out in done:
@@ -126,4 +157,12 @@ def run_sharded(address: str, settings: Settings, work: Callable, count: int, *,
         for replica in pool:
             ray.kill(replica)
     if failures:
-        raise ScaleError("shards failed twice:\n" + "\n".join(f"  - {f}" for f in failures))
+        raise ShardsFailed(failures, retries + 1)
+
+
+def _cause(err: Exception) -> str:
+    """The worker's own exception for a task error (Ray wraps it), else Ray's message."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"

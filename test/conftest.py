@@ -100,3 +100,17 @@ def tiny_settings(tiny_clip_name: str, tiny_weights: dict[str, Path]) -> Setting
         pred_iou_thresh=0.0,
         stability_score_thresh=0.0,
     )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """One real local Ray cluster (2 CPUs) for every --ray test of the session: starting one
+    is the slow part. Its workers run ray_faults.install (tiny CLIP, injected failures)."""
+    ray = pytest.importorskip("ray")
+    clip_configs = tmp_path_factory.mktemp("ray_clip_configs")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": f"{TEST_DIR}:{TEST_DIR.parent}",
+                                       "OVSEG_TEST_CLIP_CONFIGS": str(clip_configs)},
+                          "worker_process_setup_hook": "ray_faults.install"})
+    yield ray
+    ray.shutdown()

@@ -1,58 +1,59 @@
-"""ovseg-eval --ray: a real local Ray cluster (2 CPUs) gives the same report as the plain
-run; without --ray, Ray is never imported."""
+"""ovseg-eval --ray on a real local Ray cluster (2 CPUs, conftest's ray_cluster): the same
+report as the plain run, also when a shard failed once; a shard that keeps failing is
+retried once and named. (Ray not imported without --ray: test_segment_ray.)"""
 
 import json
-import subprocess
-import sys
-import time
 from functools import partial
-from pathlib import Path
 
-import pytest
+import numpy as np
 
-TEST_DIR = Path(__file__).resolve().parent
-
-
-def test_without_ray_flag_ray_is_never_imported(tmp_path):
-    code = ("import sys; from ovseg_ros.evaluation import cli; import ovseg_ros.cli; "
-            f"cli.main(['--dataset', 'ade20k-150', '--root', {str(tmp_path)!r}]); "
-            "assert 'ray' not in sys.modules, 'ray was imported'")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+import tiny_models
+from ray_faults import attempts
+from test_eval import make_dataset, write_label
 
 
-def test_ray_path_equals_the_plain_path(tmp_path, tiny_settings, capsys):
-    ray = pytest.importorskip("ray")
-    import tiny_models
-    from test_eval import make_dataset
+def ade_dataset(root, stems):
+    root = make_dataset(root, "ade20k-150", stems=stems)
+    rng = np.random.default_rng(6)
+    for stem in stems:  # every class can occur, so the per-class IoUs say what was predicted
+        write_label(root / f"annotations/validation/{stem}.png",
+                    rng.integers(0, 151, (24, 32), dtype=np.uint8))
+    return root
 
+
+def test_ray_path_equals_the_plain_path_after_a_retry(tmp_path, tiny_settings, ray_cluster):
+    """The image b_flaky fails on its first read in a worker: its shard is retried."""
     from ovseg_ros.evaluation import cli as eval_cli
     from ovseg_ros.scale import shards
 
     assert shards(5, 2) == [[0, 1, 2], [3, 4]]
-    import numpy as np
-    from test_eval import write_label
-
-    root = make_dataset(tmp_path / "ade", "ade20k-150", stems=("a", "b", "c"))
-    rng = np.random.default_rng(6)
-    for stem in "abc":  # every class can occur, so the per-class IoUs say what was predicted
-        write_label(root / f"annotations/validation/{stem}.png",
-                    rng.integers(0, 151, (24, 32), dtype=np.uint8))
+    root = ade_dataset(tmp_path / "ade", ("a", "b_flaky", "c"))
     settings = tiny_settings.replace(max_classes=150, templates="single")
     args = ["--dataset", "ade20k-150", "--root", str(root), "--quiet"]
     assert eval_cli.main([*args, "--out", str(tmp_path / "plain")], settings=settings) == 0
-    start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": f"{TEST_DIR}:{TEST_DIR.parent}"}})
-    try:
-        setup = partial(tiny_models.register_tiny_clip, tmp_path / "clip_configs")
-        assert eval_cli.main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto"],
-                             settings=settings, setup=setup) == 0
-    finally:
-        ray.shutdown()
-    print(f"ray init + run: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    setup = partial(tiny_models.register_tiny_clip, tmp_path / "clip_configs")
+    assert eval_cli.main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto"],
+                         settings=settings, setup=setup) == 0
+    assert attempts(root / "images/validation/b_flaky.jpg") == 2
     plain = json.loads((tmp_path / "plain/ade20k-150.json").read_text())
     remote = json.loads((tmp_path / "ray/ade20k-150.json").read_text())
     assert remote["images"] == plain["images"] == 3
     assert plain["semantic"]["pixel_accuracy"] > 0
     assert remote["semantic"] == plain["semantic"]
+
+
+def test_a_shard_that_keeps_failing_is_retried_once_then_named(tmp_path, tiny_settings,
+                                                                ray_cluster, capsys):
+    from ovseg_ros.evaluation import cli as eval_cli
+
+    root = ade_dataset(tmp_path / "ade", ("a", "b_poison", "c"))
+    settings = tiny_settings.replace(max_classes=150, templates="single")
+    code = eval_cli.main(["--dataset", "ade20k-150", "--root", str(root), "--quiet",
+                          "--out", str(tmp_path / "ray"), "--ray", "auto"], settings=settings)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "1 shard(s) failed 2 time(s)" in err
+    assert "images a, b_poison, c: InjectedFailure: injected failure reading b_poison.jpg" \
+        in err
+    assert attempts(root / "images/validation/b_poison.jpg") == 2
+    assert not (tmp_path / "ray/ade20k-150.json").exists()

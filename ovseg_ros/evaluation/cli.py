@@ -62,8 +62,12 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
 
         failures = (DatasetError, ScaleError)
 
+        def describe(shard: list[int]) -> str:
+            return "images " + ", ".join(dataset.samples[i].name for i in shard)
+
         results = run_sharded(args.ray, settings, DatasetShard(args.dataset, str(args.root)),
-                              len(indices), progress=not args.quiet, setup=setup)
+                              len(indices), progress=not args.quiet, setup=setup,
+                              describe=describe)
     else:
         from ..pipeline import Segmenter
 
