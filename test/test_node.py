@@ -770,9 +770,9 @@ def test_the_worker_thread_drops_stale_frames_under_a_slow_pipeline(make_node):
 # ----------------------------------------------------------------- the real Segmenter
 def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
     node, fake = make_node(vocabulary=["mug"])
-    import ovseg_ros.node
+    from ovseg_ros import frame_runner
 
-    monkeypatch.setattr(ovseg_ros.node, "STOP_JOIN_S", 0.1, raising=False)
+    monkeypatch.setattr(frame_runner, "STOP_JOIN_S", 0.1)
     node.process_vocabulary()
     entered, release = threading.Event(), threading.Event()
     fake.gate = lambda: entered.set() or release.wait(WAIT_S)
@@ -782,7 +782,7 @@ def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
     counts = {topic: len(p.messages) for topic, p in publishers(node).items()}
     node.stop()
     release.set()  # the frame finishes after stop() returned
-    for thread in node._threads:
+    for thread in node._runner.threads:
         thread.join(WAIT_S)
         assert not thread.is_alive()
     timer(node, 1.0).fire()
@@ -884,7 +884,7 @@ def test_main_runs_the_threads_until_ctrl_c(monkeypatch, tiny_settings):
     assert list(seen["panoptic"].vocabulary) == ["mug", "kettle"]
     assert type(seen["node"]._segmenter).__name__ == "Segmenter"
     assert seen["node"].destroyed
-    assert not any(thread.is_alive() for thread in seen["node"]._threads)
+    assert not any(thread.is_alive() for thread in seen["node"]._runner.threads)
 
 
 # --------------------------------------------------------------- params file, launch file
