@@ -74,10 +74,14 @@ class Health:
 
 
 class Outputs(Protocol):
-    """Where the runner's results go (the node: its publishers). Called under the runner's
-    publishing lock, never after stop(); ``frame`` is the object given to submit_frame."""
+    """Where the runner's results go (the node: its publishers). The publish methods, and
+    what prepare_result returns, are called under the runner's publishing lock, never after
+    stop(); ``frame`` is the object given to submit_frame."""
 
-    def publish_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult) -> None:
+    def prepare_result(self, frame: Any, rgb: np.ndarray,
+                       result: SegmentationResult) -> Callable[[], None]:
+        """Build a frame's messages (outside the lock, so stop() does not wait for it);
+        returns what publishes them."""
         ...
 
     def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None: ...
@@ -343,10 +347,11 @@ class FrameRunner:
             else:
                 result = self._segmenter.segment(rgb, encoded)
             segmented = time.perf_counter()
+            publish = self._outputs.prepare_result(frame, rgb, result)
             with self._publishing:
                 if self._closed:
                     return
-                self._outputs.publish_result(frame, rgb, result)
+                publish()
         except Exception as err:  # one failing frame must not stop the runner
             self._stats.frame_failed()
             if self._throttle.allow("frame failed", HINT_REPEAT_S):

@@ -134,7 +134,7 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
 class OutputPublishers:
     """Every output of the node: the publishers, and what goes on each for a frame, a label
     map and a diagnostics report (the FrameRunner's Outputs). A new output is a publisher
-    here and a line in publish_result."""
+    here and its message in prepare_result."""
 
     def __init__(self, node: Node):
         self._node = node
@@ -150,16 +150,22 @@ class OutputPublishers:
         self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
         self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-    def publish_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult) -> None:
+    def prepare_result(self, frame: Any, rgb: np.ndarray,
+                       result: SegmentationResult) -> Callable[[], None]:
+        """A frame's messages, each with the frame's header; returns what publishes them."""
         types, header = self._types, frame.header
         panoptic = convert.panoptic_message(types, header, result)
-        self._semantic.publish(panoptic.semantic)
-        self._instances.publish(panoptic.instance)
-        self._panoptic.publish(panoptic)
-        self._detections.publish(convert.detections_message(types, header, result))
+        messages = [(self._semantic, panoptic.semantic), (self._instances, panoptic.instance),
+                    (self._panoptic, panoptic),
+                    (self._detections, convert.detections_message(types, header, result))]
         if self._overlay.get_subscription_count() > 0:  # drawn only for a subscriber
-            self._overlay.publish(
-                convert.image_message(types, header, overlay(rgb, result), "rgb8"))
+            messages.append((self._overlay, convert.image_message(
+                types, header, overlay(rgb, result), "rgb8")))
+
+        def publish() -> None:
+            for publisher, msg in messages:
+                publisher.publish(msg)
+        return publish
 
     def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None:
         self._label_info.publish(convert.label_info_message(

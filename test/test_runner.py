@@ -62,10 +62,12 @@ class Outputs:
         self.on_label_info = None
         self.fail_results = False
 
-    def publish_result(self, frame, rgb, result):
-        if self.fail_results:
-            raise RuntimeError("publisher is gone (pretend)")
-        self.results.append((frame, result.vocabulary.names))
+    def prepare_result(self, frame, rgb, result):
+        def publish():
+            if self.fail_results:
+                raise RuntimeError("publisher is gone (pretend)")
+            self.results.append((frame, result.vocabulary.names))
+        return publish
 
     def publish_label_info(self, vocabulary, unknown_thresh):
         if self.on_label_info is not None:
