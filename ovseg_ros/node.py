@@ -9,14 +9,12 @@ Topics (relative names; the launch file remaps ``image``):
        ``~/label_info`` (vision_msgs/LabelInfo, transient local), ``~/overlay`` (rgb8, only
        while subscribed), ``/diagnostics``. Every output carries the input frame's header.
 
-Threads. The executor runs the callbacks, which only store and validate: the image callback
-keeps the newest frame (an older unprocessed one is dropped and counted), the parameter
-callback validates a change and hands it over. The worker thread applies accepted settings
-between frames and segments the newest frame. The vocabulary thread computes text embeddings
-and swaps the EncodedVocabulary in as one reference; a frame reads that reference once, so it
-is labelled with exactly one vocabulary, and frames keep flowing (with the old vocabulary)
-while a new one is encoded. Tests drive ``process_pending`` and ``process_vocabulary``
-directly instead of starting the threads.
+The node is ROS glue: parameters, subscriptions, publishers (all in OutputPublishers) and the
+diagnostics timer. The threads and the state they share (newest frame, pending settings,
+vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.frame_runner). The
+executor runs the callbacks, which only validate and hand over: no model call in a callback.
+Tests drive ``process_pending`` and ``process_vocabulary`` directly instead of starting the
+threads.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -49,20 +46,19 @@ from ovseg_ros.msg import PanopticSegmentation
 
 from . import convert
 from .config import Settings, SettingsError, settings_fields
-from .panoptic import UNLABELLED, SegmentationResult
-from .scene import track
-from .tracking import Tracker, tracking_settings
+from .frame_runner import FrameRunner, Health, Level, SegmenterLike, VocabularyKey
+from .panoptic import SegmentationResult
 from .visualize import overlay
-from .vocabulary import EncodedVocabulary, Vocabulary, VocabularyError, stuff_names
+from .vocabulary import Vocabulary, VocabularyError, stuff_names
 from .vocabulary_text import parse_names
 
 NODE_NAME = "ovseg"
 OUTPUT_DEPTH = 5  # reliable outputs; a slow subscriber holds at most this many frames
 NO_FRAME_HINT_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
-STATS_LOG_PERIOD_S = 30.0
 HINT_REPEAT_S = 30.0
-STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
+DIAGNOSTIC_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN,
+                     Level.ERROR: DiagnosticStatus.ERROR}
 
 SETTING_NAMES = frozenset(f.name for f in settings_fields())
 LIST_SETTINGS = frozenset(f.name for f in settings_fields() if f.type == "list")
@@ -90,20 +86,6 @@ NODE_OPTIONS = (
                "matches every publisher) or 'reliable' (matches reliable publishers only).",
                ("best_effort", "reliable")),
 )
-
-
-class SegmenterLike:
-    """What the node needs from ovseg_ros.pipeline.Segmenter (tests pass fakes)."""
-
-    settings: Settings
-    device: Any  # where the models run, for diagnostics
-
-    def update_settings(self, settings: Settings) -> None: ...
-
-    def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary: ...
-
-    def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult:
-        ...
 
 
 def load_segmenter(settings: Settings) -> SegmenterLike:
@@ -150,79 +132,57 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
     return Vocabulary.from_settings(settings.vocabulary, settings)
 
 
-def unlabelled_result(height: int, width: int) -> SegmentationResult:
-    """What a frame gives while no vocabulary is set: every pixel unlabelled."""
-    return SegmentationResult(np.full((height, width), UNLABELLED, dtype=np.uint16),
-                              np.zeros((height, width), dtype=np.uint16), [], Vocabulary(()))
+class OutputPublishers:
+    """Every output of the node: the publishers, and what goes on each for a frame, a label
+    map and a diagnostics report (the FrameRunner's Outputs). A new output is a publisher
+    here and its message in prepare_result."""
 
+    def __init__(self, node: Node):
+        self._node = node
+        self._types = convert.MessageTypes.from_ros()
+        reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._semantic = node.create_publisher(Image, "~/semantic", reliable)
+        self._instances = node.create_publisher(Image, "~/instances", reliable)
+        self._panoptic = node.create_publisher(PanopticSegmentation, "~/panoptic", reliable)
+        self._detections = node.create_publisher(Detection2DArray, "~/detections", reliable)
+        self._overlay = node.create_publisher(Image, "~/overlay", reliable)
+        self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
+        self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-class FrameStats:
-    """Counters and per-stage latencies, written by the worker and the image callback and
-    read by the diagnostics timer. Totals never reset; the window resets at each report."""
+    def prepare_result(self, frame: Any, rgb: np.ndarray,
+                       result: SegmentationResult) -> Callable[[], None]:
+        """A frame's messages, each with the frame's header; returns what publishes them."""
+        types, header = self._types, frame.header
+        panoptic = convert.panoptic_message(types, header, result)
+        messages = [(self._semantic, panoptic.semantic), (self._instances, panoptic.instance),
+                    (self._panoptic, panoptic),
+                    (self._detections, convert.detections_message(types, header, result))]
+        if self._overlay.get_subscription_count() > 0:  # drawn only for a subscriber
+            messages.append((self._overlay, convert.image_message(
+                types, header, overlay(rgb, result), "rgb8")))
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.received = 0
-        self.processed = 0
-        self.dropped = 0
-        self.failed = 0
-        self.skipped: Counter[str] = Counter()
-        self._window_start = time.monotonic()
-        self._window_received = 0
-        self._window_frames = 0
-        self._window_failed = 0
-        self._window_skipped: Counter[str] = Counter()
-        self._stage_sums: Counter[str] = Counter()
+        def publish() -> None:
+            for publisher, msg in messages:
+                publisher.publish(msg)
+        return publish
 
-    def frame_received(self, replaced_unprocessed: bool) -> None:
-        with self._lock:
-            self.received += 1
-            self._window_received += 1
-            self.dropped += int(replaced_unprocessed)
+    def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None:
+        self._label_info.publish(convert.label_info_message(
+            self._types, self._stamped(), vocabulary, unknown_thresh))
 
-    def frame_done(self, stages_ms: dict[str, float]) -> None:
-        with self._lock:
-            self.processed += 1
-            self._window_frames += 1
-            self._stage_sums.update(stages_ms)
+    def publish_diagnostics(self, health: Health) -> None:
+        device = health.values.get("device", "")
+        status = DiagnosticStatus(
+            level=DIAGNOSTIC_LEVELS[health.level],
+            name=f"{self._node.get_name()}: segmentation", message=health.message,
+            hardware_id=device,
+            values=[KeyValue(key=key, value=value) for key, value in health.values.items()])
+        self._diagnostics.publish(DiagnosticArray(header=self._stamped(), status=[status]))
 
-    def frame_skipped(self, cause: str) -> bool:
-        """Count a bad frame; True when it is the first with this cause."""
-        with self._lock:
-            self.skipped[cause] += 1
-            self._window_skipped[cause] += 1
-            return self.skipped[cause] == 1
-
-    def frame_failed(self) -> None:
-        with self._lock:
-            self.failed += 1
-            self._window_failed += 1
-
-    def report(self) -> dict[str, Any]:
-        """Rates and mean stage latencies since the last report, with the totals."""
-        with self._lock:
-            now = time.monotonic()
-            elapsed = max(now - self._window_start, 1e-9)
-            frames = self._window_frames
-            report = {
-                "fps": frames / elapsed,
-                "input_fps": self._window_received / elapsed,
-                "window_frames": frames,
-                "window_s": elapsed,
-                "window_received": self._window_received,
-                "window_failed": self._window_failed,
-                "window_skipped": dict(self._window_skipped),
-                "stages_ms": {name: total / frames for name, total in self._stage_sums.items()}
-                if frames else {},
-                "received": self.received, "processed": self.processed,
-                "dropped": self.dropped, "failed": self.failed,
-                "skipped": sum(self.skipped.values()),
-            }
-            self._window_start = now
-            self._window_received = self._window_frames = self._window_failed = 0
-            self._window_skipped = Counter()
-            self._stage_sums = Counter()
-            return report
+    def _stamped(self) -> Header:
+        return Header(stamp=self._node.get_clock().now().to_msg())
 
 
 class OvsegNode(Node):
@@ -237,50 +197,13 @@ class OvsegNode(Node):
         self._compressed = options["image_transport"] == "compressed"
         self._reliable = options["image_reliability"] == "reliable"
         self._segmenter = make_segmenter(settings)
-        self._device = str(self._segmenter.device)
-        self._types = convert.MessageTypes.from_ros()
-        self._stats = FrameStats()
-
-        # Handed from the callbacks to the worker, guarded by _work.
-        self._work = threading.Condition()
-        self._frame: Any = None  # newest unprocessed image message
-        self._pending: tuple[Settings, Vocabulary | None] | None = None
         # Latest accepted settings, guarded by _accepting (the set-parameters callback, and
         # the vocabulary thread when it rolls back a vocabulary that could not be encoded).
         self._accepting = threading.RLock()
         self._accepted = (settings, vocabulary)
         self._rolling_back = False
-        # Worker state.
-        self._applied = settings
-        self._tracker: Tracker | None = None  # the worker thread's; see _track
-        # Handed from the worker to the vocabulary thread, guarded by _vocabulary_work. The
-        # requested key is the (vocabulary, templates) last asked for; after a failed encode
-        # it falls back to the one in use, so asking again retries.
-        self._vocabulary_work = threading.Condition()
-        self._vocabulary_job: tuple[Vocabulary, str] | None = \
-            (vocabulary, settings.templates) if vocabulary is not None else None
-        self._requested_key: tuple[Vocabulary, str] | None = self._vocabulary_job
-        # The vocabulary frames are labelled with: replaced as one reference, never mutated;
-        # _encoded_key is its (vocabulary, templates).
-        self._encoded: EncodedVocabulary | None = None
-        self._encoded_key: tuple[Vocabulary, str] | None = None
 
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-        reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._pub_semantic = self.create_publisher(Image, "~/semantic", reliable)
-        self._pub_instances = self.create_publisher(Image, "~/instances", reliable)
-        self._pub_panoptic = self.create_publisher(PanopticSegmentation, "~/panoptic",
-                                                   reliable)
-        self._pub_detections = self.create_publisher(Detection2DArray, "~/detections",
-                                                     reliable)
-        self._pub_overlay = self.create_publisher(Image, "~/overlay", reliable)
-        self._pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
-        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
+        self._outputs = OutputPublishers(self)
         image_qos = QoSProfile(depth=qos_profile_sensor_data.depth,
                                reliability=ReliabilityPolicy.RELIABLE) if self._reliable \
             else qos_profile_sensor_data
@@ -292,6 +215,12 @@ class OvsegNode(Node):
                                                        image_qos)
         self._vocabulary_sub = self.create_subscription(
             String, "~/vocabulary", self._on_vocabulary_message, 10)
+        how_to_set = (f"ros2 param set {self.get_fully_qualified_name()} vocabulary "
+                      "\"[mug, door handle]\"")
+        self._runner = FrameRunner(
+            self._segmenter, settings, vocabulary, self._outputs, decode=self._decode,
+            log=self.get_logger(), source=self._image_sub.topic_name,
+            how_to_set_vocabulary=how_to_set, roll_back=self._roll_back_vocabulary)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
@@ -300,18 +229,14 @@ class OvsegNode(Node):
         self._started = time.monotonic()
         self._no_frame_timer = self.create_timer(NO_FRAME_HINT_S, self._hint_if_no_frames)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
-                                                    self._publish_diagnostics)
-        # Every publish holds this lock and checks _closed, so nothing goes out after stop().
-        self._publishing = threading.Lock()
-        self._closed = False
-        self._publish_label_info()
+                                                    self._runner.publish_diagnostics)
+        self._runner.publish_label_info()
         self.get_logger().info(
             f"listening on {self._image_sub.topic_name} "
             f"({'compressed' if self._compressed else 'raw'}, "
             f"{'reliable' if self._reliable else 'best effort'}); "
             + (f"vocabulary: {', '.join(vocabulary.names)}" if vocabulary else
-               "no vocabulary yet: ros2 param set "
-               f"{self.get_fully_qualified_name()} vocabulary \"[mug, door handle]\""))
+               f"no vocabulary yet: {how_to_set}"))
 
     # ------------------------------------------------------------------------ parameters
     def _declare_settings(self) -> Settings:
@@ -352,7 +277,7 @@ class OvsegNode(Node):
                 else p for p in parameters]
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Validate a change (refusals carry the reason) and hand it to the worker.
+        """Validate a change (refusals carry the reason) and hand it to the runner.
 
         Runs in the executor: no model call here. Start-only settings never get here, their
         parameters are read-only.
@@ -370,10 +295,29 @@ class OvsegNode(Node):
             except (SettingsError, VocabularyError) as err:
                 return SetParametersResult(successful=False, reason=str(err))
             self._accepted = (candidate, vocabulary)
-            with self._work:
-                self._pending = self._accepted
-                self._work.notify_all()
+            self._runner.submit_settings(candidate, vocabulary)
         return SetParametersResult(successful=True)
+
+    def _roll_back_vocabulary(self, failed: VocabularyKey, in_use: VocabularyKey | None) \
+            -> bool:
+        """After ``failed`` could not be encoded: set the vocabulary (and templates)
+        parameters back to the ones in use (None: no vocabulary yet), so that
+        ``ros2 param get`` never names a vocabulary the frames are not labelled with; not if
+        the user has asked for another one meanwhile. True when they were set back."""
+        names = list(in_use[0].names) if in_use else []
+        templates = in_use[1] if in_use else failed[1]
+        with self._accepting:
+            current, _ = self._accepted
+            if list(current.vocabulary) != list(failed[0].names):
+                return False
+            self._rolling_back = True
+            try:
+                self.set_parameters([
+                    Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names),
+                    Parameter("templates", Parameter.Type.STRING, templates)])
+            finally:
+                self._rolling_back = False
+        return True
 
     def _on_vocabulary_message(self, msg: String) -> None:
         """Set the vocabulary parameter from text as ``parse_names`` reads it (ros2 param get
@@ -395,187 +339,25 @@ class OvsegNode(Node):
 
     # -------------------------------------------------------------------------- frames
     def _on_image(self, msg: Any) -> None:
-        with self._work:
-            replaced = self._frame is not None
-            self._frame = msg
-            self._work.notify_all()
-        self._stats.frame_received(replaced)
+        self._runner.submit_frame(msg)
+
+    def _decode(self, msg: Any) -> np.ndarray:
+        """An image message -> RGB, or FrameError (the runner skips and counts it)."""
+        return convert.compressed_to_rgb(msg) if self._compressed \
+            else convert.image_to_rgb(msg)
 
     def process_pending(self) -> bool:
-        """One worker step: apply accepted settings, then segment the newest frame.
+        """One worker step (FrameRunner.process_pending), for tests and benchmarks."""
+        return self._runner.process_pending()
 
-        Returns True when there was a frame. Never raises for a bad frame or a failing
-        pipeline: those are logged and counted.
-        """
-        with self._work:
-            pending, self._pending = self._pending, None
-            frame, self._frame = self._frame, None
-        if pending is not None:
-            self._apply(*pending)
-        if frame is None:
-            return False
-        self._process(frame)
-        return True
-
-    def _apply(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
-        """Between frames: live settings into the pipeline, a new vocabulary to be encoded."""
-        previous = self._applied
-        self._segmenter.update_settings(settings)
-        self._applied = settings
-        key = (vocabulary, settings.templates)
-        with self._vocabulary_work:
-            request = vocabulary is not None and key != self._requested_key
-            if request:
-                self._requested_key = self._vocabulary_job = key
-                self._vocabulary_work.notify_all()
-        if not request and settings.unknown_thresh != previous.unknown_thresh:
-            self._publish_label_info()
-
-    def _process(self, msg: Any) -> None:
-        start = time.perf_counter()
-        try:
-            rgb = convert.compressed_to_rgb(msg) if self._compressed \
-                else convert.image_to_rgb(msg)
-        except Exception as err:  # a frame that cannot be decoded is skipped, whatever it is
-            if isinstance(err, convert.FrameError):
-                cause, reason = err.cause, str(err)
-            else:  # e.g. cv2.error for an image over OpenCV's pixel limit
-                cause = f"decoding ({type(err).__name__})"
-                reason = f"it could not be decoded: {type(err).__name__}: " \
-                         + " ".join(str(err).split())
-            if self._stats.frame_skipped(cause):
-                self.get_logger().warning(
-                    f"skipping a frame from {self._image_sub.topic_name}: {reason}. Further "
-                    f"frames with this problem ({cause}) are skipped without a message "
-                    "and counted in /diagnostics")
-            return
-        decoded = time.perf_counter()
-        encoded = self._encoded  # read once: the whole frame uses this vocabulary
-        try:
-            if encoded is None:
-                if self._requested_key is None:
-                    self.get_logger().warning(
-                        "no vocabulary set, frames are published unlabelled: ros2 param set "
-                        f"{self.get_fully_qualified_name()} vocabulary \"[mug, door handle]\"",
-                        throttle_duration_sec=HINT_REPEAT_S)
-                else:
-                    self.get_logger().info(
-                        "the vocabulary is still being encoded; frames are published "
-                        "unlabelled until it is ready", throttle_duration_sec=HINT_REPEAT_S)
-                result = unlabelled_result(*rgb.shape[:2])
-            else:
-                result = self._segmenter.segment(rgb, encoded)
-                self._track(result)
-            segmented = time.perf_counter()
-            self._publish_result(msg.header, rgb, result)
-        except Exception as err:  # one failing frame must not stop the node
-            self._stats.frame_failed()
-            self.get_logger().error(f"frame failed and was skipped: {type(err).__name__}: "
-                                    f"{err}", throttle_duration_sec=HINT_REPEAT_S)
-            return
-        stages = {"decode": (decoded - start) * 1000.0,
-                  "publish": (time.perf_counter() - segmented) * 1000.0}
-        stages.update(result.timings_ms)
-        stages["total"] = (time.perf_counter() - start) * 1000.0
-        self._stats.frame_done(stages)
-
-    def _track(self, result: SegmentationResult) -> None:
-        """Track ids while the track parameter is on (the worker's thread only); turning it
-        off ends every track, and turning it on again continues with ids never used."""
-        if not self._applied.track:
-            if self._tracker is not None:
-                self._tracker.reset()
-            return
-        if self._tracker is None:
-            self._tracker = Tracker(tracking_settings(self._applied))
-        self._tracker.settings = tracking_settings(self._applied)
-        track(result, self._tracker)
-
-    def _publish_result(self, header: Any, rgb: np.ndarray, result: SegmentationResult) -> None:
-        types = self._types
-        panoptic = convert.panoptic_message(types, header, result)
-        detections = convert.detections_message(types, header, result)
-        with self._publishing:
-            if self._closed:
-                return
-            self._pub_semantic.publish(panoptic.semantic)
-            self._pub_instances.publish(panoptic.instance)
-            self._pub_panoptic.publish(panoptic)
-            self._pub_detections.publish(detections)
-            if self._pub_overlay.get_subscription_count() > 0:
-                self._pub_overlay.publish(
-                    convert.image_message(types, header, overlay(rgb, result), "rgb8"))
-
-    # ---------------------------------------------------------------------- vocabulary
     def process_vocabulary(self) -> bool:
-        """One vocabulary-thread step: encode the newest requested vocabulary and swap it in.
-        Returns True when there was one to encode."""
-        with self._vocabulary_work:
-            key, self._vocabulary_job = self._vocabulary_job, None
-        if key is None:
-            return False
-        vocabulary = key[0]
-        try:
-            encoded = self._segmenter.encode_vocabulary(vocabulary)
-        except Exception as err:  # the previous vocabulary stays in use
-            self._vocabulary_failed(key, err)
-            return True
-        with self._vocabulary_work:
-            self._encoded, self._encoded_key = encoded, key
-        self._publish_label_info()
-        self.get_logger().info(f"vocabulary version {encoded.version} in use: "
-                               f"{', '.join(encoded.vocabulary.names)}")
-        return True
+        """One vocabulary-thread step (FrameRunner.process_vocabulary)."""
+        return self._runner.process_vocabulary()
 
-    def _vocabulary_failed(self, key: tuple[Vocabulary, str], err: Exception) -> None:
-        """Keep the vocabulary in use, let a later request for ``key`` retry, and roll the
-        vocabulary (and templates) parameters back to what is in use, so that
-        ``ros2 param get`` never names a vocabulary the frames are not labelled with."""
-        with self._vocabulary_work:
-            in_use = self._encoded_key
-            if self._requested_key == key:
-                self._requested_key = in_use
-        names = list(in_use[0].names) if in_use else []
-        templates = in_use[1] if in_use else key[1]
-        with self._accepting:  # not if the user has asked for something else meanwhile
-            current, _ = self._accepted
-            rollback = list(current.vocabulary) == list(key[0].names)
-            if rollback:
-                self._rolling_back = True
-                try:
-                    self.set_parameters([
-                        Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names),
-                        Parameter("templates", Parameter.Type.STRING, templates)])
-                finally:
-                    self._rolling_back = False
-        self.get_logger().error(
-            f"could not encode the vocabulary ({', '.join(key[0].names)}): "
-            f"{type(err).__name__}: {err}; frames keep "
-            + (f"the previous vocabulary ({', '.join(names)})" if names else
-               "being published unlabelled")
-            + (", and the vocabulary parameter was set back to it" if rollback else "")
-            + ". Setting it again retries")
-
-    def _publish_label_info(self) -> None:
-        """Latch the class map of the vocabulary in use with the applied unknown_thresh.
-
-        Both the worker (a threshold change) and the vocabulary thread (a swap) call this;
-        the state is read under the lock, so whichever publishes last names the current
-        vocabulary and threshold.
-        """
-        with self._publishing:
-            if self._closed:
-                return
-            encoded = self._encoded
-            header = Header(stamp=self.get_clock().now().to_msg())
-            self._pub_label_info.publish(convert.label_info_message(
-                self._types, header, encoded.vocabulary if encoded else Vocabulary(()),
-                self._applied.unknown_thresh))
-
-    # ------------------------------------------------------------------ hints, diagnostics
+    # ---------------------------------------------------------------------------- hints
     def _hint_if_no_frames(self) -> None:
         """Say why no frame arrives: nothing publishes, wrong type, or incompatible QoS."""
-        if self._stats.received:
+        if self._runner.received:
             self._no_frame_timer.cancel()
             return
         topic = self._image_sub.topic_name
@@ -605,111 +387,16 @@ class OvsegNode(Node):
                     "streaming? (ros2 topic hz " + topic + ")")
         self.get_logger().warning(hint, throttle_duration_sec=HINT_REPEAT_S)
 
-    def _publish_diagnostics(self) -> None:
-        report = self._stats.report()
-        encoded = self._encoded
-        level, message = DiagnosticStatus.OK, f"{report['fps']:.1f} fps"
-        if report["window_failed"]:
-            level, message = DiagnosticStatus.ERROR, (f"{report['window_failed']} frame(s) "
-                                                      "failed, see the log")
-        elif not report["received"]:
-            level, message = DiagnosticStatus.WARN, \
-                f"no image received on {self._image_sub.topic_name}"
-        elif not report["window_received"]:
-            level, message = DiagnosticStatus.WARN, (
-                f"no image received on {self._image_sub.topic_name} in the last "
-                f"{report['window_s']:.0f} s ({report['received']} before)")
-        elif report["window_skipped"] and not report["window_frames"]:
-            level, message = DiagnosticStatus.WARN, (
-                "every frame was skipped (bad input: "
-                + ", ".join(sorted(report["window_skipped"])) + "), see the log")
-        elif encoded is None:
-            level, message = DiagnosticStatus.WARN, (
-                "no vocabulary: nothing is labelled" if self._requested_key is None else
-                "the vocabulary is being encoded: nothing is labelled yet")
-        values = {
-            "fps": f"{report['fps']:.2f}",
-            "input fps": f"{report['input_fps']:.2f}",
-            "frames received": str(report["received"]),
-            "frames processed": str(report["processed"]),
-            "frames dropped (a newer one arrived)": str(report["dropped"]),
-            "frames skipped (bad input)": str(report["skipped"]),
-            "frames failed": str(report["failed"]),
-            "vocabulary version": str(encoded.version if encoded else 0),
-            "classes": str(len(encoded.vocabulary) if encoded else 0),
-            "device": self._device,
-            "input topic": self._image_sub.topic_name,
-        }
-        for stage, milliseconds in report["stages_ms"].items():
-            values[f"latency {stage} (ms)"] = f"{milliseconds:.1f}"
-        header = Header(stamp=self.get_clock().now().to_msg())
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: segmentation", message=message,
-            hardware_id=self._device,
-            values=[KeyValue(key=key, value=value) for key, value in values.items()])
-        with self._publishing:
-            if self._closed:
-                return
-            self._pub_diagnostics.publish(DiagnosticArray(header=header, status=[status]))
-        if report["window_frames"]:
-            stages = report["stages_ms"]
-            self.get_logger().info(
-                f"{report['fps']:.1f} fps, {stages.get('total', 0.0):.0f} ms per frame ("
-                + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items()
-                            if name != "total")
-                + f"); dropped {report['dropped']}, skipped {report['skipped']}, failed "
-                f"{report['failed']} so far", throttle_duration_sec=STATS_LOG_PERIOD_S)
-
     # --------------------------------------------------------------------------- threads
     def start(self) -> None:
-        """Start the worker and vocabulary threads (main() does; tests call the steps)."""
-        self._threads = [
-            threading.Thread(target=self._loop, name="ovseg-worker", daemon=True,
-                             args=(self.process_pending, self._work,
-                                   lambda: self._frame is not None
-                                   or self._pending is not None)),
-            threading.Thread(target=self._loop, name="ovseg-vocabulary", daemon=True,
-                             args=(self.process_vocabulary, self._vocabulary_work,
-                                   lambda: self._vocabulary_job is not None)),
-        ]
-        for thread in self._threads:
-            thread.start()
+        """Start the runner's worker and vocabulary threads (main() does; tests call the
+        steps)."""
+        self._runner.start()
 
     def stop(self) -> bool:
-        """Stop the threads; returns within STOP_JOIN_S, and nothing is published after.
-
-        A frame or an encode still running then (a CPU frame can take tens of seconds) is
-        left to finish in its daemon thread and its results are discarded. Returns True when
-        such a thread is still running.
-        """
-        self._stopping.set()
-        for condition in (self._work, self._vocabulary_work):
-            with condition:
-                condition.notify_all()
-        with self._publishing:  # waits for a publish in progress
-            self._closed = True
-        deadline = time.monotonic() + STOP_JOIN_S
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        busy = [thread.name for thread in self._threads if thread.is_alive()]
-        if busy:
-            self.get_logger().info(f"stopped; {', '.join(busy)} still busy, its result is "
-                                   "discarded")
-        return bool(busy)
-
-    def _loop(self, step: Callable[[], bool], condition: threading.Condition,
-              has_work: Callable[[], bool]) -> None:
-        while not self._stopping.is_set():
-            with condition:
-                condition.wait_for(lambda: has_work() or self._stopping.is_set())
-            if self._stopping.is_set():
-                return
-            try:
-                step()
-            except Exception as err:  # keep the thread alive, whatever happened
-                self.get_logger().error(f"{threading.current_thread().name}: "
-                                        f"{type(err).__name__}: {err}",
-                                        throttle_duration_sec=HINT_REPEAT_S)
+        """Stop the runner's threads (FrameRunner.stop): returns within STOP_JOIN_S, nothing
+        is published after, and True when a frame or an encode is still running."""
+        return self._runner.stop()
 
 
 def start_error(err: Exception) -> str:

@@ -247,6 +247,22 @@ def test_refused_changes_carry_the_reason_and_keep_the_old_values(make_node, nam
     assert fake.settings.vocabulary == ["mug", "kettle"]
 
 
+def test_after_a_refused_change_the_next_valid_one_succeeds(make_node):
+    node, fake = make_node(vocabulary=["mug", "kettle"])
+    node.process_vocabulary()
+    assert not ros2_param_set(node, "vocabulary", "[mug, Mug]").successful
+    assert not ros2_param_set(node, "granularity", "1.5").successful
+    result = ros2_param_set(node, "granularity", "0.5")
+    assert result.successful, result.reason
+    node.process_pending()
+    assert fake.settings.granularity == 0.5 and fake.settings.vocabulary == ["mug", "kettle"]
+    assert not node.process_vocabulary()  # the vocabulary did not change
+    assert ros2_param_set(node, "vocabulary", "[door handle]").successful
+    node.process_pending()
+    assert node.process_vocabulary()
+    assert fake.encoded[-1].vocabulary.names == ("door handle",)
+
+
 @pytest.mark.parametrize("distro, reason", [
     # Humble: rclpy's type check refuses the empty BOOL_ARRAY that 'ros2 param set' sends.
     ("humble", "Wrong parameter type, expected 'Type.STRING_ARRAY' got 'Type.BOOL_ARRAY'"),
@@ -421,7 +437,7 @@ def test_one_frame_gives_every_output_with_the_input_header(make_node):
         assert 0.0 < instance.score <= 1.0
         assert detection.bbox.size_x == instance.bbox.width
 
-    assert pubs["/ovseg/overlay"].messages == []  # nobody subscribed: not even computed
+    assert pubs["/ovseg/overlay"].messages == []  # nobody subscribed
     pubs["/ovseg/overlay"].subscription_count = 1
     subscription(node, "/image").deliver(frame(stamp=(101, 0)))
     node.process_pending()
@@ -431,11 +447,34 @@ def test_one_frame_gives_every_output_with_the_input_header(make_node):
     assert overlay.header.stamp.sec == 101
 
 
+def test_the_overlay_is_drawn_only_for_a_subscriber(make_node, monkeypatch):
+    node, fake = make_node(vocabulary=["mug"])
+    node.process_vocabulary()
+    import sys
+
+    drawn = []
+    draw = sys.modules["ovseg_ros.node"].overlay
+    monkeypatch.setattr(sys.modules["ovseg_ros.node"], "overlay",
+                        lambda rgb, result: drawn.append(rgb.shape) or draw(rgb, result))
+    overlay_pub = publishers(node)["/ovseg/overlay"]
+    for second in (1, 2):
+        subscription(node, "/image").deliver(frame(stamp=(second, 0)))
+        assert node.process_pending()
+    assert drawn == [] and overlay_pub.messages == []
+    assert len(publishers(node)["/ovseg/panoptic"].messages) == 2
+    overlay_pub.subscription_count = 1
+    subscription(node, "/image").deliver(frame(stamp=(3, 0)))
+    node.process_pending()
+    assert drawn == [(24, 32, 3)] and len(overlay_pub.messages) == 1
+
+
 def test_output_and_input_qos(make_node):
     node, _ = make_node()
     pubs = publishers(node)
     for topic in ("semantic", "instances", "panoptic", "detections", "overlay"):
-        assert pubs[f"/ovseg/{topic}"].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        qos = pubs[f"/ovseg/{topic}"].qos_profile
+        assert qos.reliability == ReliabilityPolicy.RELIABLE, topic
+        assert qos.history.name == "KEEP_LAST" and qos.depth == 5, topic  # the last 5 frames
     latched = pubs["/ovseg/label_info"].qos_profile
     assert latched.durability.name == "TRANSIENT_LOCAL" and latched.depth == 1
     image_qos = subscription(node, "/image").qos_profile
@@ -824,9 +863,9 @@ def test_the_worker_thread_drops_stale_frames_under_a_slow_pipeline(make_node):
 # ----------------------------------------------------------------- the real Segmenter
 def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
     node, fake = make_node(vocabulary=["mug"])
-    import ovseg_ros.node
+    from ovseg_ros import frame_runner
 
-    monkeypatch.setattr(ovseg_ros.node, "STOP_JOIN_S", 0.1, raising=False)
+    monkeypatch.setattr(frame_runner, "STOP_JOIN_S", 0.1)
     node.process_vocabulary()
     entered, release = threading.Event(), threading.Event()
     fake.gate = lambda: entered.set() or release.wait(WAIT_S)
@@ -836,7 +875,7 @@ def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
     counts = {topic: len(p.messages) for topic, p in publishers(node).items()}
     node.stop()
     release.set()  # the frame finishes after stop() returned
-    for thread in node._threads:
+    for thread in node._runner.threads:
         thread.join(WAIT_S)
         assert not thread.is_alive()
     timer(node, 1.0).fire()
@@ -938,7 +977,7 @@ def test_main_runs_the_threads_until_ctrl_c(monkeypatch, tiny_settings):
     assert list(seen["panoptic"].vocabulary) == ["mug", "kettle"]
     assert type(seen["node"]._segmenter).__name__ == "Segmenter"
     assert seen["node"].destroyed
-    assert not any(thread.is_alive() for thread in seen["node"]._threads)
+    assert not any(thread.is_alive() for thread in seen["node"]._runner.threads)
 
 
 # --------------------------------------------------------------- params file, launch file

@@ -1,0 +1,546 @@
+"""The node's threads and state, without ROS: newest frame in, segmentation out, settings and
+vocabularies changed between frames.
+
+A FrameRunner is handed frames (``submit_frame``) and accepted settings (``submit_settings``)
+by whoever receives them (the node's callbacks), and gives its results to an ``Outputs``
+object; decoding, logging, the clock and the roll-back of a vocabulary that could not be
+encoded are injected as plain callables, so the runner runs and is tested without rclpy.
+
+Threads. Submitting only stores: the newest frame replaces an older unprocessed one (which is
+counted as dropped), the newest settings replace older ones. The worker thread applies
+settings between frames and segments the newest frame. The vocabulary thread computes text
+embeddings and swaps the EncodedVocabulary in as one reference; a frame reads that reference
+once, so it is labelled with exactly one vocabulary, and frames keep flowing (with the old
+vocabulary) while a new one is encoded. Tests may drive ``process_pending`` and
+``process_vocabulary`` directly instead of starting the threads.
+
+Every output goes through ``Outputs`` under one lock with a closed flag: nothing is published
+after ``stop()`` returns, and the label map is published from one place, so the last one
+published names the vocabulary in use.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from .config import Settings
+from .convert import FrameError
+from .panoptic import UNLABELLED, SegmentationResult
+from .scene import track
+from .tracking import Tracker, tracking_settings
+from .vocabulary import EncodedVocabulary, Vocabulary
+
+STATS_LOG_PERIOD_S = 30.0
+HINT_REPEAT_S = 30.0
+STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
+
+VocabularyKey = tuple[Vocabulary, str]  # a vocabulary and the prompt templates it is encoded with
+
+
+class SegmenterLike:
+    """What the runner needs from ovseg_ros.pipeline.Segmenter (tests pass fakes)."""
+
+    settings: Settings
+    device: Any  # where the models run, for diagnostics
+
+    def update_settings(self, settings: Settings) -> None: ...
+
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary: ...
+
+    def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult:
+        ...
+
+
+class Level(enum.IntEnum):
+    """Health levels, numbered as diagnostic_msgs/DiagnosticStatus numbers them."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+@dataclass(frozen=True)
+class Health:
+    """One diagnostics report: a level, a one-line message, and named values as text."""
+
+    level: Level
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class Outputs(Protocol):
+    """Where the runner's results go (the node: its publishers). The publish methods, and
+    what prepare_result returns, are called under the runner's publishing lock, never after
+    stop(); ``frame`` is the object given to submit_frame."""
+
+    def prepare_result(self, frame: Any, rgb: np.ndarray,
+                       result: SegmentationResult) -> Callable[[], None]:
+        """Build a frame's messages (outside the lock, so stop() does not wait for it);
+        returns what publishes them."""
+        ...
+
+    def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None: ...
+
+    def publish_diagnostics(self, health: Health) -> None: ...
+
+
+class Logger(Protocol):
+    """The logging the runner uses (rclpy's node logger has these methods)."""
+
+    def info(self, message: str) -> Any: ...
+
+    def warning(self, message: str) -> Any: ...
+
+    def error(self, message: str) -> Any: ...
+
+
+def unlabelled_result(height: int, width: int) -> SegmentationResult:
+    """What a frame gives while no vocabulary is set: every pixel unlabelled."""
+    return SegmentationResult(np.full((height, width), UNLABELLED, dtype=np.uint16),
+                              np.zeros((height, width), dtype=np.uint16), [], Vocabulary(()))
+
+
+class Throttle:
+    """Lets a message with a given key through at most once per period, on the given clock
+    (what rclpy's throttle_duration_sec does, without ROS time)."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, period_s: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now < last + period_s:
+                return False
+            self._last[key] = now
+            return True
+
+
+class FrameStats:
+    """Counters and per-stage latencies, written by the worker and submit_frame and read by
+    the diagnostics report. Totals never reset; the window resets at each report."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.failed = 0
+        self.skipped: Counter[str] = Counter()
+        self._window_start = clock()
+        self._window_received = 0
+        self._window_frames = 0
+        self._window_failed = 0
+        self._window_skipped: Counter[str] = Counter()
+        self._stage_sums: Counter[str] = Counter()
+
+    def frame_received(self, replaced_unprocessed: bool) -> None:
+        with self._lock:
+            self.received += 1
+            self._window_received += 1
+            self.dropped += int(replaced_unprocessed)
+
+    def frame_done(self, stages_ms: dict[str, float]) -> None:
+        with self._lock:
+            self.processed += 1
+            self._window_frames += 1
+            self._stage_sums.update(stages_ms)
+
+    def frame_skipped(self, cause: str) -> bool:
+        """Count a bad frame; True when it is the first with this cause."""
+        with self._lock:
+            self.skipped[cause] += 1
+            self._window_skipped[cause] += 1
+            return self.skipped[cause] == 1
+
+    def frame_failed(self) -> None:
+        with self._lock:
+            self.failed += 1
+            self._window_failed += 1
+
+    def report(self) -> dict[str, Any]:
+        """Rates and mean stage latencies since the last report, with the totals."""
+        with self._lock:
+            now = self._clock()
+            elapsed = max(now - self._window_start, 1e-9)
+            frames = self._window_frames
+            report = {
+                "fps": frames / elapsed,
+                "input_fps": self._window_received / elapsed,
+                "window_frames": frames,
+                "window_s": elapsed,
+                "window_received": self._window_received,
+                "window_failed": self._window_failed,
+                "window_skipped": dict(self._window_skipped),
+                "stages_ms": {name: total / frames for name, total in self._stage_sums.items()}
+                if frames else {},
+                "received": self.received, "processed": self.processed,
+                "dropped": self.dropped, "failed": self.failed,
+                "skipped": sum(self.skipped.values()),
+            }
+            self._window_start = now
+            self._window_received = self._window_frames = self._window_failed = 0
+            self._window_skipped = Counter()
+            self._stage_sums = Counter()
+            return report
+
+
+def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
+    """The default roll_back: nothing outside the runner names the vocabulary."""
+    return False
+
+
+class FrameRunner:
+    """The worker and vocabulary threads and the state they share (see the module docstring).
+
+    segmenter: the pipeline. settings, vocabulary: the accepted start values (vocabulary None
+    while none is set); a vocabulary given here is encoded first. outputs: where results go.
+    decode: frame -> [H, W, 3] uint8 RGB; raises FrameError (or anything else) for a frame that
+    cannot be used. source: what frames come from, for messages (the image topic).
+    how_to_set_vocabulary: the command a user types to set one, for the hint. roll_back:
+    called from the vocabulary thread when ``failed`` could not be encoded, with the key in
+    use (None: none yet); the node sets its parameters back and returns True when it did.
+    clock: monotonic seconds, for the statistics window and log throttling.
+    """
+
+    def __init__(self, segmenter: SegmenterLike, settings: Settings,
+                 vocabulary: Vocabulary | None, outputs: Outputs, *,
+                 decode: Callable[[Any], np.ndarray], log: Logger, source: str = "the input",
+                 how_to_set_vocabulary: str = "set the vocabulary",
+                 roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
+                 clock: Callable[[], float] = time.monotonic):
+        self._segmenter = segmenter
+        self._outputs = outputs
+        self._decode = decode
+        self._log = log
+        self._source = source
+        self._how_to_set_vocabulary = how_to_set_vocabulary
+        self._roll_back = roll_back
+        self._device = str(segmenter.device)
+        self._throttle = Throttle(clock)
+        self._stats = FrameStats(clock)
+
+        # Handed from submit_* to the worker, guarded by _work.
+        self._work = threading.Condition()
+        self._frame: Any = None  # newest unprocessed frame
+        self._pending: tuple[Settings, Vocabulary | None] | None = None
+        # Worker state.
+        self._applied = settings
+        self._tracker: Tracker | None = None  # see _track
+        # Handed from the worker to the vocabulary thread, guarded by _vocabulary_work. The
+        # requested key is the one last asked for; after a failed encode it falls back to the
+        # one in use, so asking again retries.
+        self._vocabulary_work = threading.Condition()
+        self._vocabulary_job: VocabularyKey | None = \
+            (vocabulary, settings.templates) if vocabulary is not None else None
+        self._requested_key: VocabularyKey | None = self._vocabulary_job
+        # The vocabulary frames are labelled with: replaced as one reference, never mutated;
+        # _encoded_key is its (vocabulary, templates).
+        self._encoded: EncodedVocabulary | None = None
+        self._encoded_key: VocabularyKey | None = None
+
+        # Every output holds this lock and checks _closed, so nothing goes out after stop().
+        self._publishing = threading.Lock()
+        self._closed = False
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def received(self) -> int:
+        """Frames submitted so far."""
+        return self._stats.received
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The threads start() started (empty before)."""
+        return tuple(self._threads)
+
+    # -------------------------------------------------------------------------- inputs
+    def submit_frame(self, frame: Any) -> None:
+        """Keep ``frame`` as the newest one; an older unprocessed one is dropped."""
+        with self._work:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._work.notify_all()
+        self._stats.frame_received(replaced)
+
+    def submit_settings(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
+        """Hand over validated settings and the vocabulary they describe (None: none set);
+        the worker applies the newest between frames."""
+        with self._work:
+            self._pending = (settings, vocabulary)
+            self._work.notify_all()
+
+    # -------------------------------------------------------------------------- frames
+    def process_pending(self) -> bool:
+        """One worker step: apply submitted settings, then segment the newest frame.
+
+        Returns True when there was a frame. Never raises: a bad frame, a failing pipeline
+        or settings the pipeline refuses are logged and counted.
+        """
+        with self._work:
+            pending, self._pending = self._pending, None
+            frame, self._frame = self._frame, None
+        if pending is not None:
+            try:
+                self._apply(*pending)
+            except Exception as err:  # the pipeline keeps the settings it had
+                if self._throttle.allow("apply", HINT_REPEAT_S):
+                    self._log.error(f"could not apply the settings: {type(err).__name__}: "
+                                    f"{err}")
+        if frame is None:
+            return False
+        self._process(frame)
+        return True
+
+    def _apply(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
+        """Between frames: live settings into the pipeline, a new vocabulary to be encoded."""
+        previous = self._applied
+        self._segmenter.update_settings(settings)
+        self._applied = settings
+        key = (vocabulary, settings.templates)
+        with self._vocabulary_work:
+            request = vocabulary is not None and key != self._requested_key
+            if request:
+                self._requested_key = self._vocabulary_job = key
+                self._vocabulary_work.notify_all()
+        if not request and settings.unknown_thresh != previous.unknown_thresh:
+            self.publish_label_info()
+
+    def _track(self, result: SegmentationResult) -> None:
+        """Track ids while the track setting is on (the worker's thread only); turning it off
+        ends every track, and turning it on again continues with ids never used."""
+        if not self._applied.track:
+            if self._tracker is not None:
+                self._tracker.reset()
+            return
+        if self._tracker is None:
+            self._tracker = Tracker(tracking_settings(self._applied))
+        self._tracker.settings = tracking_settings(self._applied)
+        track(result, self._tracker)
+
+    def _process(self, frame: Any) -> None:
+        start = time.perf_counter()
+        try:
+            rgb = self._decode(frame)
+        except Exception as err:  # a frame that cannot be decoded is skipped, whatever it is
+            if isinstance(err, FrameError):
+                cause, reason = err.cause, str(err)
+            else:  # e.g. cv2.error for an image over OpenCV's pixel limit
+                cause = f"decoding ({type(err).__name__})"
+                reason = f"it could not be decoded: {type(err).__name__}: " \
+                         + " ".join(str(err).split())
+            if self._stats.frame_skipped(cause):
+                self._log.warning(
+                    f"skipping a frame from {self._source}: {reason}. Further frames with "
+                    f"this problem ({cause}) are skipped without a message and counted in "
+                    "/diagnostics")
+            return
+        decoded = time.perf_counter()
+        encoded = self._encoded  # read once: the whole frame uses this vocabulary
+        try:
+            if encoded is None:
+                if self._requested_key is None:
+                    if self._throttle.allow("no vocabulary", HINT_REPEAT_S):
+                        self._log.warning("no vocabulary set, frames are published "
+                                          f"unlabelled: {self._how_to_set_vocabulary}")
+                elif self._throttle.allow("encoding", HINT_REPEAT_S):
+                    self._log.info("the vocabulary is still being encoded; frames are "
+                                   "published unlabelled until it is ready")
+                result = unlabelled_result(*rgb.shape[:2])
+            else:
+                result = self._segmenter.segment(rgb, encoded)
+                self._track(result)
+            segmented = time.perf_counter()
+            publish = self._outputs.prepare_result(frame, rgb, result)
+            with self._publishing:
+                if self._closed:
+                    return
+                publish()
+        except Exception as err:  # one failing frame must not stop the runner
+            self._stats.frame_failed()
+            if self._throttle.allow("frame failed", HINT_REPEAT_S):
+                self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")
+            return
+        stages = {"decode": (decoded - start) * 1000.0,
+                  "publish": (time.perf_counter() - segmented) * 1000.0}
+        stages.update(result.timings_ms)
+        stages["total"] = (time.perf_counter() - start) * 1000.0
+        self._stats.frame_done(stages)
+
+    # ---------------------------------------------------------------------- vocabulary
+    def process_vocabulary(self) -> bool:
+        """One vocabulary-thread step: encode the newest requested vocabulary and swap it in.
+        Returns True when there was one to encode."""
+        with self._vocabulary_work:
+            key, self._vocabulary_job = self._vocabulary_job, None
+        if key is None:
+            return False
+        try:
+            encoded = self._segmenter.encode_vocabulary(key[0])
+        except Exception as err:  # the previous vocabulary stays in use
+            self._vocabulary_failed(key, err)
+            return True
+        with self._vocabulary_work:
+            self._encoded, self._encoded_key = encoded, key
+        self.publish_label_info()
+        self._log.info(f"vocabulary version {encoded.version} in use: "
+                       f"{', '.join(encoded.vocabulary.names)}")
+        return True
+
+    def _vocabulary_failed(self, key: VocabularyKey, err: Exception) -> None:
+        """Keep the vocabulary in use, let a later request for ``key`` retry, and let
+        roll_back set the parameters back to what is in use."""
+        with self._vocabulary_work:
+            in_use = self._encoded_key
+            if self._requested_key == key:
+                self._requested_key = in_use
+        try:
+            rolled_back = self._roll_back(key, in_use)
+        except Exception as roll_back_err:  # the vocabulary in use stays; say so below
+            rolled_back = False
+            self._log.error(f"could not set the vocabulary parameter back: "
+                            f"{type(roll_back_err).__name__}: {roll_back_err}")
+        names = list(in_use[0].names) if in_use else []
+        self._log.error(
+            f"could not encode the vocabulary ({', '.join(key[0].names)}): "
+            f"{type(err).__name__}: {err}; frames keep "
+            + (f"the previous vocabulary ({', '.join(names)})" if names else
+               "being published unlabelled")
+            + (", and the vocabulary parameter was set back to it" if rolled_back else "")
+            + ". Setting it again retries")
+
+    def publish_label_info(self) -> None:
+        """Give the class map of the vocabulary in use, with the applied unknown_thresh.
+
+        Both the worker (a threshold change) and the vocabulary thread (a swap) call this;
+        the state is read under the publishing lock, so whichever publishes last names the
+        current vocabulary and threshold.
+        """
+        with self._publishing:
+            if self._closed:
+                return
+            encoded = self._encoded
+            self._outputs.publish_label_info(
+                encoded.vocabulary if encoded else Vocabulary(()), self._applied.unknown_thresh)
+
+    # -------------------------------------------------------------------- diagnostics
+    def health(self) -> Health:
+        """The report since the last one (fps, latencies, counts) and what it means: WARN
+        while no frame arrived, when none arrived in this window although some did before,
+        when every frame of the window was skipped, and while no vocabulary is in use; ERROR
+        when a frame failed in the window. Starts a new window."""
+        report = self._stats.report()
+        encoded = self._encoded
+        level, message = Level.OK, f"{report['fps']:.1f} fps"
+        if report["window_failed"]:
+            level, message = Level.ERROR, (f"{report['window_failed']} frame(s) failed, see "
+                                           "the log")
+        elif not report["received"]:
+            level, message = Level.WARN, f"no image received on {self._source}"
+        elif not report["window_received"]:
+            level, message = Level.WARN, (
+                f"no image received on {self._source} in the last "
+                f"{report['window_s']:.0f} s ({report['received']} before)")
+        elif report["window_skipped"] and not report["window_frames"]:
+            level, message = Level.WARN, (
+                "every frame was skipped (bad input: "
+                + ", ".join(sorted(report["window_skipped"])) + "), see the log")
+        elif encoded is None:
+            level, message = Level.WARN, (
+                "no vocabulary: nothing is labelled" if self._requested_key is None else
+                "the vocabulary is being encoded: nothing is labelled yet")
+        values = {
+            "fps": f"{report['fps']:.2f}",
+            "input fps": f"{report['input_fps']:.2f}",
+            "frames received": str(report["received"]),
+            "frames processed": str(report["processed"]),
+            "frames dropped (a newer one arrived)": str(report["dropped"]),
+            "frames skipped (bad input)": str(report["skipped"]),
+            "frames failed": str(report["failed"]),
+            "vocabulary version": str(encoded.version if encoded else 0),
+            "classes": str(len(encoded.vocabulary) if encoded else 0),
+            "device": self._device,
+            "input topic": self._source,
+        }
+        for stage, milliseconds in report["stages_ms"].items():
+            values[f"latency {stage} (ms)"] = f"{milliseconds:.1f}"
+        if report["window_frames"] and self._throttle.allow("stats", STATS_LOG_PERIOD_S):
+            stages = report["stages_ms"]
+            self._log.info(
+                f"{report['fps']:.1f} fps, {stages.get('total', 0.0):.0f} ms per frame ("
+                + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items()
+                            if name != "total")
+                + f"); dropped {report['dropped']}, skipped {report['skipped']}, failed "
+                f"{report['failed']} so far")
+        return Health(level, message, values)
+
+    def publish_diagnostics(self) -> None:
+        """Report health() through the outputs (the diagnostics timer calls this)."""
+        health = self.health()
+        with self._publishing:
+            if self._closed:
+                return
+            self._outputs.publish_diagnostics(health)
+
+    # --------------------------------------------------------------------------- threads
+    def start(self) -> None:
+        """Start the worker and vocabulary threads."""
+        self._threads = [
+            threading.Thread(target=self._loop, name="ovseg-worker", daemon=True,
+                             args=(self.process_pending, self._work,
+                                   lambda: self._frame is not None
+                                   or self._pending is not None)),
+            threading.Thread(target=self._loop, name="ovseg-vocabulary", daemon=True,
+                             args=(self.process_vocabulary, self._vocabulary_work,
+                                   lambda: self._vocabulary_job is not None)),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, join_s: float | None = None) -> bool:
+        """Stop the threads; returns within ``join_s`` (default STOP_JOIN_S), and nothing is
+        given to the outputs after.
+
+        A frame or an encode still running then (a CPU frame can take tens of seconds) is
+        left to finish in its daemon thread and its results are discarded. Returns True when
+        such a thread is still running.
+        """
+        self._stopping.set()
+        for condition in (self._work, self._vocabulary_work):
+            with condition:
+                condition.notify_all()
+        with self._publishing:  # waits for an output in progress
+            self._closed = True
+        deadline = time.monotonic() + (STOP_JOIN_S if join_s is None else join_s)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            self._log.info(f"stopped; {', '.join(busy)} still busy, its result is discarded")
+        return bool(busy)
+
+    def _loop(self, step: Callable[[], bool], condition: threading.Condition,
+              has_work: Callable[[], bool]) -> None:
+        while not self._stopping.is_set():
+            with condition:
+                condition.wait_for(lambda: has_work() or self._stopping.is_set())
+            if self._stopping.is_set():
+                return
+            try:
+                step()
+            except Exception as err:  # keep the thread alive, whatever happened
+                if self._throttle.allow(threading.current_thread().name, HINT_REPEAT_S):
+                    self._log.error(f"{threading.current_thread().name}: "
+                                    f"{type(err).__name__}: {err}")

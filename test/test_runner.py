@@ -1,0 +1,483 @@
+"""The FrameRunner on plain threads, without rclpy or its stand-in: vocabulary encoding and
+retries, the order of label maps, stop() during a frame, diagnostics windows, log throttling
+on an injected clock. Timing is controlled with threading.Event; every wait is bounded."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ovseg_ros.config import Settings
+from ovseg_ros.convert import FrameError
+from ovseg_ros.frame_runner import FrameRunner, Level
+from ovseg_ros.panoptic import UNLABELLED, SegmentationResult
+from ovseg_ros.vocabulary import EncodedVocabulary, Vocabulary
+
+WAIT_S = 30.0  # bound for thread hand-offs on a loaded machine (a hang, not a timing check)
+SOURCE = "/camera/image"
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class Log:
+    def __init__(self):
+        self.records = []
+
+    def info(self, message):
+        self.records.append(("INFO", message))
+
+    def warning(self, message):
+        self.records.append(("WARN", message))
+
+    def error(self, message):
+        self.records.append(("ERROR", message))
+
+    def messages(self, level):
+        return [message for severity, message in self.records if severity == level]
+
+
+class Outputs:
+    """Records what the runner gives out; ``on_label_info`` runs inside publish_label_info."""
+
+    def __init__(self):
+        self.results = []  # (frame, vocabulary names)
+        self.label_infos = []  # (vocabulary names, unknown_thresh)
+        self.health = []
+        self.on_label_info = None
+        self.fail_results = False
+
+    def prepare_result(self, frame, rgb, result):
+        def publish():
+            if self.fail_results:
+                raise RuntimeError("publisher is gone (pretend)")
+            self.results.append((frame, result.vocabulary.names))
+        return publish
+
+    def publish_label_info(self, vocabulary, unknown_thresh):
+        if self.on_label_info is not None:
+            self.on_label_info()
+        self.label_infos.append((vocabulary.names, unknown_thresh))
+
+    def publish_diagnostics(self, health):
+        self.health.append(health)
+
+
+class Frame:
+    """What the runner is handed; decode() turns it into RGB or refuses it."""
+
+    def __init__(self, number, error=None):
+        self.number = number
+        self.error = error
+
+    def rgb(self):
+        if self.error is not None:
+            raise self.error
+        return np.full((6, 8, 3), self.number % 256, dtype=np.uint8)
+
+
+def decode(frame):
+    return frame.rgb()
+
+
+class FakeSegmenter:
+    """The Segmenter surface without models; Events make encodes and frames wait."""
+
+    device = "cpu"
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.encode_failures = 0
+        self.encodes = []  # vocabulary names per encode call
+        self.encoded = threading.Event()  # set when an encode has returned
+        self.in_segment = threading.Event()
+        self.release_segment = None  # an Event segment() waits for, when set
+        self.fail_next_frame = False
+        self.fail_update = False
+        self._version = 0
+
+    def update_settings(self, settings):
+        if self.fail_update:
+            raise ValueError("this pipeline refuses the settings (pretend)")
+        self.settings = settings
+
+    def encode_vocabulary(self, vocabulary):
+        self.encodes.append(vocabulary.names)
+        if self.encode_failures:
+            self.encode_failures -= 1
+            raise RuntimeError("CUDA out of memory (pretend)")
+        self._version += 1
+        self.encoded.set()
+        return EncodedVocabulary(vocabulary, torch.zeros(len(vocabulary), 4), self._version)
+
+    def segment(self, image, vocabulary):
+        self.in_segment.set()
+        if self.release_segment is not None:
+            assert self.release_segment.wait(WAIT_S)
+        if self.fail_next_frame:
+            self.fail_next_frame = False
+            raise RuntimeError("CUDA out of memory (pretend)")
+        height, width = image.shape[:2]
+        return SegmentationResult(np.zeros((height, width), dtype=np.uint16),
+                                  np.zeros((height, width), dtype=np.uint16), [],
+                                  vocabulary.vocabulary, vocabulary.version,
+                                  {"proposals": 1.0, "total": 2.0})
+
+
+class Harness:
+    """A runner with a fake segmenter, recorded outputs and log, a fake clock and a
+    recording roll_back."""
+
+    def __init__(self, vocabulary=None, roll_back=None, **settings):
+        self.settings = Settings().replace(
+            vocabulary=list(vocabulary or []), **settings)
+        self.segmenter = FakeSegmenter(self.settings)
+        self.outputs = Outputs()
+        self.log = Log()
+        self.clock = FakeClock()
+        self.roll_backs = []
+        self.roll_back_result = True
+
+        def record_roll_back(failed, in_use):
+            self.roll_backs.append((failed[0].names, in_use[0].names if in_use else None))
+            return self.roll_back_result
+
+        self.runner = FrameRunner(
+            self.segmenter, self.settings, self.vocabulary(vocabulary), self.outputs,
+            decode=decode, log=self.log, source=SOURCE,
+            how_to_set_vocabulary="ros2 param set /ovseg vocabulary \"[mug]\"",
+            roll_back=roll_back or record_roll_back, clock=self.clock)
+
+    def vocabulary(self, names):
+        return Vocabulary.parse(names) if names else None
+
+    def change(self, vocabulary=None, **settings):
+        """Submit settings as the node's parameter callback does."""
+        if vocabulary is not None:
+            settings["vocabulary"] = list(vocabulary)
+        self.settings = self.settings.replace(**settings)
+        self.runner.submit_settings(self.settings, self.vocabulary(self.settings.vocabulary))
+
+    def frame(self, number=0, error=None):
+        """One frame through the worker step; the vocabulary names it was labelled with."""
+        self.runner.submit_frame(Frame(number, error))
+        before = len(self.outputs.results)
+        assert self.runner.process_pending()
+        return self.outputs.results[-1][1] if len(self.outputs.results) > before else None
+
+    def health(self):
+        self.runner.publish_diagnostics()
+        return self.outputs.health[-1]
+
+
+@pytest.fixture
+def started():
+    """started(harness): start its runner's threads; stopped at the end of the test."""
+    runners = []
+
+    def start(harness):
+        harness.runner.start()
+        runners.append(harness.runner)
+        return harness
+
+    yield start
+    for runner in runners:
+        runner.stop()
+
+
+def test_the_runner_imports_no_ros():
+    check = ("import sys, ovseg_ros.frame_runner; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs')))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          timeout=WAIT_S * 4, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- vocabulary
+def test_a_failed_encode_keeps_the_vocabulary_in_use_and_setting_it_again_retries():
+    h = Harness(vocabulary=["mug"])
+    assert h.runner.process_vocabulary()
+    h.segmenter.encode_failures = 1
+    h.change(vocabulary=["kettle"])
+    assert h.frame() == ("mug",)  # applied, kettle asked for, still labelled with mug
+    assert h.runner.process_vocabulary()
+    assert h.roll_backs == [(("kettle",), ("mug",))]
+    error, = h.log.messages("ERROR")
+    assert "could not encode the vocabulary (kettle)" in error
+    assert "previous vocabulary (mug)" in error and "set back to it" in error
+    assert h.frame() == ("mug",)
+    assert h.outputs.label_infos[-1][0] == ("mug",)
+
+    h.change(vocabulary=["kettle"])  # the same vocabulary again: encoded again
+    h.runner.process_pending()
+    assert h.runner.process_vocabulary()
+    assert h.segmenter.encodes == [("mug",), ("kettle",), ("kettle",)]
+    assert h.frame() == ("kettle",)
+    assert h.outputs.label_infos[-1][0] == ("kettle",)
+
+
+def test_a_failed_initial_encode_can_be_retried():
+    h = Harness(vocabulary=["mug", "kettle"])
+    h.segmenter.encode_failures = 1
+    assert h.runner.process_vocabulary()
+    assert h.roll_backs == [(("mug", "kettle"), None)]
+    assert "being published unlabelled" in h.log.messages("ERROR")[0]
+    assert h.frame() == ()
+    # The node's roll-back submits "no vocabulary", then the user sets the same one again.
+    h.runner.submit_settings(h.settings.replace(vocabulary=[]), None)
+    h.runner.process_pending()
+    assert not h.runner.process_vocabulary()  # nothing to encode for the roll-back
+    h.change(vocabulary=["mug", "kettle"])
+    h.runner.process_pending()
+    assert h.runner.process_vocabulary()
+    assert h.frame() == ("mug", "kettle")
+
+
+def test_a_failing_roll_back_is_logged_and_the_vocabulary_thread_goes_on():
+    def roll_back(failed, in_use):
+        raise RuntimeError("parameter service is gone (pretend)")
+
+    h = Harness(vocabulary=["mug"], roll_back=roll_back)
+    h.segmenter.encode_failures = 1
+    assert h.runner.process_vocabulary()  # does not raise
+    errors = h.log.messages("ERROR")
+    assert any("could not set the vocabulary parameter back" in e for e in errors)
+    assert any("could not encode the vocabulary (mug)" in e and "set back" not in e
+               for e in errors)
+
+
+def test_label_info_names_the_vocabulary_in_use_whichever_thread_publishes_last():
+    """The worker publishes a threshold change while the vocabulary thread swaps kettle in."""
+    h = Harness(vocabulary=["mug"])
+    assert h.runner.process_vocabulary()
+    h.change(vocabulary=["kettle"])
+    h.runner.process_pending()  # kettle waits for the vocabulary thread
+    swap = threading.Thread(target=h.runner.process_vocabulary)
+
+    def while_the_worker_publishes():
+        if swap.ident is None:
+            swap.start()
+            assert h.segmenter.encoded.wait(WAIT_S)
+            # A chance for the swap to publish now; it may not, while this publish runs.
+            swap.join(timeout=0.2)
+
+    h.segmenter.encoded.clear()
+    h.outputs.on_label_info = while_the_worker_publishes
+    h.change(unknown_thresh=0.3)
+    h.runner.process_pending()
+    swap.join(timeout=WAIT_S)
+    assert swap.ident is not None and not swap.is_alive()
+    assert h.outputs.label_infos[-1] == (("kettle",), 0.3)
+    assert h.outputs.label_infos[-2] == (("mug",), 0.3)
+
+
+def test_the_threads_follow_a_stream_of_vocabulary_changes_to_the_last_one(started):
+    h = started(Harness(vocabulary=["a0", "b0"]))
+    for step in range(1, 30):
+        h.runner.submit_frame(Frame(step))
+        h.change(vocabulary=[f"a{step}", f"b{step}"] + ([f"c{step}"] if step % 2 else []))
+    deadline = time.monotonic() + WAIT_S
+    while h.outputs.label_infos[-1:] != [(("a29", "b29", "c29"), 0.0)]:
+        assert time.monotonic() < deadline, "the last vocabulary never came into use"
+        h.segmenter.encoded.wait(0.01)
+    h.runner.submit_frame(Frame(100))
+    while not h.outputs.results or h.outputs.results[-1][0].number != 100:
+        assert time.monotonic() < deadline, "the last frame was never published"
+        h.segmenter.encoded.wait(0.01)
+    assert h.outputs.results[-1][1] == ("a29", "b29", "c29")
+    assert not h.runner.stop()
+    assert h.log.messages("ERROR") == []
+
+
+# ---------------------------------------------------------------------------- frames
+def test_without_vocabulary_frames_are_unlabelled_with_a_hint_but_not_while_encoding():
+    h = Harness()
+    assert h.frame() == ()
+    assert any("no vocabulary set" in w and "ros2 param set /ovseg vocabulary" in w
+               for w in h.log.messages("WARN"))
+    assert h.health().message == "no vocabulary: nothing is labelled"
+
+    h = Harness(vocabulary=["mug"])
+    assert h.frame() == ()  # before the vocabulary thread has run
+    assert not any("no vocabulary set" in w for w in h.log.messages("WARN"))
+    assert any("still being encoded" in m for m in h.log.messages("INFO"))
+    health = h.health()
+    assert health.level == Level.WARN
+    assert health.message == "the vocabulary is being encoded: nothing is labelled yet"
+    assert h.segmenter.in_segment.is_set() is False
+
+
+def test_only_the_newest_frame_is_processed_and_drops_are_counted():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    for number in (1, 2, 3):
+        h.runner.submit_frame(Frame(number))
+    assert h.runner.process_pending()
+    assert not h.runner.process_pending()
+    assert [frame.number for frame, _ in h.outputs.results] == [3]
+    values = h.health().values
+    assert values["frames dropped (a newer one arrived)"] == "2"
+    assert values["frames received"] == "3" and h.runner.received == 3
+
+
+def test_bad_frames_and_decoder_errors_are_counted_skips_logged_once_per_cause():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    pixel_limit = cv2.error("OpenCV(4.11) error: (-215:Assertion failed)\n pixels <= limit")
+    for error in (FrameError("encoding", "unsupported encoding '32FC1'"),
+                  FrameError("encoding", "unsupported encoding '32FC1'"),
+                  pixel_limit, pixel_limit):
+        assert h.frame(error=error) is None  # process_pending does not raise
+    skipped = [w for w in h.log.messages("WARN") if w.startswith("skipping a frame")]
+    assert len(skipped) == 2
+    assert f"from {SOURCE}: unsupported encoding '32FC1'" in skipped[0]
+    assert "error" in skipped[1] and "\n" not in skipped[1]
+    assert h.frame() == ("mug",)
+    values = h.health().values
+    assert values["frames skipped (bad input)"] == "4" and values["frames failed"] == "0"
+
+
+def test_process_pending_never_raises():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    h.segmenter.fail_update = True
+    h.change(granularity=0.5)
+    assert h.frame() == ("mug",)  # refused settings: logged, the frame still runs
+    assert any("could not apply the settings" in e for e in h.log.messages("ERROR"))
+    h.segmenter.fail_next_frame = True
+    assert h.frame() is None
+    h.outputs.fail_results = True
+    assert h.frame() is None
+    assert h.health().values["frames failed"] == "2"
+
+
+def test_a_failing_frame_is_logged_at_most_every_30_s():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    for advance in (0.0, 10.0, 19.0):  # 0 s, 10 s, 29 s
+        h.clock.advance(advance)
+        h.segmenter.fail_next_frame = True
+        h.frame()
+    assert len(h.log.messages("ERROR")) == 1
+    assert "frame failed and was skipped: RuntimeError: CUDA out of memory" in \
+        h.log.messages("ERROR")[0]
+    h.clock.advance(1.5)  # 30.5 s after the first
+    h.segmenter.fail_next_frame = True
+    h.frame()
+    assert len(h.log.messages("ERROR")) == 2
+    assert h.health().values["frames failed"] == "4"
+
+
+# ------------------------------------------------------------------------ diagnostics
+def test_diagnostics_are_ok_again_after_a_window_without_failures():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    h.segmenter.fail_next_frame = True
+    h.frame()
+    health = h.health()
+    assert health.level == Level.ERROR and health.message == "1 frame(s) failed, see the log"
+    h.clock.advance(1.0)
+    h.frame()
+    health = h.health()
+    assert health.level == Level.OK, health.message
+    assert health.values["frames failed"] == "1"  # the total stays
+
+
+def test_fps_is_the_rate_since_the_last_report():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    for _ in range(3):
+        h.frame()
+    h.clock.advance(2.0)
+    health = h.health()
+    assert (health.values["fps"], health.values["input fps"]) == ("1.50", "1.50")
+    assert health.message == "1.5 fps"
+    assert float(health.values["latency proposals (ms)"]) == pytest.approx(1.0)
+    h.frame()
+    h.clock.advance(0.5)
+    assert h.health().values["fps"] == "2.00"
+    h.clock.advance(1.0)
+    health = h.health()  # no new frame
+    assert (health.values["fps"], health.values["input fps"]) == ("0.00", "0.00")
+    assert "latency proposals (ms)" not in health.values
+    assert any(" fps, " in m and "ms per frame" in m for m in h.log.messages("INFO"))
+
+
+def test_diagnostics_warn_while_no_frame_arrived_and_when_the_camera_stops():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    health = h.health()
+    assert health.level == Level.WARN and health.message == f"no image received on {SOURCE}"
+    for _ in range(3):
+        h.frame()
+    h.clock.advance(1.0)
+    assert h.health().level == Level.OK
+    h.clock.advance(5.0)
+    health = h.health()  # no frame in this window
+    assert health.level == Level.WARN
+    assert health.message == f"no image received on {SOURCE} in the last 5 s (3 before)"
+    h.frame()
+    h.clock.advance(1.0)
+    assert h.health().level == Level.OK  # the camera is back
+
+
+def test_diagnostics_warn_when_every_frame_of_the_window_is_skipped():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    bad = FrameError("encoding", "unsupported encoding '32FC1'")
+    for _ in range(3):
+        h.frame(error=bad)
+    health = h.health()
+    assert health.level == Level.WARN
+    assert health.message == "every frame was skipped (bad input: encoding), see the log"
+    h.frame(error=bad)
+    h.frame()
+    assert h.health().level == Level.OK  # one good frame in the window
+    h.frame(error=bad)
+    assert h.health().level == Level.WARN  # windowed, not the totals
+
+
+# -------------------------------------------------------------------------------- stop
+def test_stop_during_a_long_frame_returns_and_nothing_is_given_out_after(started):
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    h.segmenter.release_segment = threading.Event()
+    started(h)
+    h.runner.submit_frame(Frame(1))
+    assert h.segmenter.in_segment.wait(WAIT_S)  # the worker is inside a (slow) frame
+    label_infos = len(h.outputs.label_infos)
+    begun = time.monotonic()
+    assert h.runner.stop(join_s=0.1)  # True: the worker is still busy
+    assert time.monotonic() - begun < WAIT_S
+    assert any("ovseg-worker still busy" in m for m in h.log.messages("INFO"))
+    h.segmenter.release_segment.set()  # the frame finishes after stop() returned
+    for thread in h.runner.threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    h.runner.publish_diagnostics()
+    h.runner.publish_label_info()
+    assert h.outputs.results == [] and h.outputs.health == []
+    assert len(h.outputs.label_infos) == label_infos
+
+
+def test_stop_of_idle_threads_returns_false_and_ends_them(started):
+    h = started(Harness(vocabulary=["mug"]))
+    assert h.segmenter.encoded.wait(WAIT_S)  # the vocabulary thread encoded the first one
+    assert not h.runner.stop()
+    assert all(not thread.is_alive() for thread in h.runner.threads)
