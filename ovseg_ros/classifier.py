@@ -66,6 +66,7 @@ class MaskClassifier:
 
     @property
     def mode(self) -> str:
+        """The classifier mode the next call runs (a key of ``_FEATURES``); settable."""
         return self._mode
 
     @mode.setter

@@ -197,6 +197,7 @@ def start_only_changes(old: Settings, new: Settings) -> list[str]:
 
 
 def field_names() -> list[str]:
+    """The setting names, in declaration order."""
     return [f.name for f in dataclasses.fields(Settings)]
 
 

@@ -69,6 +69,7 @@ class Segmenter:
 
     @property
     def settings(self) -> Settings:
+        """The settings the next frame runs with."""
         return self._settings
 
     def update_settings(self, settings: Settings) -> None:

@@ -46,9 +46,9 @@ from .sam_decoder import multimask_predictions
 # small-region clean-up, whose NMS uses max(box_nms_thresh, crop_nms_thresh).
 STOCK_CROP_NMS_THRESH = 0.7
 
-# Peak decoder memory per point prompt (3 masks out), with margin: about 26 MiB was measured
-# in fp32 for SAM's decoder (256 wide, 64x64 embedding, the same for vit_b/l/h); half
-# precision halves the activations.
+# Peak decoder memory per point prompt (3 masks out), with margin over the measured peak in
+# BENCHMARKS.md; it is the same for vit_b/l/h (the decoder is 256 wide on a 64x64 embedding)
+# and half precision halves the activations.
 DECODER_BYTES_PER_PROMPT = {torch.float32: 32 << 20, torch.bfloat16: 16 << 20,
                             torch.float16: 16 << 20}
 # Fraction of the free GPU memory a frame may plan to use for decoder and upsampling chunks,
@@ -135,6 +135,7 @@ class MaskProposer:
 
     @property
     def settings(self) -> Settings:
+        """The settings the next frame runs with."""
         return self._settings
 
     def update_settings(self, settings: Settings) -> None:

@@ -135,6 +135,7 @@ class Vocabulary:
         return len(self.names)
 
     def is_thing(self, class_index: int) -> bool:
+        """True unless the class at class_index is a stuff class."""
         return self.names[class_index] not in self.stuff
 
 
@@ -171,6 +172,8 @@ class TextEmbedder:
         self.encoded_names = 0  # how many names were run through the text encoder so far
 
     def set_templates(self, templates: str) -> None:
+        """Use another template set from the next encoding (cached embeddings are kept per
+        set); an unknown name raises VocabularyError and changes nothing."""
         template_set(templates)  # refuse unknown names before anything changes
         self._templates = templates
 
