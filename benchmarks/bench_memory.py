@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     text = sub.add_parser("text", help="text encoding per vocabulary size and template set")
     text.add_argument("--classes", type=int, nargs="+", default=[10, 100, 256])
-    text.add_argument("--templates", nargs="+", default=["single", "vild", "imagenet"])
+    text.add_argument("--templates", nargs="+",
+                      help="template sets (default: every one the templates setting offers)")
     text.add_argument("--clip-model", default="ViT-B-16")
     fuse = sub.add_parser("fuse", help="fusion and box measurement per mask count and size")
     fuse.add_argument("--masks", type=int, nargs="+", default=[100])
@@ -143,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--threads", type=int, default=0, help="torch threads (0: all)")
     args = parser.parse_args(argv)
     if args.what == "text":
+        from ovseg_ros.templates import TEMPLATE_SETS
+
         cases = [(_text_case, args.clip_model, n, t, args.repeats)
-                 for t in args.templates for n in args.classes]
+                 for t in args.templates or TEMPLATE_SETS for n in args.classes]
     else:
         cases = [(_fuse_case, part, n, *map(int, size.split("x")), args.repeats)
                  for size in args.size for n in args.masks for part in ("fuse", "measure")]

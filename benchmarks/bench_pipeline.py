@@ -73,7 +73,7 @@ from benchmarks.workload import (CALIBRATION_PROMPTS, CLASSES, FRAME_HEIGHT,  # 
                                  load_models, synthetic_frame)
 from ovseg_ros import panoptic  # noqa: E402
 from ovseg_ros.classifier import LOGIT_SCALE, MaskClassifier  # noqa: E402
-from ovseg_ros.config import Settings  # noqa: E402
+from ovseg_ros.config import PRECISIONS, Settings  # noqa: E402
 from ovseg_ros.pipeline import Segmenter  # noqa: E402
 from ovseg_ros.precision import autocast, compute_dtype  # noqa: E402
 from ovseg_ros.proposals import MaskProposals, MaskProposer  # noqa: E402
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frame size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--points-per-side", type=int, help="SAM prompt grid (default: 16 on "
                         "the CPU, 32 on a GPU)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="precision of both sides (bf16 on either device; fp16 on "
                              "the GPU only, the CPU then runs fp32)")
     parser.add_argument("--compile", action="store_true",

@@ -47,6 +47,7 @@ class BagStats:
     complete: bool = False
 
     def summary(self) -> str:
+        """One line per bag (frames written, interrupted or not), then the skipped inputs."""
         state = "" if self.complete else " (interrupted: the bag holds the frames so far)"
         text = f"{self.path}: {self.frames} frame(s) written{state}"
         if self.skipped:
@@ -96,6 +97,7 @@ class BagWriter:
         self.stats.messages[topic] += 1
 
     def header(self, stamp_ns: int, frame_id: str = "") -> Any:
+        """A std_msgs/Header of this bag's type store, stamped stamp_ns."""
         return bag_types.header(self.store, stamp_ns, frame_id)
 
     def write_label_info(self, vocabulary: Vocabulary, threshold: float,
@@ -128,9 +130,11 @@ class BagWriter:
         self.stats.messages[topic] += 1
 
     def skip(self, reason: str) -> None:
+        """Count an input message that gave no frame, with why (for ``summary``)."""
         self.stats.skipped.append(reason)
 
     def close(self, complete: bool = True) -> BagStats:
+        """Finish the bag (its metadata.yaml); ``complete`` False marks it interrupted."""
         self.stats.complete = complete
         self._writer.close()
         return self.stats

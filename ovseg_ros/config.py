@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .templates import TEMPLATE_SETS
+
 SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 CLASSIFIER_MODES = ("crop", "mask_token")
 PROPOSAL_BACKENDS = ("fast", "stock")
-TEMPLATE_SETS = ("single", "vild", "imagenet")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES_HELP = "'auto' (GPU when there is one), 'cpu', 'cuda' or 'cuda:N'"
 
@@ -79,7 +80,7 @@ class Settings:
         "region per class; all others are countable things.", live=True, item_type=str)
     templates: str = _setting("vild", "Prompt templates: 'single' ('a photo of a {}.'), "
                               "'vild' (OVSeg's 14) or 'imagenet' (CLIP's 80).", live=True,
-                              choices=TEMPLATE_SETS)
+                              choices=tuple(TEMPLATE_SETS))
     max_classes: int = _setting(256, "Largest vocabulary accepted.", live=True, minimum=1,
                                 maximum=65534)
 
@@ -196,7 +197,18 @@ class Settings:
         return cls().replace(**{**read_settings_file(path, node_name), **overrides})
 
 
+# The settings read once, when the pipeline is made (live=False): changing one means a restart.
+START_ONLY_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if not f.metadata["live"])
+
+
+def start_only_changes(old: Settings, new: Settings) -> list[str]:
+    """Names of the start-only settings whose values differ from old to new, in field order:
+    the ones a running pipeline must refuse."""
+    return [name for name in START_ONLY_SETTINGS if getattr(new, name) != getattr(old, name)]
+
+
 def field_names() -> list[str]:
+    """The setting names, in declaration order."""
     return [f.name for f in dataclasses.fields(Settings)]
 
 

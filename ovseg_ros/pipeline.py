@@ -7,7 +7,6 @@ both go through this class and nothing else.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import torch
 
 from . import panoptic
 from .classifier import MaskClassifier
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, start_only_changes
 from .panoptic import SegmentationResult
 from .proposals import MaskProposals, MaskProposer
 from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
@@ -80,14 +79,13 @@ class Segmenter:
 
     @property
     def settings(self) -> Settings:
+        """The settings the next frame runs with."""
         return self._settings
 
     def update_settings(self, settings: Settings) -> None:
         """Apply live changes (thresholds, granularity, mode...); start-only ones are refused."""
         settings.validate()
-        fixed = [f.name for f in dataclasses.fields(Settings)
-                 if not f.metadata["live"]
-                 and getattr(settings, f.name) != getattr(self._settings, f.name)]
+        fixed = start_only_changes(self._settings, settings)
         if fixed:
             raise SettingsError(f"{', '.join(fixed)} can only be set at start (restart the "
                                 "node or the command to change them)")

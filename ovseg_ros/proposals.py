@@ -38,7 +38,7 @@ from segment_anything.utils.amg import (batched_mask_to_box, build_point_grid,
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
-from .config import Settings, SettingsError, settings_fields
+from .config import Settings, SettingsError, start_only_changes
 from .precision import autocast, compute_dtype
 from .sam_decoder import multimask_predictions
 
@@ -46,13 +46,9 @@ from .sam_decoder import multimask_predictions
 # small-region clean-up, whose NMS uses max(box_nms_thresh, crop_nms_thresh).
 STOCK_CROP_NMS_THRESH = 0.7
 
-# Settings the proposer reads once, at construction.
-# Settings read once when the proposer is made: the start-only ones (live=False).
-START_ONLY_FIELDS = tuple(f.name for f in settings_fields() if not f.metadata["live"])
-
-# Peak decoder memory per point prompt (3 masks out), with margin: about 26 MiB was measured
-# in fp32 for SAM's decoder (256 wide, 64x64 embedding, the same for vit_b/l/h); half
-# precision halves the activations.
+# Peak decoder memory per point prompt (3 masks out), with margin over the measured peak in
+# BENCHMARKS.md; it is the same for vit_b/l/h (the decoder is 256 wide on a 64x64 embedding)
+# and half precision halves the activations.
 DECODER_BYTES_PER_PROMPT = {torch.float32: 32 << 20, torch.bfloat16: 16 << 20,
                             torch.float16: 16 << 20}
 # Fraction of the free GPU memory a frame may plan to use for decoder and upsampling chunks,
@@ -139,14 +135,14 @@ class MaskProposer:
 
     @property
     def settings(self) -> Settings:
+        """The settings the next frame runs with."""
         return self._settings
 
     def update_settings(self, settings: Settings) -> None:
         """Use new live settings from the next frame; a start-only change raises
         SettingsError."""
         settings.validate()
-        changed = [name for name in START_ONLY_FIELDS
-                   if getattr(settings, name) != getattr(self._settings, name)]
+        changed = start_only_changes(self._settings, settings)
         if changed:
             raise SettingsError(f"{', '.join(changed)} can only be set when the proposer is "
                                 "created")

@@ -63,6 +63,7 @@ class _Replica:
             settings.device))
 
     def run(self, work: Callable, shard: Sequence[int]) -> list:
+        """``work(segmenter, shard)`` on this replica: one result per index in the shard."""
         return work(self.segmenter, shard)
 
 

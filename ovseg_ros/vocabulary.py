@@ -1,4 +1,5 @@
-"""The vocabulary: parsing and validation, prompt templates, and cached text embeddings."""
+"""The vocabulary: parsing and validation, and cached text embeddings of its names (the prompt
+templates they go through are ovseg_ros.templates)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,11 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from .templates import TEMPLATE_SETS
 from .vocabulary_text import VocabularyError, parse_names, refuse_hidden_control
 
 MAX_NAME_LENGTH = 200
 
-# OVSeg's 14 "ViLD" templates (open_vocab_seg/modeling/clip_adapter/text_template.py).
-VILD_TEMPLATES = (
-    "a photo of a {}.",
-    "This is a photo of a {}",
-    "There is a {} in the scene",
-    "There is the {} in the scene",
-    "a photo of a {} in the scene",
-    "a photo of a small {}.",
-    "a photo of a medium {}.",
-    "a photo of a large {}.",
-    "This is a photo of a small {}.",
-    "This is a photo of a medium {}.",
-    "This is a photo of a large {}.",
-    "There is a small {} in the scene.",
-    "There is a medium {} in the scene.",
-    "There is a large {} in the scene.",
-)
-SINGLE_TEMPLATE = ("a photo of a {}.",)
 # Prompts per text-encoder call (more when one name has more templates): bounds the
 # encoder's memory for any vocabulary size; BENCHMARKS.md has the measured memory and time.
 TEXT_BATCH = 256
@@ -39,16 +23,12 @@ OTHERS = "others"
 
 
 def template_set(name: str) -> tuple[str, ...]:
-    """Prompt templates by preset name: 'single', 'vild' or 'imagenet' (open_clip's 80)."""
-    if name == "single":
-        return SINGLE_TEMPLATE
-    if name == "vild":
-        return VILD_TEMPLATES
-    if name == "imagenet":
-        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-        return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
-    raise VocabularyError(f"unknown template set {name!r}: use single, vild or imagenet")
+    """The prompt templates of a set named in ``templates.TEMPLATE_SETS`` ('vild' ...);
+    VocabularyError for any other name."""
+    if name not in TEMPLATE_SETS:
+        raise VocabularyError(f"unknown template set {name!r}: use "
+                              f"{', '.join(TEMPLATE_SETS)}")
+    return TEMPLATE_SETS[name]()
 
 
 def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> None:
@@ -139,6 +119,7 @@ class Vocabulary:
         return len(self.names)
 
     def is_thing(self, class_index: int) -> bool:
+        """True unless the class at class_index is a stuff class."""
         return self.names[class_index] not in self.stuff
 
 
@@ -175,6 +156,8 @@ class TextEmbedder:
         self.encoded_names = 0  # how many names were run through the text encoder so far
 
     def set_templates(self, templates: str) -> None:
+        """Use another template set from the next encoding (cached embeddings are kept per
+        set); an unknown name raises VocabularyError and changes nothing."""
         template_set(templates)  # refuse unknown names before anything changes
         self._templates = templates
 

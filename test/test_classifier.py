@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
 
 from ovseg_ros import classifier as classifier_module
-from ovseg_ros.classifier import (MaskClassifier, crop_boxes, crop_image_features,
-                                  masked_crops, masked_crops_per_box)
+from ovseg_ros import clip_vit, mask_forwards
+from ovseg_ros.classifier import MaskClassifier
+from ovseg_ros.clip_vit import crop_image_features
+from ovseg_ros.crops import crop_boxes, fill_colour, masked_crops, masked_crops_per_box
 from ovseg_ros.weights import ClipBundle
 from reference import ovseg_crops
 from reference.ovseg_crops import reference_crop_embeddings
@@ -145,7 +147,7 @@ def test_mask_prompt_with_a_full_mask_is_plain_clip(tiny_ovseg_clip, tiny_mask_e
     torch.manual_seed(1)
     pixels = _normalised(torch.rand(2, 3, SIZE, SIZE) * 255)
     everywhere = torch.ones(2, GRID * GRID, dtype=torch.bool)
-    got = classifier_module.mask_prompt_features(tiny_ovseg_clip.visual, pixels, everywhere,
+    got = mask_forwards.mask_prompt_features(tiny_ovseg_clip.visual, pixels, everywhere,
                                                  tiny_mask_embedding)
     torch.testing.assert_close(got, tiny_ovseg_clip.encode_image(pixels), atol=1e-6, rtol=0)
 
@@ -173,7 +175,7 @@ def test_mask_prompt_matches_an_explicit_computation(tiny_ovseg_clip, tiny_mask_
     torch.manual_seed(2)
     pixels = _normalised(torch.rand(2, 3, SIZE, SIZE) * 255)
     patch_mask = torch.rand(2, GRID * GRID) > 0.5
-    got = classifier_module.mask_prompt_features(tiny_ovseg_clip.visual, pixels, patch_mask,
+    got = mask_forwards.mask_prompt_features(tiny_ovseg_clip.visual, pixels, patch_mask,
                                                  tiny_mask_embedding)
     expected = explicit_mask_prompt(tiny_ovseg_clip, pixels, patch_mask, tiny_mask_embedding)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
@@ -190,7 +192,7 @@ def test_mask_prompt_ignores_pixels_of_patches_outside_the_mask(tiny_ovseg_clip,
     outside = ~patch_mask.repeat_interleave(16, 0).repeat_interleave(16, 1)
     changed = pixels.clone()
     changed[:, :, outside] = torch.randn(3, int(outside.sum()))
-    features = [classifier_module.mask_prompt_features(
+    features = [mask_forwards.mask_prompt_features(
         tiny_ovseg_clip.visual, p, patch_mask.view(1, -1), tiny_mask_embedding)
         for p in (pixels, changed)]
     torch.testing.assert_close(features[0], features[1], atol=1e-6, rtol=0)
@@ -320,9 +322,9 @@ def test_mask_prompt_and_tokens_refuse_a_vit_without_class_token_pooling(tiny_cl
     pixels = torch.zeros(1, 3, SIZE, SIZE)
     everywhere = torch.ones(1, GRID * GRID, dtype=torch.bool)
     with pytest.raises(ValueError, match="pooled by its class token"):
-        classifier_module.mask_token_features(model.visual, pixels, everywhere)
+        mask_forwards.mask_token_features(model.visual, pixels, everywhere)
     with pytest.raises(ValueError, match="pooled by its class token"):
-        classifier_module.mask_prompt_features(model.visual, pixels, everywhere,
+        mask_forwards.mask_prompt_features(model.visual, pixels, everywhere,
                                                torch.zeros(3, GRID * GRID, 64))
 
 
@@ -339,9 +341,9 @@ def test_a_sequence_first_transformer_gives_the_same_features(tiny_ovseg_clip,
 
     def features(model):
         visual = model.visual
-        return (classifier_module.mask_prompt_features(visual, pixels, patch_masks[:2],
+        return (mask_forwards.mask_prompt_features(visual, pixels, patch_masks[:2],
                                                        tiny_mask_embedding),
-                classifier_module.mask_token_features(visual, pixels[:1], patch_masks),
+                mask_forwards.mask_token_features(visual, pixels[:1], patch_masks),
                 crop_image_features(model, pixels))
 
     for got, expected in zip(features(seq_first), features(tiny_ovseg_clip)):
@@ -352,7 +354,7 @@ def test_a_sequence_first_transformer_gives_the_same_features(tiny_ovseg_clip,
 @pytest.mark.parametrize("masked", [False, True])
 def test_plain_blocks_compute_what_open_clip_blocks_do(tiny_clip_name, quick_gelu, masked):
     # The crop, mask prompt and mask token forwards run open_clip's blocks through
-    # _attention and _mlp; OpenAI's weights (and OVSeg's) use QuickGELU, others GELU.
+    # attention and mlp; OpenAI's weights (and OVSeg's) use QuickGELU, others GELU.
     torch.manual_seed(7)
     model = open_clip.create_model(tiny_clip_name, pretrained=None,
                                    force_quick_gelu=quick_gelu).eval()
@@ -361,19 +363,19 @@ def test_plain_blocks_compute_what_open_clip_blocks_do(tiny_clip_name, quick_gel
     block.ls_2 = LayerScale(64, 0.5)  # LayerScale passes through too
     assert isinstance(block.mlp.gelu, QuickGELU) == quick_gelu
     patch_masks = torch.rand(3, GRID * GRID) > 0.5
-    attn_mask = classifier_module.mask_token_attention_mask(patch_masks) if masked else None
+    attn_mask = mask_forwards.mask_token_attention_mask(patch_masks) if masked else None
     x = torch.randn(2, 3 + 1 + GRID * GRID, 64)
     with torch.inference_mode():
         expected = block(x, attn_mask=attn_mask)
         block.forward = None  # the plain path must not call the module's forward
-        got = classifier_module._block(visual, block, x, attn_mask)
+        got = clip_vit.residual_block(visual, block, x, attn_mask)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got - x).abs().max() > 0.1
     # The class token's attention over all tokens, as the last crop block computes it.
     tokens = block.ln_1(x)
     with torch.inference_mode():
         torch.testing.assert_close(
-            classifier_module._attention(block.attn, tokens[:, :1], tokens),
+            clip_vit.attention(block.attn, tokens[:, :1], tokens),
             block.attn(tokens[:, :1], tokens, tokens, need_weights=False)[0],
             atol=1e-5, rtol=1e-5)
 
@@ -383,7 +385,7 @@ def test_other_blocks_run_their_own_forward(tiny_clip):
     block = ResidualAttentionBlock(64, 2, is_cross_attention=True).eval()
     x = torch.randn(2, 5, 64)
     with torch.inference_mode():
-        got = classifier_module._block(tiny_clip.visual, block, x)
+        got = clip_vit.residual_block(tiny_clip.visual, block, x)
         torch.testing.assert_close(got, block(x), atol=0, rtol=0)
 
 
@@ -444,7 +446,7 @@ def test_crop_boxes_are_the_hand_written_ones(scene):
     assert crop_boxes(sam_boxes, h, w).tolist() == [[111, 21, 209, 119], [0, 0, 330, 149],
                                                     [330, 5, 330, 5]]
     # The crop of the one-column mask is that column's 40 pixels, stretched.
-    fill = classifier_module.fill_colour(MEAN)
+    fill = fill_colour(MEAN)
     crop = masked_crops_per_box(image, column, torch.tensor([expected[-1]]), fill, SIZE)
     pixels = image[20:60, w - 1:w].permute(2, 0, 1).float()
     torch.testing.assert_close(crop[0], F.interpolate(pixels[None], size=(SIZE, SIZE),

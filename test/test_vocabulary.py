@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from ovseg_ros.vocabulary import (VILD_TEMPLATES, TextEmbedder, Vocabulary, VocabularyError,
-                                  stuff_names, template_set)
+from ovseg_ros.templates import VILD_TEMPLATES
+from ovseg_ros.vocabulary import (TextEmbedder, Vocabulary, VocabularyError, stuff_names,
+                                  template_set)
 
 
 def test_parse_string_and_list():

@@ -217,6 +217,7 @@ class Dataset:
 
     @property
     def has_panoptic(self) -> bool:
+        """True when some sample has panoptic segments, so PQ can be scored."""
         return any(s.segments is not None for s in self.samples)
 
     def __len__(self) -> int:

@@ -33,6 +33,7 @@ class Report:
     settings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        """The scores as JSON-ready data: per-class IoU keyed by class name, NaN as null."""
         data = asdict(self)
         data["semantic"]["per_class_iou"] = {
             name: (None if math.isnan(v) else v)

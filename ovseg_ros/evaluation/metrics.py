@@ -57,6 +57,9 @@ class SemanticMetrics:
         return self._matrix.compute().numpy()[: self.num_classes].astype(np.int64)
 
     def compute(self) -> SemanticScores:
+        """mIoU, pixel and mean accuracy (percent) over the images so far. A class's IoU is
+        NaN when it is neither in the ground truth nor predicted, its accuracy NaN when it is
+        not in the ground truth; NaNs are left out of the means."""
         matrix = self.confusion()
         tp = np.diag(matrix[:, : self.num_classes]).astype(np.float64)
         gt = matrix.sum(axis=1).astype(np.float64)
@@ -108,6 +111,8 @@ class PanopticMetrics:
 
     def update(self, pred_classes: np.ndarray, pred_instances: np.ndarray,
                gt_classes: np.ndarray, gt_instances: np.ndarray) -> None:
+        """Add one image: [H, W] class and instance ids of the prediction and the ground
+        truth (classes outside the vocabulary count as unlabelled / void)."""
         self._metric.update(self._stack(pred_classes, pred_instances, self._unlabelled)[None],
                             self._stack(gt_classes, gt_instances, self._void)[None])
         self.images += 1
