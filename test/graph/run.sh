@@ -25,6 +25,6 @@ set +u; source "$WS/install/setup.bash"; set -u
 export ROS_DOMAIN_ID="${OVSEG_GRAPH_DOMAIN_ID:-$(( 40 + $$ % 60 ))}"
 echo "real-graph tests on ROS_DOMAIN_ID=$ROS_DOMAIN_ID"
 status=0
-PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -m pytest -q -rs -p no:cacheprovider test/graph "$@" || status=1
+OVSEG_GRAPH_NO_SKIP=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -m pytest -q -rs -p no:cacheprovider test/graph "$@" || status=1
 python3 -m launch_testing.launch_test test/test_launch.py || status=1
 exit $status

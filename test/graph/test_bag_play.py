@@ -1,7 +1,7 @@
 """A bag written by BagWriter, checked the way users would: the real `ros2 bag info`, and
-`ros2 bag play` into a real rclpy subscriber that decodes every message. Needs a sourced
-ROS 2 (rclpy, vision_msgs, ros2 on PATH); /ovseg/panoptic is played too when ovseg_ros's
-messages are built (colcon). Skips otherwise."""
+`ros2 bag play` into a real rclpy subscriber that decodes every message of every topic,
+/ovseg/panoptic included. Needs a sourced ROS 2 (rclpy, vision_msgs, ros2 on PATH) and
+ovseg_ros's messages built by colcon (test/graph/run.sh); skips, with the reason, otherwise."""
 
 import os
 import shutil
@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
+from graph_support import rclpy  # skips without ROS 2 or without the built messages
 
-rclpy = pytest.importorskip("rclpy", reason="needs a sourced ROS 2 (rclpy)")
 pytest.importorskip("vision_msgs.msg", reason="needs vision_msgs")
 if shutil.which("ros2") is None:
     pytest.skip("needs the ros2 command", allow_module_level=True)
@@ -21,6 +21,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
 from ovseg_ros.bag_writer import BagWriter  # noqa: E402
+from ovseg_ros.msg import PanopticSegmentation  # noqa: E402
 from ovseg_ros.panoptic import Instance, SegmentationResult  # noqa: E402
 from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
 
@@ -50,13 +51,8 @@ def test_ros2_bag_info_and_play(tmp_path):
     assert info.returncode == 0, info.stderr
     assert "Topic: /ovseg/panoptic | Type: ovseg_ros/msg/PanopticSegmentation | Count: 3" \
         in info.stdout
-    topics = ["/ovseg/semantic", "/ovseg/instances", "/ovseg/detections", "/ovseg/label_info"]
-    try:
-        from ovseg_ros.msg import PanopticSegmentation
-    except ImportError:
-        PanopticSegmentation = None
-    else:
-        topics.append("/ovseg/panoptic")
+    topics = ["/ovseg/semantic", "/ovseg/instances", "/ovseg/detections", "/ovseg/label_info",
+              "/ovseg/panoptic"]
 
     rclpy.init()
     node = rclpy.create_node("bag_play_check")
@@ -97,5 +93,16 @@ def test_ros2_bag_info_and_play(tmp_path):
     assert detection.bbox.center.position.x == pytest.approx(6.0)
     assert [c.class_name for c in got["/ovseg/label_info"][0].class_map] == \
         ["mug", "chair", "unlabelled"]
-    if PanopticSegmentation is not None:
-        assert got["/ovseg/panoptic"][0].instances[0].label == "chair"
+    for k, panoptic in enumerate(got["/ovseg/panoptic"]):  # every one, decoded by rclpy
+        assert isinstance(panoptic, PanopticSegmentation)
+        assert (panoptic.header.stamp.nanosec, panoptic.header.frame_id) == (k * 10**8 + 3,
+                                                                             "cam")
+        assert list(panoptic.vocabulary) == ["mug", "chair"]
+        assert [(i.id, i.class_index, i.label, i.area) for i in panoptic.instances] == \
+            [(1, 1, "chair", 24)]
+        bbox = panoptic.instances[0].bbox
+        assert (bbox.x_offset, bbox.y_offset, bbox.width, bbox.height) == (3, 2, 6, 4)
+        for image in (panoptic.semantic, panoptic.instance):
+            assert (image.encoding, image.width, image.height) == ("16UC1", 28, 20)
+        pixels = np.frombuffer(bytes(panoptic.instance.data), "<u2").reshape(20, 28)
+        assert int((pixels == 1).sum()) == 24 and pixels[3, 4] == 1
