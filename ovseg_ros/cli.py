@@ -115,6 +115,14 @@ def is_bag(path: Path) -> bool:
     return path.is_dir() and (path / "metadata.yaml").is_file()
 
 
+def bag_folder(path: Path) -> Path:
+    """A bag's storage file (.mcap, .db3) stands for its bag folder; other paths for
+    themselves."""
+    if path.is_file() and path.suffix.lower() in BAG_SUFFIXES and is_bag(path.parent):
+        return path.parent
+    return path
+
+
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     """Files, bags, folders (their images, sorted) and globs -> paths; refuse what matches
     nothing."""
@@ -138,10 +146,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             paths.extend(found)
         else:
             raise InputError(f"input {item} does not exist")
+    paths = list(dict.fromkeys(bag_folder(path) for path in paths))
     for path in paths:
-        if path.suffix.lower() in BAG_SUFFIXES:
+        if path.suffix.lower() in BAG_SUFFIXES and not is_bag(path):
             raise InputError(f"{path}: a rosbag2 bag is read through its folder (the one with "
-                             f"metadata.yaml): pass {path.parent}")
+                             "metadata.yaml), and there is none beside this file")
         if not is_bag(path) and path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
             raise InputError(f"{path}: unsupported file type {path.suffix!r}; images "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}) or videos "

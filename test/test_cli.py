@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from image_files import oversized_png
-from ovseg_ros.cli import (bag_frames, build_parser, expand_inputs, load_settings, main,
+from ovseg_ros.cli import (InputError, bag_frames, build_parser, expand_inputs, load_settings, main,
                            read_frames)
 from ovseg_ros.panoptic import UNLABELLED
 
@@ -322,10 +322,22 @@ def test_rosbag2_topic_is_checked_before_the_models_load(tmp_path, capsys, topic
     args = [str(bag), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"), "--offline"]
     assert main(args + (["--topic", topic] if topic else [])) == 2
     assert words in capsys.readouterr().err
-    # A bag's storage file points to its folder.
+
+
+
+def test_a_bags_storage_file_stands_for_its_folder_and_a_folder_may_be_named_mcap(tmp_path):
+    pytest.importorskip("rosbags")
+    bag = tmp_path / "run1"
+    write_bag(bag, np.zeros((8, 8, 3), np.uint8))
     storage = next(bag.glob("*.db3"))
-    assert main([str(storage), "--vocab", "mug"]) == 2
-    assert f"pass {bag}" in capsys.readouterr().err
+    assert expand_inputs([str(storage), str(bag)]) == [bag]  # once, through its folder
+    named = tmp_path / "drive.mcap"
+    write_bag(named, np.zeros((8, 8, 3), np.uint8), "MCAP")
+    assert expand_inputs([str(named)]) == [named]
+    lone = tmp_path / "lone.mcap"
+    lone.write_bytes(next(named.glob("*.mcap")).read_bytes())
+    with pytest.raises(InputError, match="there is none beside this file"):
+        expand_inputs([str(lone)])
 
 
 @pytest.mark.parametrize("args, words", [
