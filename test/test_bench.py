@@ -111,3 +111,27 @@ def test_targets_are_the_stated_ones_judged_on_the_measured_values(bench, tmp_pa
     table.write_text("# Benchmarks\n\nNo table here.\n")
     with pytest.raises(SystemExit, match="no targets table"):
         report.read_targets(table)
+
+
+def test_bench_node_fixed_segmenter_gives_a_consistent_result_of_the_frame_size():
+    """benchmarks/bench_node.py's zero-cost segmenter: as many instances as asked, each with
+    the area and box of its pixels, converted by the real converters (no ROS needed)."""
+    from ovseg_ros.vocabulary import Vocabulary
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_node", BENCH.parent / "bench_node.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    segmenter = module.FixedSegmenter(settings=None, instances=50)
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse(", ".join(module.VOCABULARY)))
+    image = np.zeros((480, 640, 3), np.uint8)
+    result = segmenter.segment(image, encoded)
+    assert segmenter.segment(image, encoded) is result  # precomputed: no cost per frame
+    assert result.semantic.shape == result.instance_map.shape == (480, 640)
+    assert len(result.instances) == 50
+    for index, instance in enumerate(result.instances):
+        ys, xs = np.nonzero(result.instance_mask(index))
+        assert instance.area == len(ys) > 0
+        assert instance.bbox == (xs.min(), ys.min(), xs.ptp() + 1, ys.ptp() + 1)
+        assert np.all(result.semantic[ys, xs] == instance.class_index)
+        assert instance.label == module.VOCABULARY[instance.class_index]
