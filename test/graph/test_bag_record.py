@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from graph_support import spin_until  # skips without ROS 2 or the built package
 
+from rclpy.duration import Duration
 from sensor_msgs.msg import Image
 
 from ovseg_ros.cli import main
@@ -69,8 +70,13 @@ def recorded(ros, tmp_path_factory) -> dict[str, Path]:
     try:
         assert spin_until(ros, lambda: camera.get_subscription_count() == len(STORAGES), 60.0)
         for k in range(len(SIZES)):
+            # One at a time: an acknowledged frame is in the recorder's reader queue, and the
+            # pause lets the recorder take it before the next (a burst can overwrite its
+            # queue before it writes).
             camera.publish(frame(k))
-        assert camera.wait_for_all_acked(), "a recorder did not acknowledge every frame"
+            assert camera.wait_for_all_acked(Duration(seconds=10)), \
+                f"a recorder did not acknowledge frame {k}"
+            spin_until(ros, lambda: False, 0.3)
     finally:
         for storage, recorder in recorders.items():
             recorder.send_signal(signal.SIGINT)
