@@ -90,6 +90,11 @@ class Outputs(Protocol):
 
     def publish_diagnostics(self, health: Health) -> None: ...
 
+    def closing(self) -> bool:
+        """True once the transport is being shut down (Ctrl-C tears the ROS context down
+        before stop() runs): a frame failing then fails because of the shutdown."""
+        ...
+
 
 class Logger(Protocol):
     """The logging the runner uses (rclpy's node logger has these methods)."""
@@ -369,6 +374,8 @@ class FrameRunner:
                     return
                 publish()
         except Exception as err:  # one failing frame must not stop the runner
+            if self._closed or self._outputs.closing():
+                return  # abandoned at shutdown: not a failure of the frame
             self._stats.frame_failed()
             if self._throttle.allow("frame failed", HINT_REPEAT_S):
                 self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")

@@ -168,6 +168,9 @@ class OutputPublishers:
                 publisher.publish(msg)
         return publish
 
+    def closing(self) -> bool:
+        return not self._node.context.ok()
+
     def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None:
         self._label_info.publish(convert.label_info_message(
             self._types, self._stamped(), vocabulary, unknown_thresh))

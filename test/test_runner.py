@@ -61,6 +61,10 @@ class Outputs:
         self.health = []
         self.on_label_info = None
         self.fail_results = False
+        self.shutting_down = False
+
+    def closing(self):
+        return self.shutting_down
 
     def prepare_result(self, frame, rgb, result):
         def publish():
@@ -481,3 +485,15 @@ def test_stop_of_idle_threads_returns_false_and_ends_them(started):
     assert h.segmenter.encoded.wait(WAIT_S)  # the vocabulary thread encoded the first one
     assert not h.runner.stop()
     assert all(not thread.is_alive() for thread in h.runner.threads)
+
+
+def test_a_frame_failing_while_the_transport_shuts_down_is_not_a_failure():
+    """Ctrl-C tears the ROS context down before stop(): what then fails is the shutdown."""
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    h.outputs.fail_results = h.outputs.shutting_down = True
+    assert h.frame() is None
+    assert not h.log.messages("ERROR") and h.health().values["frames failed"] == "0"
+    h.outputs.shutting_down = False
+    assert h.frame() is None
+    assert h.log.messages("ERROR") and h.health().values["frames failed"] == "1"

@@ -467,6 +467,19 @@ def _expand_topic(topic: str, node_name: str, namespace: str) -> str:
 
 
 # -------------------------------------------------------------------------------------- node
+class Context:
+    """rclpy.context.Context: ok() until a test sets shut_down."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def ok(self) -> bool:
+        return not self.shut_down
+
+
+_CONTEXT = Context()
+
+
 class Node:
     """rclpy.node.Node as of Humble (no pre-set parameter callbacks)."""
 
@@ -492,6 +505,11 @@ class Node:
         self.destroyed = False
 
     # names
+    @property
+    def context(self) -> "Context":
+        """The node's context (rclpy.context.Context): ok() until shut down."""
+        return _CONTEXT
+
     def get_name(self) -> str:
         return self._name
 
