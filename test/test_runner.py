@@ -15,7 +15,7 @@ import torch
 from ovseg_ros.config import Settings
 from ovseg_ros.convert import FrameError
 from ovseg_ros.frame_runner import FrameRunner, Level
-from ovseg_ros.panoptic import UNLABELLED, SegmentationResult
+from ovseg_ros.panoptic import SegmentationResult
 from ovseg_ros.vocabulary import EncodedVocabulary, Vocabulary
 
 WAIT_S = 30.0  # bound for thread hand-offs on a loaded machine (a hang, not a timing check)
