@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ovseg_ros.templates import VILD_TEMPLATES
-from ovseg_ros.vocabulary import (TextEmbedder, Vocabulary, VocabularyError, stuff_names,
-                                  template_set)
+from ovseg_ros.vocabulary import (TextEmbedder, Vocabulary, VocabularyError, check_names,
+                                  refuse_hidden_control, stuff_names, template_set)
 
 
 def test_parse_string_and_list():
@@ -130,6 +130,15 @@ def test_name_of_exactly_max_length_is_accepted_one_more_is_refused():
 def test_delete_character_is_refused():
     with pytest.raises(VocabularyError, match="control"):
         Vocabulary.parse(["mug\x7f"])
+
+
+def test_delete_character_is_refused_by_each_check():
+    # parse runs both checks, so each must refuse DEL on its own for the rule to hold.
+    with pytest.raises(VocabularyError, match="control characters"):
+        check_names(["mug\x7f"], max_classes=5)
+    with pytest.raises(VocabularyError, match="control characters"):
+        refuse_hidden_control(["\x7fmug"])
+    check_names(["mug~"], max_classes=5)  # 0x7e, the character before DEL, is fine
 
 
 def test_control_characters_that_strip_would_hide_are_refused():
