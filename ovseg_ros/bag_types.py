@@ -97,10 +97,17 @@ def message_types(store=None) -> MessageTypes:
              "Point": "geometry_msgs/msg/Point",
              "Vector3": "geometry_msgs/msg/Vector3",
              "PanopticSegmentation": "ovseg_ros/msg/PanopticSegmentation",
-             "SegmentedInstance": "ovseg_ros/msg/SegmentedInstance"}
+             "SegmentedInstance": "ovseg_ros/msg/SegmentedInstance",
+             "Pose": "geometry_msgs/msg/Pose",
+             "Quaternion": "geometry_msgs/msg/Quaternion",
+             "PoseWithCovariance": "geometry_msgs/msg/PoseWithCovariance",
+             "ColorRGBA": "std_msgs/msg/ColorRGBA",
+             "Marker": "visualization_msgs/msg/Marker",
+             "MarkerArray": "visualization_msgs/msg/MarkerArray"}
     names.update({name: f"vision_msgs/msg/{name}" for name in (
         "Detection2DArray", "Detection2D", "ObjectHypothesisWithPose", "ObjectHypothesis",
-        "BoundingBox2D", "Pose2D", "Point2D", "LabelInfo", "VisionClass")})
+        "BoundingBox2D", "Pose2D", "Point2D", "LabelInfo", "VisionClass", "Detection3DArray",
+        "Detection3D", "BoundingBox3D")})
     return MessageTypes(**{field: constructor(store, typename)
                            for field, typename in names.items()})
 

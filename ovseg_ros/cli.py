@@ -27,7 +27,7 @@ import numpy as np
 from .config import Settings, SettingsError, settings_fields
 from .convert import FrameError, compressed_to_rgb, image_to_rgb, opencv_frame_error
 from .depth_files import DEPTH_SUFFIXES, find_depth, read_camera_info, read_depth
-from .geometry import DepthError, DepthSettings
+from .geometry import DepthError, DepthSettings, depth_settings
 from .panoptic import SegmentationResult
 from .scene import locate, track
 from .tracking import Tracker, tracking_settings
@@ -91,10 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "or .npy (float metres); needs --camera-info")
     scene.add_argument("--camera-info", metavar="FILE", help="calibration YAML of the colour "
                        "camera (camera_calibration's file, or a CameraInfo with k: [...])")
-    scene.add_argument("--depth-scale", type=float, default=0.001,
-                       help="metres per unit of 16-bit depth (default 0.001: millimetres)")
-    scene.add_argument("--max-range", type=float, default=0.0,
-                       help="depths beyond this many metres are invalid (default 0: no limit)")
     settings = parser.add_argument_group("settings (defaults from config/params.yaml "
                                          "values; see the README)")
     for f in settings_fields():
@@ -434,9 +430,9 @@ class SceneOptions:
     """--depth/--camera-info and --track: places and tracks each result before it is
     written. A frame without a depth file keeps NaN geometry (logged)."""
 
-    def __init__(self, depth: Path | None, k: np.ndarray | None, depth_settings: DepthSettings,
+    def __init__(self, depth: Path | None, k: np.ndarray | None, settings: DepthSettings,
                  tracker: Tracker | None):
-        self.depth, self.k, self.depth_settings, self.tracker = depth, k, depth_settings, tracker
+        self.depth, self.k, self.depth_settings, self.tracker = depth, k, settings, tracker
 
     def apply(self, frame: Frame, result: SegmentationResult) -> None:
         if self.depth is not None:
@@ -467,11 +463,8 @@ def scene_options(args: argparse.Namespace, settings: Settings) -> SceneOptions:
         if not depth.is_dir():
             raise InputError(f"--depth {depth} is not a folder")
         k = read_camera_info(Path(args.camera_info))
-    if args.depth_scale <= 0 or args.max_range < 0:
-        raise InputError("--depth-scale must be > 0 and --max-range >= 0")
     tracker = Tracker(tracking_settings(settings)) if settings.track else None
-    return SceneOptions(depth, k, DepthSettings(depth_scale=args.depth_scale,
-                                                max_range=args.max_range), tracker)
+    return SceneOptions(depth, k, depth_settings(settings), tracker)
 
 
 @dataclasses.dataclass

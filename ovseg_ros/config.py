@@ -132,6 +132,21 @@ class Settings:
         5, "Frames a track survives without a match before it ends.", live=True, minimum=0,
         maximum=10000)
 
+    # 3D from a depth image registered to the colour image.
+    depth_scale: float = _setting(
+        0.001, "Metres per unit of a 16-bit (16UC1) depth image: 0.001 for millimetres, as "
+        "RealSense, ZED and Azure Kinect publish. 32FC1 depth is in metres already.",
+        live=True, minimum=1e-6, maximum=10.0)
+    depth_min_range: float = _setting(
+        0.0, "Depths nearer than this many metres are invalid (0: no limit).", live=True,
+        minimum=0.0, maximum=1000.0)
+    depth_max_range: float = _setting(
+        0.0, "Depths farther than this many metres are invalid (0: no limit).", live=True,
+        minimum=0.0, maximum=1000.0)
+    sync_slop: float = _setting(
+        0.05, "Most seconds between the stamps of a colour image and the depth image (and "
+        "CameraInfo) paired with it.", live=False, minimum=0.0, maximum=10.0)
+
     def validate(self) -> "Settings":
         """Raise SettingsError naming the first bad field and why; return self when fine."""
         for f in dataclasses.fields(self):
@@ -158,6 +173,9 @@ class Settings:
                 raise SettingsError(f"{f.name} must be >= {meta['minimum']}, got {value!r}")
             if "maximum" in meta and value > meta["maximum"]:
                 raise SettingsError(f"{f.name} must be <= {meta['maximum']}, got {value!r}")
+        if 0 < self.depth_max_range <= self.depth_min_range:
+            raise SettingsError(f"depth_max_range ({self.depth_max_range}) must be above "
+                                f"depth_min_range ({self.depth_min_range}), or 0 for no limit")
         if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
             raise SettingsError(f"device must be {DEVICES_HELP}, got {self.device!r}")
         return self

@@ -12,13 +12,16 @@ Python values here.
 from __future__ import annotations
 
 import array
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from .geometry import DepthError, DepthSettings, camera_matrix, check_sizes, decode_depth
 from .panoptic import UNLABELLED, Instance, SegmentationResult
+from .visualize import class_colours
 from .vocabulary import Vocabulary
 
 UNLABELLED_NAME = "unlabelled"  # LabelInfo entry for the semantic image's UNLABELLED value
@@ -49,6 +52,18 @@ OUTPUT_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "16UC1": (np.dtype(np.uint16), 1),
     "rgb8": (np.dtype(np.uint8), 3),
 }
+
+
+# sensor_msgs/Image encodings read as depth, and their pixel type.
+DEPTH_ENCODINGS: dict[str, np.dtype] = {"16UC1": np.dtype(np.uint16),
+                                        "mono16": np.dtype(np.uint16),
+                                        "32FC1": np.dtype(np.float32)}
+
+# visualization_msgs/Marker constants (types and actions), as numbered in Marker.msg.
+MARKER_CUBE, MARKER_TEXT = 1, 9
+MARKER_ADD, MARKER_DELETEALL = 0, 3
+MIN_MARKER_SIZE_M = 0.01  # rviz warns about, and hides, a box with a zero size
+LABEL_HEIGHT_M = 0.05
 
 
 class FrameError(ValueError):
@@ -91,15 +106,27 @@ class MessageTypes:
     Point2D: Any
     LabelInfo: Any
     VisionClass: Any
+    Pose: Any
+    Quaternion: Any
+    PoseWithCovariance: Any
+    ColorRGBA: Any
+    Marker: Any
+    MarkerArray: Any
+    Detection3DArray: Any
+    Detection3D: Any
+    BoundingBox3D: Any
 
     @classmethod
     def from_ros(cls) -> "MessageTypes":
         """The classes of the ROS installation (or of the stand-in modules in tests)."""
-        from geometry_msgs.msg import Point, Vector3
+        from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Quaternion, Vector3
         from sensor_msgs.msg import Image, RegionOfInterest
-        from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, LabelInfo,
-                                     ObjectHypothesis, ObjectHypothesisWithPose, Point2D,
-                                     Pose2D, VisionClass)
+        from std_msgs.msg import ColorRGBA
+        from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D,
+                                     Detection2DArray, Detection3D, Detection3DArray,
+                                     LabelInfo, ObjectHypothesis, ObjectHypothesisWithPose,
+                                     Point2D, Pose2D, VisionClass)
+        from visualization_msgs.msg import Marker, MarkerArray
 
         from ovseg_ros.msg import PanopticSegmentation, SegmentedInstance
 
@@ -109,7 +136,10 @@ class MessageTypes:
                    Detection2D=Detection2D, ObjectHypothesisWithPose=ObjectHypothesisWithPose,
                    ObjectHypothesis=ObjectHypothesis, BoundingBox2D=BoundingBox2D,
                    Pose2D=Pose2D, Point2D=Point2D, LabelInfo=LabelInfo,
-                   VisionClass=VisionClass)
+                   VisionClass=VisionClass, Pose=Pose, Quaternion=Quaternion,
+                   PoseWithCovariance=PoseWithCovariance, ColorRGBA=ColorRGBA, Marker=Marker,
+                   MarkerArray=MarkerArray, Detection3DArray=Detection3DArray,
+                   Detection3D=Detection3D, BoundingBox3D=BoundingBox3D)
 
 
 def _byte_view(data: Any) -> np.ndarray:
@@ -254,3 +284,130 @@ def label_info_message(types: MessageTypes, header: Any, vocabulary: Vocabulary,
                  for index, name in enumerate(vocabulary.names)]
     class_map.append(types.VisionClass(class_id=UNLABELLED, class_name=UNLABELLED_NAME))
     return types.LabelInfo(header=header, class_map=class_map, threshold=float(threshold))
+
+
+def depth_image(msg: Any) -> tuple[np.ndarray, str]:
+    """sensor_msgs/Image of depth (16UC1, mono16 or 32FC1) -> ([H, W] array in the message's
+    units, its encoding); DepthError with the reason (``cause``: encoding, size, step,
+    truncated). Rows may be padded; big-endian data is byte-swapped."""
+    dtype = DEPTH_ENCODINGS.get(msg.encoding)
+    if dtype is None:
+        raise DepthError(f"depth encoding {msg.encoding!r} is not supported: use 16UC1 "
+                         "(units of depth_scale metres, usually millimetres) or 32FC1 (metres); "
+                         "compressed depth is not read", cause="encoding")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise DepthError(f"depth image has zero size ({width}x{height})", cause="size")
+    row_bytes = width * dtype.itemsize
+    if step < row_bytes:
+        raise DepthError(f"depth step {step} is smaller than a row of {width} {msg.encoding} "
+                         f"pixels ({row_bytes} bytes)", cause="step")
+    data = _byte_view(msg.data)
+    if data.size < step * height:
+        raise DepthError(f"depth data has {data.size} bytes but a {width}x{height} "
+                         f"{msg.encoding} image with step {step} needs {step * height}",
+                         cause="truncated")
+    rows = np.ascontiguousarray(data[:step * height].reshape(height, step)[:, :row_bytes])
+    order = ">" if msg.is_bigendian else "<"
+    depth = rows.view(dtype.newbyteorder(order)).reshape(height, width)
+    return depth.astype(dtype, copy=False), msg.encoding
+
+
+def camera_matrix_of(info: Any, width: int, height: int) -> np.ndarray:
+    """sensor_msgs/CameraInfo -> its 3x3 K, checked against the colour image's size (a size of
+    0x0 in the CameraInfo is not checked); DepthError (cause camera_info) otherwise."""
+    info_size = (int(info.width), int(info.height))
+    if info_size != (0, 0) and info_size != (width, height):
+        raise DepthError(f"CameraInfo is for {info_size[0]}x{info_size[1]} images but colour is "
+                         f"{width}x{height}: give the colour camera's CameraInfo (the "
+                         "camera_info topic next to the colour image)", cause="camera_info")
+    try:
+        return camera_matrix(list(info.k))
+    except DepthError as err:
+        raise DepthError(f"CameraInfo: {err}", cause="camera_info") from None
+
+
+def registered_depth(colour_header: Any, width: int, height: int, depth_msg: Any,
+                     info_msg: Any, settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The depth image of a colour frame, checked to be registered to it, and the colour
+    camera's K: ([H, W] float32 metres with NaN invalid, 3x3 K); DepthError with the reason.
+
+    Registered means the same size and, where both name one, the same frame_id (depth in the
+    depth camera's own frame has the same size on many cameras but other pixels).
+    """
+    depth_frame, colour_frame = depth_msg.header.frame_id, colour_header.frame_id
+    if depth_frame and colour_frame and depth_frame != colour_frame:
+        raise DepthError(
+            f"depth frame_id {depth_frame!r} is not the colour image's {colour_frame!r}: depth "
+            "must be registered (aligned) to the colour image, pixel for pixel, e.g. a "
+            "RealSense's aligned_depth_to_color topic", cause="frame_id")
+    depth, encoding = depth_image(depth_msg)
+    check_sizes((height, width), depth.shape)
+    return decode_depth(depth, encoding, settings), camera_matrix_of(info_msg, width, height)
+
+
+def _class_colour(types: MessageTypes, colours: np.ndarray, instance: Instance,
+                  alpha: float) -> Any:
+    r, g, b = (float(c) / 255.0 for c in colours[instance.class_index])
+    return types.ColorRGBA(r=r, g=g, b=b, a=alpha)
+
+
+def _located(result: SegmentationResult) -> list[Instance]:
+    """The instances with a 3D centroid."""
+    return [instance for instance in result.instances
+            if instance.geometry.valid_points and np.all(np.isfinite(instance.geometry.centroid))]
+
+
+def _pose(types: MessageTypes, x: float, y: float, z: float) -> Any:
+    return types.Pose(position=types.Point(x=float(x), y=float(y), z=float(z)),
+                      orientation=types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0))
+
+
+def object_id(instance: Instance) -> int:
+    """The id downstream users see: the track id when tracking is on, else the instance id."""
+    return int(instance.track_id or instance.id)
+
+
+def markers_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
+    """visualization_msgs/MarkerArray for rviz: first a DELETEALL (instances of the previous
+    frame do not linger), then per instance with a 3D centroid a box (namespace 'boxes': a
+    CUBE at the centroid, the extent as its size, at least MIN_MARKER_SIZE_M, in the class
+    colour) and its label above it (namespace 'labels'). Marker ids are object_id()."""
+    markers = [types.Marker(header=header, action=MARKER_DELETEALL)]
+    colours = class_colours(max(len(result.vocabulary), 1))
+    for instance in _located(result):
+        (x, y, z), extent = instance.geometry.centroid, instance.geometry.extent
+        sizes = [max(float(e), MIN_MARKER_SIZE_M) if math.isfinite(e) else MIN_MARKER_SIZE_M
+                 for e in extent]
+        markers.append(types.Marker(
+            header=header, ns="boxes", id=object_id(instance), type=MARKER_CUBE,
+            action=MARKER_ADD, pose=_pose(types, x, y, z),
+            scale=types.Vector3(x=sizes[0], y=sizes[1], z=sizes[2]),
+            color=_class_colour(types, colours, instance, 0.5)))
+        markers.append(types.Marker(
+            header=header, ns="labels", id=object_id(instance), type=MARKER_TEXT,
+            action=MARKER_ADD, pose=_pose(types, x, y - sizes[1] / 2 - LABEL_HEIGHT_M, z),
+            scale=types.Vector3(x=0.0, y=0.0, z=LABEL_HEIGHT_M),
+            color=types.ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0),
+            text=f"{instance.label} {object_id(instance)} ({instance.score:.2f})"))
+    return types.MarkerArray(markers=markers)
+
+
+def detections_3d_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
+    """vision_msgs/Detection3DArray: one detection per instance with a 3D centroid, in the
+    colour camera's optical frame: the box is centred on the centroid with the extent as its
+    size (axis-aligned, identity orientation); class_id is the class name, score the
+    classification probability, id object_id(), and the hypothesis pose the centroid."""
+    detections = []
+    for instance in _located(result):
+        (x, y, z), (ex, ey, ez) = instance.geometry.centroid, instance.geometry.extent
+        hypothesis = types.ObjectHypothesisWithPose(
+            hypothesis=types.ObjectHypothesis(class_id=instance.label,
+                                              score=float(instance.score)),
+            pose=types.PoseWithCovariance(pose=_pose(types, x, y, z)))
+        detections.append(types.Detection3D(
+            header=header, results=[hypothesis],
+            bbox=types.BoundingBox3D(center=_pose(types, x, y, z),
+                                     size=types.Vector3(x=float(ex), y=float(ey), z=float(ez))),
+            id=str(object_id(instance))))
+    return types.Detection3DArray(header=header, detections=detections)

@@ -20,7 +20,13 @@ MAD_TO_SIGMA = 1.4826
 
 
 class DepthError(ValueError):
-    """The depth image or camera model cannot be used; the message says why."""
+    """The depth image or camera model cannot be used; the message says why. ``cause`` names
+    the kind of problem (encoding, size, frame_id, camera_info, ...) so that a node can log
+    each kind once."""
+
+    def __init__(self, message: str, cause: str = "depth"):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -64,20 +70,22 @@ def decode_depth(depth: np.ndarray, encoding: str,
     metres, NaN, inf and values <= 0 meaning no reading. Depths outside the range are invalid.
     """
     if depth.ndim != 2:
-        raise DepthError(f"depth must be one channel, got shape {depth.shape}")
+        raise DepthError(f"depth must be one channel, got shape {depth.shape}", cause="encoding")
     if encoding in ("16UC1", "mono16"):
         if depth.dtype != np.uint16:
-            raise DepthError(f"{encoding} depth must be uint16, got {depth.dtype}")
+            raise DepthError(f"{encoding} depth must be uint16, got {depth.dtype}",
+                             cause="encoding")
         metres = depth.astype(np.float32) * np.float32(settings.depth_scale)
         metres[depth == 0] = np.nan
     elif encoding == "32FC1":
         if depth.dtype != np.float32:
-            raise DepthError(f"32FC1 depth must be float32, got {depth.dtype}")
+            raise DepthError(f"32FC1 depth must be float32, got {depth.dtype}", cause="encoding")
         metres = depth.astype(np.float32, copy=True)
         metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
     else:
         raise DepthError(f"depth encoding {encoding!r} is not supported: use 16UC1 "
-                         "(millimetres, or units of depth_scale) or 32FC1 (metres)")
+                         "(millimetres, or units of depth_scale) or 32FC1 (metres)",
+                         cause="encoding")
     with np.errstate(invalid="ignore"):
         if settings.min_range > 0:
             metres[metres < settings.min_range] = np.nan
@@ -91,7 +99,8 @@ def camera_matrix(k: np.ndarray | list[float]) -> np.ndarray:
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise DepthError(f"camera matrix K needs positive focal lengths fx, fy; got "
-                         f"fx={k[0, 0]}, fy={k[1, 1]} (is the camera calibrated?)")
+                         f"fx={k[0, 0]}, fy={k[1, 1]} (is the camera calibrated?)",
+                         cause="camera_info")
     return k
 
 
@@ -115,7 +124,7 @@ def check_sizes(colour_shape: tuple[int, ...], depth_shape: tuple[int, ...]) -> 
         raise DepthError(
             f"depth is {depth_shape[1]}x{depth_shape[0]} but colour is "
             f"{colour_shape[1]}x{colour_shape[0]}: give depth registered (aligned) to the colour "
-            "image, e.g. a RealSense's aligned_depth_to_color topic")
+            "image, e.g. a RealSense's aligned_depth_to_color topic", cause="size")
 
 
 def measure(points: np.ndarray, mask: np.ndarray,
@@ -164,3 +173,9 @@ def measure_instances(points: np.ndarray, instance_map: np.ndarray, count: int,
         geometries.append(measure(points[rows, cols], instance_map[rows, cols] == instance_id,
                                   settings))
     return geometries
+
+
+def depth_settings(settings) -> DepthSettings:
+    """The depth part of a config.Settings."""
+    return DepthSettings(depth_scale=settings.depth_scale, min_range=settings.depth_min_range,
+                         max_range=settings.depth_max_range)

@@ -6,7 +6,7 @@ with ``*`` / ``**`` wildcards (``/**:`` applies to every node). The sections tha
 the node named ``node_name`` (in any namespace) are merged in file order, later values
 winning. Sections of other nodes are ignored, and so are the parameters every ROS node has
 (``use_sim_time``, ``qos_overrides...``) and the node's own options that are not settings
-(``image_transport``, ``image_reliability``). Any other unknown name is refused with the
+(node_options.py: ``image_transport``, ``use_depth``, ...). Any other unknown name is refused with the
 closest known one, in a section naming our node, in a flat file, and in a wildcard section
 of a file that has no other node's section (then the file is ours, like config/params.yaml).
 """
@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .config import SettingsError, field_names
+from .node_options import NODE_OPTION_NAMES
 
 PARAMETERS_KEY = "ros__parameters"
 DEFAULT_NODE_NAME = "ovseg"
-# Parameters of every rclpy node, and the node's options (node.NODE_OPTIONS) that are not
-# pipeline settings.
+# Parameters of every rclpy node (the node's own options are NODE_OPTION_NAMES).
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service", "qos_overrides")
-NODE_OPTION_NAMES = ("image_transport", "image_reliability")
 
 
 def read_settings_file(path: str | os.PathLike, node_name: str = DEFAULT_NODE_NAME

@@ -1,11 +1,13 @@
 """--config / Settings.from_yaml on ordinary ROS 2 parameters files."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from ovseg_ros.config import Settings, SettingsError
-from ovseg_ros.params_file import NODE_OPTION_NAMES, node_settings, read_settings_file
+from ovseg_ros.config import Settings, SettingsError, settings_fields
+from ovseg_ros.node_options import NODE_OPTION_NAMES, NODE_OPTIONS
+from ovseg_ros.params_file import node_settings, read_settings_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,9 +90,9 @@ def test_malformed_params_files_are_refused_with_the_place(tmp_path):
         node_settings([1, 2])
 
 
-def test_node_option_names_are_the_nodes(monkeypatch):
-    ros_standin = pytest.importorskip("ros_standin")
-    ros_standin.install(monkeypatch)
-    from ovseg_ros.node import NODE_OPTIONS
-
-    assert tuple(option.name for option in NODE_OPTIONS) == NODE_OPTION_NAMES
+def test_every_node_option_is_ignored_and_no_setting_is_one(tmp_path):
+    section = "".join(f"    {option.name}: {json.dumps(option.default)}\n"
+                      for option in NODE_OPTIONS)
+    assert load(tmp_path, f"/**:\n  ros__parameters:\n{section}    granularity: 0.5\n") == \
+        {"granularity": 0.5}
+    assert not set(NODE_OPTION_NAMES) & {f.name for f in settings_fields()}
