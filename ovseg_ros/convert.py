@@ -12,7 +12,6 @@ Python values here.
 from __future__ import annotations
 
 import array
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,7 +354,7 @@ def _class_colour(types: MessageTypes, colours: np.ndarray, instance: Instance,
 def _located(result: SegmentationResult) -> list[Instance]:
     """The instances with a 3D centroid."""
     return [instance for instance in result.instances
-            if instance.geometry.valid_points and np.all(np.isfinite(instance.geometry.centroid))]
+            if np.all(np.isfinite(instance.geometry.centroid))]
 
 
 def _pose(types: MessageTypes, x: float, y: float, z: float) -> Any:
@@ -377,8 +376,7 @@ def markers_message(types: MessageTypes, header: Any, result: SegmentationResult
     colours = class_colours(max(len(result.vocabulary), 1))
     for instance in _located(result):
         (x, y, z), extent = instance.geometry.centroid, instance.geometry.extent
-        sizes = [max(float(e), MIN_MARKER_SIZE_M) if math.isfinite(e) else MIN_MARKER_SIZE_M
-                 for e in extent]
+        sizes = [max(float(e), MIN_MARKER_SIZE_M) for e in extent]
         markers.append(types.Marker(
             header=header, ns="boxes", id=object_id(instance), type=MARKER_CUBE,
             action=MARKER_ADD, pose=_pose(types, x, y, z),

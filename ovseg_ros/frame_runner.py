@@ -32,8 +32,9 @@ import numpy as np
 
 from .config import Settings
 from .convert import FrameError
+from .geometry import DepthError, DepthSettings, depth_settings
 from .panoptic import UNLABELLED, SegmentationResult
-from .scene import track
+from .scene import locate, track
 from .tracking import Tracker, tracking_settings
 from .vocabulary import EncodedVocabulary, Vocabulary
 
@@ -42,6 +43,9 @@ HINT_REPEAT_S = 30.0
 STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
 
 VocabularyKey = tuple[Vocabulary, str]  # a vocabulary and the prompt templates it is encoded with
+# A frame, its width and height and the depth settings -> its registered depth in metres (NaN
+# invalid) and the colour camera's 3x3 K; raises DepthError when the frame has no usable depth.
+DepthOf = Callable[[Any, int, int, DepthSettings], tuple[np.ndarray, np.ndarray]]
 
 
 class SegmenterLike:
@@ -80,10 +84,11 @@ class Outputs(Protocol):
     what prepare_result returns, are called under the runner's publishing lock, never after
     stop(); ``frame`` is the object given to submit_frame."""
 
-    def prepare_result(self, frame: Any, rgb: np.ndarray,
-                       result: SegmentationResult) -> Callable[[], None]:
+    def prepare_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult,
+                       points: np.ndarray | None) -> Callable[[], None]:
         """Build a frame's messages (outside the lock, so stop() does not wait for it);
-        returns what publishes them."""
+        returns what publishes them. ``points``: the frame's [H, W, 3] back-projected depth
+        (NaN: none), or None when the frame has no 3D."""
         ...
 
     def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None: ...
@@ -143,6 +148,7 @@ class FrameStats:
         self.dropped = 0
         self.failed = 0
         self.skipped: Counter[str] = Counter()
+        self.without_3d: Counter[str] = Counter()
         self._window_start = clock()
         self._window_received = 0
         self._window_frames = 0
@@ -169,6 +175,13 @@ class FrameStats:
             self._window_skipped[cause] += 1
             return self.skipped[cause] == 1
 
+    def frame_without_3d(self, cause: str) -> bool:
+        """Count a frame whose depth could not be used; True when it is the first with this
+        cause."""
+        with self._lock:
+            self.without_3d[cause] += 1
+            return self.without_3d[cause] == 1
+
     def frame_failed(self) -> None:
         with self._lock:
             self.failed += 1
@@ -193,6 +206,7 @@ class FrameStats:
                 "received": self.received, "processed": self.processed,
                 "dropped": self.dropped, "failed": self.failed,
                 "skipped": sum(self.skipped.values()),
+                "without_3d": sum(self.without_3d.values()),
             }
             self._window_start = now
             self._window_received = self._window_frames = self._window_failed = 0
@@ -213,7 +227,9 @@ class FrameRunner:
     while none is set); a vocabulary given here is encoded first. outputs: where results go.
     decode: frame -> [H, W, 3] uint8 RGB; raises FrameError (or anything else) for a frame that
     cannot be used. source: what frames come from, for messages (the image topic).
-    how_to_set_vocabulary: the command a user types to set one, for the hint. roll_back:
+    how_to_set_vocabulary: the command a user types to set one, for the hint. depth_of: where
+    frames carry depth, what gives a frame's depth and K (DepthOf); each result is then placed
+    in 3D (scene.locate) and the points handed to the outputs. roll_back:
     called from the vocabulary thread when ``failed`` could not be encoded, with the key in
     use (None: none yet); the node sets its parameters back and returns True when it did.
     clock: monotonic seconds, for the statistics window and log throttling.
@@ -223,6 +239,7 @@ class FrameRunner:
                  vocabulary: Vocabulary | None, outputs: Outputs, *,
                  decode: Callable[[Any], np.ndarray], log: Logger, source: str = "the input",
                  how_to_set_vocabulary: str = "set the vocabulary",
+                 depth_of: DepthOf | None = None,
                  roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
                  clock: Callable[[], float] = time.monotonic):
         self._segmenter = segmenter
@@ -231,6 +248,7 @@ class FrameRunner:
         self._log = log
         self._source = source
         self._how_to_set_vocabulary = how_to_set_vocabulary
+        self._depth_of = depth_of
         self._roll_back = roll_back
         self._device = str(segmenter.device)
         self._throttle = Throttle(clock)
@@ -368,7 +386,9 @@ class FrameRunner:
                 result = self._segmenter.segment(rgb, encoded)
                 self._track(result)
             segmented = time.perf_counter()
-            publish = self._outputs.prepare_result(frame, rgb, result)
+            points = self._locate(frame, result) if self._depth_of is not None else None
+            located = time.perf_counter()
+            publish = self._outputs.prepare_result(frame, rgb, result, points)
             with self._publishing:
                 if self._closed:
                     return
@@ -381,10 +401,28 @@ class FrameRunner:
                 self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")
             return
         stages = {"decode": (decoded - start) * 1000.0,
-                  "publish": (time.perf_counter() - segmented) * 1000.0}
+                  "publish": (time.perf_counter() - located) * 1000.0}
         stages.update(result.timings_ms)
+        if self._depth_of is not None:
+            stages["locate"] = (located - segmented) * 1000.0
         stages["total"] = (time.perf_counter() - start) * 1000.0
         self._stats.frame_done(stages)
+
+    def _locate(self, frame: Any, result: SegmentationResult) -> np.ndarray | None:
+        """Place the result's instances in 3D from the frame's depth; the points, or None
+        (logged once per cause, counted) when the frame's depth cannot be used."""
+        height, width = result.instance_map.shape
+        settings = depth_settings(self._applied)
+        try:
+            depth_m, k = self._depth_of(frame, width, height, settings)
+            return locate(result, depth_m, k, settings)
+        except DepthError as err:
+            if self._stats.frame_without_3d(err.cause):
+                self._log.warning(
+                    f"no 3D for a frame from {self._source}: {err}. Further frames with this "
+                    f"problem ({err.cause}) are segmented without 3D, without a message, and "
+                    "counted in /diagnostics")
+            return None
 
     # ---------------------------------------------------------------------- vocabulary
     def process_vocabulary(self) -> bool:
@@ -476,6 +514,8 @@ class FrameRunner:
             "frames dropped (a newer one arrived)": str(report["dropped"]),
             "frames skipped (bad input)": str(report["skipped"]),
             "frames failed": str(report["failed"]),
+            **({"frames without 3D (unusable depth)": str(report["without_3d"])}
+               if self._depth_of is not None else {}),
             "vocabulary version": str(encoded.version if encoded else 0),
             "classes": str(len(encoded.vocabulary) if encoded else 0),
             "device": self._device,

@@ -4,12 +4,15 @@ Topics (relative names; the launch file remaps ``image``):
 
 - in:  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage),
        ``~/vocabulary`` (std_msgs/String, comma separated: sets the ``vocabulary`` parameter)
+- with use_depth: ``depth`` (sensor_msgs/Image registered to the colour image) and the colour
+       camera's CameraInfo, paired with the colour frames by time (ovseg_ros.depth_input)
 - out: ``~/semantic``, ``~/instances`` (16UC1 Image), ``~/panoptic``
        (ovseg_ros/PanopticSegmentation), ``~/detections`` (vision_msgs/Detection2DArray),
        ``~/label_info`` (vision_msgs/LabelInfo, transient local), ``~/overlay`` (rgb8, only
-       while subscribed), ``/diagnostics``. Every output carries the input frame's header.
+       while subscribed), ``/diagnostics``; with use_depth also ``~/points``, ``~/markers``
+       and ``~/detections_3d``. Every output carries the input frame's header.
 
-The node is ROS glue: parameters, subscriptions, publishers (all in OutputPublishers) and the
+The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.outputs) and the
 diagnostics timer. The threads and the state they share (newest frame, pending settings,
 vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.frame_runner). The
 executor runs the callbacks, which only validate and hand over: no model call in a callback.
@@ -24,12 +27,10 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
@@ -37,55 +38,28 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
-from vision_msgs.msg import Detection2DArray, LabelInfo
-
-from ovseg_ros.msg import PanopticSegmentation
+from std_msgs.msg import String
 
 from . import convert
 from .config import Settings, SettingsError, settings_fields
-from .frame_runner import FrameRunner, Health, Level, SegmenterLike, VocabularyKey
-from .panoptic import SegmentationResult
-from .visualize import overlay
+from .frame_runner import FrameRunner, SegmenterLike, VocabularyKey
+from .node_options import NODE_OPTIONS, NodeOption
+from .outputs import OutputPublishers
 from .vocabulary import Vocabulary, VocabularyError, stuff_names
 from .vocabulary_text import parse_names
 
 NODE_NAME = "ovseg"
-OUTPUT_DEPTH = 5  # reliable outputs; a slow subscriber holds at most this many frames
 NO_FRAME_HINT_S = 5.0
 DIAGNOSTICS_PERIOD_S = 1.0
 HINT_REPEAT_S = 30.0
-DIAGNOSTIC_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN,
-                     Level.ERROR: DiagnosticStatus.ERROR}
 
 SETTING_NAMES = frozenset(f.name for f in settings_fields())
 LIST_SETTINGS = frozenset(f.name for f in settings_fields() if f.type == "list")
 ARRAY_TYPES = frozenset({Parameter.Type.BYTE_ARRAY, Parameter.Type.BOOL_ARRAY,
                          Parameter.Type.INTEGER_ARRAY, Parameter.Type.DOUBLE_ARRAY,
                          Parameter.Type.STRING_ARRAY})
-
-
-@dataclass(frozen=True)
-class NodeOption:
-    """A node parameter that is not a pipeline setting (how frames arrive); read at start."""
-
-    name: str
-    default: str
-    description: str
-    choices: tuple[str, ...]
-
-
-NODE_OPTIONS = (
-    NodeOption("image_transport", "raw",
-               "'raw': sensor_msgs/Image on 'image'; 'compressed': sensor_msgs/CompressedImage "
-               "on 'image/compressed' (JPEG or PNG).", ("raw", "compressed")),
-    NodeOption("image_reliability", "best_effort",
-               "QoS reliability of the image subscription: 'best_effort' (SensorDataQoS, "
-               "matches every publisher) or 'reliable' (matches reliable publishers only).",
-               ("best_effort", "reliable")),
-)
 
 
 def load_segmenter(settings: Settings) -> SegmenterLike:
@@ -132,62 +106,6 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
     return Vocabulary.from_settings(settings.vocabulary, settings)
 
 
-class OutputPublishers:
-    """Every output of the node: the publishers, and what goes on each for a frame, a label
-    map and a diagnostics report (the FrameRunner's Outputs). A new output is a publisher
-    here and its message in prepare_result."""
-
-    def __init__(self, node: Node):
-        self._node = node
-        self._types = convert.MessageTypes.from_ros()
-        reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._semantic = node.create_publisher(Image, "~/semantic", reliable)
-        self._instances = node.create_publisher(Image, "~/instances", reliable)
-        self._panoptic = node.create_publisher(PanopticSegmentation, "~/panoptic", reliable)
-        self._detections = node.create_publisher(Detection2DArray, "~/detections", reliable)
-        self._overlay = node.create_publisher(Image, "~/overlay", reliable)
-        self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
-        self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-    def prepare_result(self, frame: Any, rgb: np.ndarray,
-                       result: SegmentationResult) -> Callable[[], None]:
-        """A frame's messages, each with the frame's header; returns what publishes them."""
-        types, header = self._types, frame.header
-        panoptic = convert.panoptic_message(types, header, result)
-        messages = [(self._semantic, panoptic.semantic), (self._instances, panoptic.instance),
-                    (self._panoptic, panoptic),
-                    (self._detections, convert.detections_message(types, header, result))]
-        if self._overlay.get_subscription_count() > 0:  # drawn only for a subscriber
-            messages.append((self._overlay, convert.image_message(
-                types, header, overlay(rgb, result), "rgb8")))
-
-        def publish() -> None:
-            for publisher, msg in messages:
-                publisher.publish(msg)
-        return publish
-
-    def closing(self) -> bool:
-        return not self._node.context.ok()
-
-    def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None:
-        self._label_info.publish(convert.label_info_message(
-            self._types, self._stamped(), vocabulary, unknown_thresh))
-
-    def publish_diagnostics(self, health: Health) -> None:
-        device = health.values.get("device", "")
-        status = DiagnosticStatus(
-            level=DIAGNOSTIC_LEVELS[health.level],
-            name=f"{self._node.get_name()}: segmentation", message=health.message,
-            hardware_id=device,
-            values=[KeyValue(key=key, value=value) for key, value in health.values.items()])
-        self._diagnostics.publish(DiagnosticArray(header=self._stamped(), status=[status]))
-
-    def _stamped(self) -> Header:
-        return Header(stamp=self._node.get_clock().now().to_msg())
-
-
 class OvsegNode(Node):
     """Open-vocabulary segmentation of a camera stream (see the module docstring)."""
 
@@ -199,6 +117,7 @@ class OvsegNode(Node):
         options = {option.name: self._declare_option(option) for option in NODE_OPTIONS}
         self._compressed = options["image_transport"] == "compressed"
         self._reliable = options["image_reliability"] == "reliable"
+        use_depth = options["use_depth"]
         self._segmenter = make_segmenter(settings)
         # Latest accepted settings, guarded by _accepting (the set-parameters callback, and
         # the vocabulary thread when it rolls back a vocabulary that could not be encoded).
@@ -206,24 +125,39 @@ class OvsegNode(Node):
         self._accepted = (settings, vocabulary)
         self._rolling_back = False
 
-        self._outputs = OutputPublishers(self)
+        self._outputs = OutputPublishers(self, scene=use_depth,
+                                         points_stride=options["points_stride"])
         image_qos = QoSProfile(depth=qos_profile_sensor_data.depth,
                                reliability=ReliabilityPolicy.RELIABLE) if self._reliable \
             else qos_profile_sensor_data
-        if self._compressed:
-            self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, image_qos)
+        colour_type, colour_topic = (CompressedImage, "image/compressed") if self._compressed \
+            else (Image, "image")
+        self._depth_input = depth_of = None
+        if use_depth:
+            from . import depth_input  # message_filters: needed with depth only
+
+            depth_of = depth_input.depth_of
+            self._depth_input = depth_input.DepthInput(
+                self, colour_type, colour_topic, image_qos,
+                camera_info_topic=options["camera_info_topic"], compressed=self._compressed,
+                queue_size=options["sync_queue_size"], slop=settings.sync_slop,
+                on_frame=self._on_image)
+            self._image_topic = self._depth_input.colour_topic
         else:
-            self._image_sub = self.create_subscription(Image, "image", self._on_image,
-                                                       image_qos)
+            self._image_sub = self.create_subscription(colour_type, colour_topic,
+                                                       self._on_image, image_qos)
+            self._image_topic = self._image_sub.topic_name
         self._vocabulary_sub = self.create_subscription(
             String, "~/vocabulary", self._on_vocabulary_message, 10)
         how_to_set = (f"ros2 param set {self.get_fully_qualified_name()} vocabulary "
                       "\"[mug, door handle]\"")
         self._runner = FrameRunner(
             self._segmenter, settings, vocabulary, self._outputs, decode=self._decode,
-            log=self.get_logger(), source=self._image_sub.topic_name,
-            how_to_set_vocabulary=how_to_set, roll_back=self._roll_back_vocabulary)
+            log=self.get_logger(),
+            source=self._image_topic if depth_of is None else
+            f"{self._image_topic} paired with {self._depth_input.depth_topic}",
+            how_to_set_vocabulary=how_to_set, roll_back=self._roll_back_vocabulary,
+            depth_of=depth_of)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
@@ -234,10 +168,13 @@ class OvsegNode(Node):
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
                                                     self._runner.publish_diagnostics)
         self._runner.publish_label_info()
+        depth = self._depth_input
         self.get_logger().info(
-            f"listening on {self._image_sub.topic_name} "
+            f"listening on {self._image_topic} "
             f"({'compressed' if self._compressed else 'raw'}, "
-            f"{'reliable' if self._reliable else 'best effort'}); "
+            f"{'reliable' if self._reliable else 'best effort'}"
+            + (f"; with depth {depth.depth_topic} and CameraInfo {depth.camera_info_topic}, "
+               f"paired within {settings.sync_slop} s" if depth else "") + "); "
             + (f"vocabulary: {', '.join(vocabulary.names)}" if vocabulary else
                f"no vocabulary yet: {how_to_set}"))
 
@@ -261,15 +198,16 @@ class OvsegNode(Node):
                     setting.name, getattr(defaults, setting.name), descriptor).value
         return defaults.replace(**values)
 
-    def _declare_option(self, option: NodeOption) -> str:
-        descriptor = ParameterDescriptor(
-            description=option.description, read_only=True,
-            additional_constraints="one of: " + ", ".join(option.choices))
-        value = self.declare_parameter(option.name, option.default, descriptor).value
-        if value not in option.choices:
-            raise SettingsError(f"{option.name} must be one of {', '.join(option.choices)}, "
-                                f"got {value!r}")
-        return value
+    def _declare_option(self, option: NodeOption) -> Any:
+        """Declare a node option as a read-only parameter; its checked value."""
+        descriptor = ParameterDescriptor(description=option.description, read_only=True)
+        if option.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(option.choices)
+        if option.minimum is not None:
+            descriptor.integer_range = [IntegerRange(from_value=option.minimum,
+                                                     to_value=option.maximum, step=1)]
+        return option.check(self.declare_parameter(option.name, option.default,
+                                                   descriptor).value)
 
     def _empty_lists_as_string_arrays(self, parameters: list[Parameter]) -> list[Parameter]:
         """``ros2 param set /ovseg stuff_classes "[]"`` sends an empty BOOL_ARRAY (an empty
@@ -344,8 +282,10 @@ class OvsegNode(Node):
     def _on_image(self, msg: Any) -> None:
         self._runner.submit_frame(msg)
 
-    def _decode(self, msg: Any) -> np.ndarray:
-        """An image message -> RGB, or FrameError (the runner skips and counts it)."""
+    def _decode(self, frame: Any) -> np.ndarray:
+        """An image message (with depth: a SyncedFrame) -> its RGB, or FrameError (the runner
+        skips and counts it)."""
+        msg = frame.colour if self._depth_input is not None else frame
         return convert.compressed_to_rgb(msg) if self._compressed \
             else convert.image_to_rgb(msg)
 
@@ -359,11 +299,22 @@ class OvsegNode(Node):
 
     # ---------------------------------------------------------------------------- hints
     def _hint_if_no_frames(self) -> None:
-        """Say why no frame arrives: nothing publishes, wrong type, or incompatible QoS."""
-        if self._runner.received:
+        """Say why no frame arrives: nothing publishes, wrong type, or incompatible QoS; with
+        depth, why no colour frame pairs with a depth image, or no CameraInfo arrives."""
+        depth = self._depth_input
+        if depth is not None:
+            waited = f"after {time.monotonic() - self._started:.0f} s"
+            hint = depth.hint(waited) or depth.camera_info_hint(waited)
+            if hint:
+                self.get_logger().warning(hint, throttle_duration_sec=HINT_REPEAT_S)
+                return
+            if depth.pairs:  # and CameraInfo arrives: nothing to say any more
+                self._no_frame_timer.cancel()
+                return
+        elif self._runner.received:
             self._no_frame_timer.cancel()
             return
-        topic = self._image_sub.topic_name
+        topic = self._image_topic
         wanted = "sensor_msgs/msg/CompressedImage" if self._compressed \
             else "sensor_msgs/msg/Image"
         waited = f"no image on {topic} after {time.monotonic() - self._started:.0f} s"

@@ -27,3 +27,32 @@ def track(result: SegmentationResult, tracker: Tracker) -> None:
     ids = tracker.update(result.instance_map, [instance.label for instance in result.instances])
     for instance, track_id in zip(result.instances, ids):
         instance.track_id = track_id
+
+
+# One point of a labelled cloud: position (metres, camera optical frame), colour packed as
+# PCL does (0x00RRGGBB in the bytes of a float32), class index into the vocabulary
+# (UNLABELLED: none), instance id (1 + index into the instances, 0: none) and track id (0:
+# untracked).
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"),
+                        ("class_index", "<u2"), ("instance_id", "<u2"), ("track_id", "<u4")])
+
+
+def labelled_points(points: np.ndarray, rgb: np.ndarray, result: SegmentationResult,
+                    stride: int = 1) -> np.ndarray:
+    """[H, W, 3] points (NaN: no depth), the [H, W, 3] uint8 RGB frame and its result -> [N]
+    POINT_DTYPE of every ``stride``-th pixel in each direction that has depth, row by row."""
+    rows = slice(None, None, stride)
+    xyz = points[rows, rows]
+    valid = np.isfinite(xyz[..., 2])
+    colour = rgb[rows, rows][valid].astype(np.uint32)
+    instance_ids = result.instance_map[rows, rows][valid]
+    track_of_instance = np.zeros(len(result.instances) + 1, dtype=np.uint32)
+    track_of_instance[1:] = [instance.track_id for instance in result.instances]
+    cloud = np.empty(int(valid.sum()), dtype=POINT_DTYPE)
+    for axis, name in enumerate("xyz"):
+        cloud[name] = xyz[..., axis][valid]
+    cloud["rgb"] = ((colour[:, 0] << 16) | (colour[:, 1] << 8) | colour[:, 2]).view(np.float32)
+    cloud["class_index"] = result.semantic[rows, rows][valid]
+    cloud["instance_id"] = instance_ids
+    cloud["track_id"] = track_of_instance[instance_ids]
+    return cloud

@@ -21,7 +21,7 @@ pytest.importorskip("rosbags", reason="the ROS stand-in builds its message class
 import ros_standin  # noqa: E402
 from ros_standin import GRAPH, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set  # noqa: E402
 from ovseg_ros import panoptic  # noqa: E402
-from ovseg_ros.config import Settings, settings_fields  # noqa: E402
+from ovseg_ros.config import Settings, SettingsError, settings_fields  # noqa: E402
 from ovseg_ros.vocabulary import EncodedVocabulary  # noqa: E402
 from ovseg_ros.vocabulary_text import parse_names  # noqa: E402
 
@@ -179,8 +179,24 @@ def test_every_setting_is_a_typed_described_parameter(make_node):
     assert node.describe_parameter("points_per_side").integer_range[0].to_value == 128
     assert "one of: crop, mask_token" in \
         node.describe_parameter("classifier_mode").additional_constraints
-    for option in ("image_transport", "image_reliability"):
-        assert node.describe_parameter(option).read_only
+    from ovseg_ros.node_options import NODE_OPTIONS
+
+    option_kinds = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
+                    str: Parameter.Type.STRING}
+    for option in NODE_OPTIONS:
+        descriptor = node.describe_parameter(option.name)
+        assert descriptor.read_only and descriptor.description == option.description
+        assert descriptor.type == option_kinds[type(option.default)].value, option.name
+        assert node.get_parameter(option.name).value == option.default
+    assert node.describe_parameter("points_stride").integer_range[0].to_value == 64
+
+
+def test_node_options_out_of_range_stop_the_start_with_the_reason(make_node):
+    # rclpy refuses it against the descriptor's range (main() logs "cannot start: ...")
+    with pytest.raises(Exception, match="sync_queue_size out of range. Min: 1, Max: 1000"):
+        make_node(sync_queue_size=0)
+    with pytest.raises(SettingsError, match="image_reliability must be one of"):
+        make_node(image_reliability="sometimes")
 
 
 def test_vocabulary_is_a_string_array_even_when_empty(make_node):
@@ -453,8 +469,8 @@ def test_the_overlay_is_drawn_only_for_a_subscriber(make_node, monkeypatch):
     import sys
 
     drawn = []
-    draw = sys.modules["ovseg_ros.node"].overlay
-    monkeypatch.setattr(sys.modules["ovseg_ros.node"], "overlay",
+    draw = sys.modules["ovseg_ros.outputs"].overlay
+    monkeypatch.setattr(sys.modules["ovseg_ros.outputs"], "overlay",
                         lambda rgb, result: drawn.append(rgb.shape) or draw(rgb, result))
     overlay_pub = publishers(node)["/ovseg/overlay"]
     for second in (1, 2):

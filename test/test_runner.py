@@ -2,6 +2,7 @@
 retries, the order of label maps, stop() during a frame, diagnostics windows, log throttling
 on an injected clock. Timing is controlled with threading.Event; every wait is bounded."""
 
+import math
 import subprocess
 import sys
 import threading
@@ -15,7 +16,8 @@ import torch
 from ovseg_ros.config import Settings
 from ovseg_ros.convert import FrameError
 from ovseg_ros.frame_runner import FrameRunner, Level
-from ovseg_ros.panoptic import SegmentationResult
+from ovseg_ros.geometry import DepthError
+from ovseg_ros.panoptic import UNLABELLED, Instance, SegmentationResult
 from ovseg_ros.vocabulary import EncodedVocabulary, Vocabulary
 
 WAIT_S = 30.0  # bound for thread hand-offs on a loaded machine (a hang, not a timing check)
@@ -57,6 +59,7 @@ class Outputs:
 
     def __init__(self):
         self.results = []  # (frame, vocabulary names)
+        self.scenes = []  # (result, points) of each frame, as prepared
         self.label_infos = []  # (vocabulary names, unknown_thresh)
         self.health = []
         self.on_label_info = None
@@ -66,7 +69,9 @@ class Outputs:
     def closing(self):
         return self.shutting_down
 
-    def prepare_result(self, frame, rgb, result):
+    def prepare_result(self, frame, rgb, result, points):
+        self.scenes.append((result, points))
+
         def publish():
             if self.fail_results:
                 raise RuntimeError("publisher is gone (pretend)")
@@ -113,6 +118,7 @@ class FakeSegmenter:
         self.release_segment = None  # an Event segment() waits for, when set
         self.fail_next_frame = False
         self.fail_update = False
+        self.mug_box = None  # (rows, columns) slices: the result has one mug there
         self._version = 0
 
     def update_settings(self, settings):
@@ -137,8 +143,17 @@ class FakeSegmenter:
             self.fail_next_frame = False
             raise RuntimeError("CUDA out of memory (pretend)")
         height, width = image.shape[:2]
-        return SegmentationResult(np.zeros((height, width), dtype=np.uint16),
-                                  np.zeros((height, width), dtype=np.uint16), [],
+        semantic = np.full((height, width), UNLABELLED, dtype=np.uint16)
+        instance_map = np.zeros((height, width), dtype=np.uint16)
+        instances = []
+        if self.mug_box is not None:
+            rows, columns = self.mug_box
+            semantic[rows, columns], instance_map[rows, columns] = 0, 1
+            instances = [Instance(1, 0, "mug", 0.9, 0.95, True,
+                                  (columns.start, rows.start, columns.stop - columns.start,
+                                   rows.stop - rows.start),
+                                  int(instance_map.sum()))]
+        return SegmentationResult(semantic, instance_map, instances,
                                   vocabulary.vocabulary, vocabulary.version,
                                   {"proposals": 1.0, "total": 2.0})
 
@@ -147,7 +162,7 @@ class Harness:
     """A runner with a fake segmenter, recorded outputs and log, a fake clock and a
     recording roll_back."""
 
-    def __init__(self, vocabulary=None, roll_back=None, **settings):
+    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, **settings):
         self.settings = Settings().replace(
             vocabulary=list(vocabulary or []), **settings)
         self.segmenter = FakeSegmenter(self.settings)
@@ -165,7 +180,7 @@ class Harness:
             self.segmenter, self.settings, self.vocabulary(vocabulary), self.outputs,
             decode=decode, log=self.log, source=SOURCE,
             how_to_set_vocabulary="ros2 param set /ovseg vocabulary \"[mug]\"",
-            roll_back=roll_back or record_roll_back, clock=self.clock)
+            roll_back=roll_back or record_roll_back, clock=self.clock, depth_of=depth_of)
 
     def vocabulary(self, names):
         return Vocabulary.parse(names) if names else None
@@ -497,3 +512,69 @@ def test_a_frame_failing_while_the_transport_shuts_down_is_not_a_failure():
     h.outputs.shutting_down = False
     assert h.frame() is None
     assert h.log.messages("ERROR") and h.health().values["frames failed"] == "1"
+
+
+# ---------------------------------------------------------------------------- depth
+K = np.array([[4.0, 0.0, 4.0], [0.0, 4.0, 3.0], [0.0, 0.0, 1.0]])
+
+
+class Depth:
+    """A DepthOf: 2 m everywhere (or the error given), recording the settings it got."""
+
+    def __init__(self, error=None):
+        self.error = error
+        self.settings = []
+
+    def __call__(self, frame, width, height, settings):
+        self.settings.append(settings)
+        if self.error is not None:
+            raise self.error
+        return np.full((height, width), 2.0, np.float32), K
+
+
+def test_frames_with_depth_are_placed_in_3d_and_their_points_handed_over():
+    depth = Depth()
+    h = Harness(vocabulary=["mug"], depth_of=depth, depth_max_range=5.0)
+    h.runner.process_vocabulary()
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    assert h.frame() == ("mug",)
+    result, points = h.outputs.scenes[-1]
+    assert points.shape == (6, 8, 3) and np.all(points[..., 2] == 2.0)
+    # the mask (rows 0..5, columns 0..3) eroded by 2 px away from the image border: columns
+    # 0..1, rows 0..5; medians u = 0.5, v = 2.5: x = (0.5 - 4) * 2 / 4, y = (2.5 - 3) * 2 / 4
+    assert result.instances[0].geometry.centroid == pytest.approx((-1.75, -0.25, 2.0))
+    assert depth.settings[-1].max_range == 5.0
+    h.change(depth_max_range=1.5)  # live: the next frame's depth is read with it
+    h.frame()
+    assert depth.settings[-1].max_range == 1.5
+    values = h.health().values
+    assert values["frames without 3D (unusable depth)"] == "0"
+    assert float(values["latency locate (ms)"]) >= 0.0
+
+
+def test_unusable_depth_is_logged_once_per_cause_and_the_frames_still_go_out():
+    depth = Depth(DepthError("depth is 4x3 but colour is 8x6: give registered depth",
+                             cause="size"))
+    h = Harness(vocabulary=["mug"], depth_of=depth)
+    h.runner.process_vocabulary()
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    for number in range(3):
+        assert h.frame(number) == ("mug",)
+    assert [points for _, points in h.outputs.scenes] == [None] * 3
+    assert all(math.isnan(result.instances[0].geometry.centroid[2])
+               for result, _ in h.outputs.scenes)
+    warnings = h.log.messages("WARN")
+    assert len(warnings) == 1 and "depth is 4x3 but colour is 8x6" in warnings[0]
+    assert "(size)" in warnings[0] and SOURCE in warnings[0]
+    depth.error = DepthError("no CameraInfo has arrived yet", cause="camera_info")
+    h.frame()
+    assert len(h.log.messages("WARN")) == 2
+    assert h.health().values["frames without 3D (unusable depth)"] == "4"
+
+
+def test_without_depth_there_is_no_3d_and_no_count_of_it():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    h.frame()
+    assert h.outputs.scenes[-1][1] is None
+    assert not any("3D" in key or "locate" in key for key in h.health().values)

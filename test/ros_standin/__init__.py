@@ -14,6 +14,9 @@ import sys
 from . import messages, rclpy_standin
 from .rclpy_standin import GRAPH, LOG, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set
 
+# The package's modules that import ROS at module level: imported afresh with each distro.
+ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.outputs", "ovseg_ros.depth_input")
+
 __all__ = ["GRAPH", "LOG", "Parameter", "QoSProfile", "ReliabilityPolicy", "install",
            "messages", "ros2_param_set"]
 
@@ -21,10 +24,11 @@ __all__ = ["GRAPH", "LOG", "Parameter", "QoSProfile", "ReliabilityPolicy", "inst
 def install(monkeypatch, distro: str = "humble") -> None:
     """Make ROS imports resolve to the stand-ins until the test ends (monkeypatch undoes it).
 
-    Modules imported while the stand-ins are in place (ovseg_ros.node) are dropped at the end
+    Modules imported while the stand-ins are in place (ROS_MODULES) are dropped at the end
     too, so a later test with another distro imports them afresh.
     """
     rclpy_standin.reset()
     for name, module in rclpy_standin.modules(distro).items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "ovseg_ros.node", raising=False)
+    for name in ROS_MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
