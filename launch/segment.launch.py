@@ -2,6 +2,8 @@
 
     ros2 launch ovseg_ros segment.launch.py image:=/camera/color/image_raw \\
         vocabulary:="[mug, kettle, person]" rviz:=true
+    ros2 launch ovseg_ros segment.launch.py image:=/camera/color/image_raw \\
+        depth:=/camera/aligned_depth_to_color/image_raw vocabulary:="[mug, chair]"
     ros2 launch ovseg_ros segment.launch.py --show-args     # every argument, described
 
 Settings come from params_file (config/params.yaml by default); the vocabulary, device and
@@ -46,6 +48,17 @@ ARGUMENTS = [
         "compressed", default_value="false", choices=["true", "false"],
         description="true: read sensor_msgs/CompressedImage (JPEG/PNG) from <image>/compressed."),
     DeclareLaunchArgument(
+        "depth", default_value="",
+        description="Depth image topic (sensor_msgs/Image, 16UC1 millimetres or 32FC1 metres) "
+                    "registered to the colour image, e.g. "
+                    "/camera/aligned_depth_to_color/image_raw. Given: 3D per instance, "
+                    "<node>/points, <node>/markers and <node>/detections_3d. Empty: no depth."),
+    DeclareLaunchArgument(
+        "camera_info", default_value="",
+        description="The colour camera's CameraInfo topic, used with depth. Empty: "
+                    "camera_info next to the image topic (/camera/color/image_raw -> "
+                    "/camera/color/camera_info)."),
+    DeclareLaunchArgument(
         "vocabulary", default_value="",
         description="Classes to segment: '[mug, door handle]' or 'mug, door handle'. Empty: "
                     "none yet (set later with ros2 param set NODE vocabulary \"[...]\" or on "
@@ -60,9 +73,9 @@ ARGUMENTS = [
         description="Node name; topics are <namespace>/<node_name>/semantic etc."),
     DeclareLaunchArgument(
         "reliability", default_value="best_effort", choices=["best_effort", "reliable"],
-        description="QoS reliability of the image subscription. best_effort (SensorDataQoS) "
-                    "matches every camera; reliable receives nothing from best-effort "
-                    "publishers."),
+        description="QoS reliability of the image, depth and camera_info subscriptions. "
+                    "best_effort (SensorDataQoS) matches every camera; reliable receives "
+                    "nothing from best-effort publishers."),
     DeclareLaunchArgument(
         "rviz", default_value="false", choices=["true", "false"],
         description="true: also start rviz2 showing the camera image, the overlay and the "
@@ -90,14 +103,18 @@ def write_temporary(text: str, suffix: str) -> str:
         return handle.name
 
 
-def rviz_config(image_topic: str, node: str) -> str:
-    """config/ovseg.rviz with its image displays pointed at this launch's topics."""
+def rviz_config(image_topic: str, node: str, depth: bool) -> str:
+    """config/ovseg.rviz with its displays pointed at this launch's topics (the 3D ones
+    enabled with depth only)."""
     config = yaml.safe_load((SHARE / "config" / "ovseg.rviz").read_text())
     topics = {"Camera": image_topic, "Overlay": f"{node}/overlay",
-              "Semantic": f"{node}/semantic"}
+              "Semantic": f"{node}/semantic", "Points": f"{node}/points",
+              "Markers": f"{node}/markers"}
     for display in config["Visualization Manager"]["Displays"]:
         if display.get("Name") in topics:
             display["Topic"]["Value"] = topics[display["Name"]]
+        if display.get("Name") in ("Points", "Markers"):
+            display["Enabled"] = display["Value"] = depth
     return write_temporary(yaml.safe_dump(config, sort_keys=False), ".rviz")
 
 
@@ -113,6 +130,10 @@ def launch_setup(context, *args, **kwargs):
         overrides["vocabulary"] = vocabulary
     overrides["image_transport"] = "compressed" if compressed else "raw"
     overrides["image_reliability"] = argument("reliability")
+    depth = argument("depth")
+    overrides["use_depth"] = bool(depth)
+    if argument("camera_info"):
+        overrides["camera_info_topic"] = argument("camera_info")
     # A params file keeps strings strings (a class called 'yes' stays a string).
     overrides_file = write_temporary(
         yaml.safe_dump({"/**": {"ros__parameters": overrides}}), ".yaml")
@@ -121,9 +142,11 @@ def launch_setup(context, *args, **kwargs):
         package=PACKAGE, executable="ovseg_node", name=argument("node_name"),
         namespace=argument("namespace"), output="screen", emulate_tty=True,
         parameters=[argument("params_file"), overrides_file],
-        remappings=[("image", image), ("image/compressed", f"{image}/compressed")])]
+        remappings=[("image", image), ("image/compressed", f"{image}/compressed"),
+                    *([("depth", depth)] if depth else [])])]
     if argument("rviz").lower() in TRUE:
-        config = rviz_config(image, node_path(argument("namespace"), argument("node_name")))
+        config = rviz_config(image, node_path(argument("namespace"), argument("node_name")),
+                             bool(depth))
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
                             arguments=["-d", config], output="screen"))
     return actions

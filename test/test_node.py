@@ -6,6 +6,7 @@ import array
 import ast
 import dataclasses
 import math
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -1064,12 +1065,34 @@ def test_launch_vocabulary_argument_keeps_every_class_name_a_string():
     assert vocabulary_argument("[]") == [] and vocabulary_argument("") == []
 
 
+def test_launch_points_rviz_at_the_nodes_topics_and_shows_3d_with_depth_only(tmp_path):
+    tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
+    namespace = {"yaml": yaml, "SHARE": REPO, "tempfile": tempfile}
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)
+                 and node.name in ("write_temporary", "rviz_config")]
+    exec(compile(ast.Module(functions, type_ignores=[]), "segment.launch.py", "exec"),
+         namespace)
+    for depth in (True, False):
+        path = Path(namespace["rviz_config"]("/cam/color/image_raw", "/robot/seg", depth))
+        displays = {d["Name"]: d for d in yaml.safe_load(path.read_text())[
+            "Visualization Manager"]["Displays"]}
+        path.unlink()
+        assert displays["Camera"]["Topic"]["Value"] == "/cam/color/image_raw"
+        assert displays["Points"]["Topic"]["Value"] == "/robot/seg/points"
+        assert displays["Markers"]["Topic"]["Value"] == "/robot/seg/markers"
+        assert displays["Points"]["Enabled"] is displays["Markers"]["Value"] is depth
+        assert displays["Overlay"]["Enabled"] is True
+
+
 def test_rviz_config_shows_camera_overlay_and_semantic():
     config = yaml.safe_load((REPO / "config" / "ovseg.rviz").read_text())
     displays = {d["Name"]: d for d in config["Visualization Manager"]["Displays"]}
-    assert set(displays) == {"Camera", "Overlay", "Semantic"}
+    assert set(displays) == {"Camera", "Overlay", "Semantic", "Points", "Markers"}
+    for name in ("Camera", "Overlay", "Semantic"):
+        assert displays[name]["Class"] == "rviz_default_plugins/Image"
+    assert displays["Points"]["Class"] == "rviz_default_plugins/PointCloud2"
+    assert displays["Markers"]["Class"] == "rviz_default_plugins/MarkerArray"
     for display in displays.values():
-        assert display["Class"] == "rviz_default_plugins/Image"
         assert display["Topic"]["Value"].startswith("/")
     assert displays["Camera"]["Topic"]["Reliability Policy"] == "Best Effort"
     assert displays["Overlay"]["Topic"]["Value"] == "/ovseg/overlay"
