@@ -83,17 +83,20 @@ def tiny_setup() -> tuple[Path, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def start_node(tiny_setup, tmp_path_factory) -> Iterator[Callable[..., NodeProcess]]:
-    """start_node(name, image_topic, namespace="", **parameters) -> a running NodeProcess."""
+    """start_node(name, image_topic, namespace="", remaps=None, **parameters) -> a running
+    NodeProcess; remaps: more topic remappings (e.g. {"depth": "/camera/depth"})."""
     config_dir, defaults = tiny_setup
     started: list[NodeProcess] = []
 
     def start(name: str, image_topic: str, namespace: str = "",
-              **parameters: str) -> NodeProcess:
+              remaps: dict[str, str] | None = None, **parameters: str) -> NodeProcess:
         arguments = ["--ros-args", "-r", f"__node:={name}", "-r", f"image:={image_topic}"]
         if image_topic.endswith("/compressed"):
             arguments[-1] = f"image/compressed:={image_topic}"
         if namespace:
             arguments += ["-r", f"__ns:={namespace}"]
+        for source, target in (remaps or {}).items():
+            arguments += ["-r", f"{source}:={target}"]
         for key, value in {**defaults, **parameters}.items():
             arguments += ["-p", f"{key}:={value}"]
         node = NodeProcess([sys.executable, str(TEST_DIR / "launch_tiny_node.py"),

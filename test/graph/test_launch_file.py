@@ -1,7 +1,9 @@
 """launch/segment.launch.py as a user runs it: two `ros2 launch` processes at once, each with
 its own namespace, node_name, camera, vocabulary and params_file. Their topics are where the
 README's topic table says (`<namespace>/<node_name>/...`), each node's outputs carry only its
-own camera's frames, and a bag of one node's live outputs recorded by the real
+own camera's frames, the one launched with depth:= pairs its camera with that depth topic and
+the CameraInfo next to the camera topic and has the 3D outputs, and a bag of one node's live
+outputs recorded by the real
 `ros2 bag record` is listed by `ros2 bag info` with our message types.
 
 The launches get the tiny models through their params_file argument; the launch prefix
@@ -36,11 +38,13 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 # Two cameras that differ in everything a frame carries: topic, frame_id, size, stamp.
 NODES = {
     "left": dict(namespace="left", node_name="seg_a", image="/left/camera",
-                 vocabulary=["mug", "kettle"], frame_id="left_cam", size=(48, 64), sec=100),
+                 vocabulary=["mug", "kettle"], frame_id="left_cam", size=(48, 64), sec=100,
+                 depth=""),
     "right": dict(namespace="/right/arm", node_name="seg_b", image="/right/arm/camera",
                   vocabulary=["chair", "lamp", "sofa"], frame_id="right_cam", size=(40, 56),
-                  sec=200),
+                  sec=200, depth="/right/arm/aligned_depth/image"),
 }
+SCENE_OUTPUTS = ("points", "markers", "detections_3d")
 OUTPUTS = {"semantic": Image, "instances": Image, "panoptic": PanopticSegmentation,
            "detections": Detection2DArray, "overlay": Image, "label_info": LabelInfo}
 RECORDED = {  # topic of the left node: type name ros2 bag info must list
@@ -108,7 +112,8 @@ def launched(tiny_setup, tmp_path_factory, ros):
             ["ros2", "launch", "--launch-prefix", prefix, "ovseg_ros", "segment.launch.py",
              f"namespace:={spec['namespace']}", f"node_name:={spec['node_name']}",
              f"image:={spec['image']}", f"vocabulary:=[{', '.join(spec['vocabulary'])}]",
-             f"params_file:={params}", "device:=cpu"], logs[key])
+             f"params_file:={params}", "device:=cpu",
+             *([f"depth:={spec['depth']}"] if spec["depth"] else [])], logs[key])
     received = {key: {topic: [] for topic in OUTPUTS} for key in NODES}
     for key, spec in NODES.items():
         for topic, msg_type in OUTPUTS.items():
@@ -117,6 +122,8 @@ def launched(tiny_setup, tmp_path_factory, ros):
                                     LATCHED if topic == "label_info" else 10)
     cameras = {key: ros.create_publisher(Image, spec["image"], qos_profile_sensor_data)
                for key, spec in NODES.items()}
+    depths = {key: ros.create_publisher(Image, spec["depth"], qos_profile_sensor_data)
+              for key, spec in NODES.items() if spec["depth"]}
 
     def log(key: str) -> str:
         return logs[key].read_text(errors="replace")[-3000:]
@@ -125,18 +132,31 @@ def launched(tiny_setup, tmp_path_factory, ros):
         assert spin_until(ros, lambda: camera.get_subscription_count() > 0 or
                           launches[key].poll() is not None, STARTUP_TIMEOUT_S) and \
             launches[key].poll() is None, f"the {key} launch never subscribed:\n{log(key)}"
-    yield launches, received, cameras, log, folder
+    yield launches, received, (cameras, depths), log, folder
     for process in launches.values():
         interrupt(process)
 
 
-def stream(ros, cameras, until, timeout_s: float) -> bool:
+def depth_image(spec: dict, nanosec: int) -> Image:
+    """A registered 16UC1 depth image of the camera's frame (same stamp, frame_id, size)."""
+    height, width = spec["size"]
+    msg = Image(height=height, width=width, encoding="16UC1", is_bigendian=0, step=width * 2)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = spec["sec"], nanosec
+    msg.header.frame_id = spec["frame_id"]
+    msg.data.frombytes(np.full((height, width), 1200, np.uint16).tobytes())
+    return msg
+
+
+def stream(ros, publishers, until, timeout_s: float) -> bool:
+    cameras, depths = publishers
     counter = [0]
 
     def publish():
         counter[0] += 1
         for key, camera in cameras.items():
             camera.publish(camera_image(NODES[key], counter[0]))
+        for key, depth in depths.items():
+            depth.publish(depth_image(NODES[key], counter[0]))
 
     return spin_until(ros, until, timeout_s, every=publish, every_s=0.5)
 
@@ -163,6 +183,12 @@ def test_two_launched_nodes_use_their_namespaces_and_do_not_cross_talk(launched,
         subscribed = {topic for topic, _types in
                       ros.get_subscriber_names_and_types_by_node(spec["node_name"], namespace)}
         assert {spec["image"], f"{path}/vocabulary"} <= subscribed, subscribed
+        scene = {f"{path}/{topic}" for topic in SCENE_OUTPUTS}
+        depth_inputs = {spec["depth"], spec["image"].rsplit("/", 1)[0] + "/camera_info"}
+        if spec["depth"]:
+            assert scene <= published and depth_inputs <= subscribed, (published, subscribed)
+        else:
+            assert not scene & published and not depth_inputs & subscribed, subscribed
 
         height, width = spec["size"]
         for topic in ("semantic", "instances", "panoptic", "detections", "overlay"):
