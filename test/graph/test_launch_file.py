@@ -128,13 +128,15 @@ def launched(tiny_setup, tmp_path_factory, ros):
     def log(key: str) -> str:
         return logs[key].read_text(errors="replace")[-3000:]
 
-    for key, camera in cameras.items():
-        assert spin_until(ros, lambda: camera.get_subscription_count() > 0 or
-                          launches[key].poll() is not None, STARTUP_TIMEOUT_S) and \
-            launches[key].poll() is None, f"the {key} launch never subscribed:\n{log(key)}"
-    yield launches, received, (cameras, depths), log, folder
-    for process in launches.values():
-        interrupt(process)
+    try:  # a launch that fails to start must not leave the other one running
+        for key, camera in cameras.items():
+            assert spin_until(ros, lambda: camera.get_subscription_count() > 0 or
+                              launches[key].poll() is not None, STARTUP_TIMEOUT_S) and \
+                launches[key].poll() is None, f"the {key} launch never subscribed:\n{log(key)}"
+        yield launches, received, (cameras, depths), log, folder
+    finally:
+        for process in launches.values():
+            interrupt(process)
 
 
 def depth_image(spec: dict, nanosec: int) -> Image:
