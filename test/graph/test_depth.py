@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ HINT_TIMEOUT_S = STARTUP_TIMEOUT_S + 30.0
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # name: (node parameters, what is published: depth size, depth clock offset s, CameraInfo)
 CASES = {
-    "graph_depth": ({}, (HEIGHT, WIDTH), 0.0, True),
+    "graph_depth": ({"track": "true"}, (HEIGHT, WIDTH), 0.0, True),
     "graph_depth_clock": ({}, (HEIGHT, WIDTH), 3.0, True),
     "graph_depth_none": ({}, None, 0.0, True),
     "graph_depth_noinfo": ({}, (HEIGHT, WIDTH), 0.0, False),
@@ -182,10 +183,10 @@ def test_markers_and_3d_detections_follow_the_located_instances(graph, ros):
     markers = out["markers"][-1]
     panoptic = next(p for p in reversed(out["panoptic"])
                     if p.header == markers.markers[0].header)
-    located = {i.id: i for i in panoptic.instances if not math.isnan(i.centroid.z)}
+    located = {i.track_id: i for i in panoptic.instances if not math.isnan(i.centroid.z)}
     assert markers.markers[0].action == Marker.DELETEALL
     boxes = [m for m in markers.markers if m.ns == "boxes"]
-    assert {m.id for m in boxes} == set(located)
+    assert {m.id for m in boxes} == set(located)  # tracking is on: the track ids
     for box in boxes:
         assert box.pose.position.z == pytest.approx(located[box.id].centroid.z)
     detections = next(d for d in reversed(out["detections_3d"])
@@ -229,3 +230,35 @@ def test_depth_of_another_size_is_refused_once_and_frames_go_on(graph, ros):
     assert node.log().count("depth is 32x24 but colour is 64x48") == 1
     assert all(math.isnan(i.centroid.z) for p in out["panoptic"] for i in p.instances)
     assert node.process.poll() is None  # still running
+
+
+def test_track_ids_stay_with_the_objects_of_a_still_scene(graph, ros):
+    nodes, cameras, received = graph
+    out = received["graph_depth"]
+    count = len(out["panoptic"])
+    assert publish_until(ros, cameras, lambda: len(out["panoptic"]) >= count + 3)
+    first, *later = out["panoptic"][count:]
+    ids = [i.track_id for i in first.instances]
+    assert ids and all(ids) and len(set(ids)) == len(ids)
+    for panoptic in later:  # the same image every frame: the same objects, the same ids
+        assert [i.track_id for i in panoptic.instances] == ids
+
+
+def ros2_param_set(node: str, name: str, value: str) -> None:
+    done = subprocess.run(["ros2", "param", "set", node, name, value], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "Set parameter successful" in done.stdout, done
+
+
+def test_track_off_then_on_again_gives_ids_never_used(graph, ros):
+    nodes, cameras, received = graph
+    out = received["graph_depth"]
+    assert publish_until(ros, cameras, lambda: out["panoptic"] and out["panoptic"][-1].instances)
+    used = max(i.track_id for p in out["panoptic"] for i in p.instances)
+    ros2_param_set("/graph_depth", "track", "false")
+    assert publish_until(ros, cameras, lambda: out["panoptic"][-1].instances and all(
+        i.track_id == 0 for i in out["panoptic"][-1].instances)), nodes["graph_depth"].log()
+    ros2_param_set("/graph_depth", "track", "true")
+    assert publish_until(ros, cameras, lambda: out["panoptic"][-1].instances and all(
+        i.track_id for i in out["panoptic"][-1].instances)), nodes["graph_depth"].log()
+    assert min(i.track_id for i in out["panoptic"][-1].instances) > used
