@@ -4,8 +4,10 @@ with the clock's stamps and a few milliseconds of jitter, in varying order. The 
 pairs them; ~/panoptic carries centroids in metres, ~/points is read back with
 sensor_msgs_py's reader, ~/markers and ~/detections_3d follow the instances. Then what users
 get wrong: depth stamped from another clock (the hint names the clocks), no depth publisher,
-no CameraInfo, and depth of another size (refused with one line, frames still published).
-The nodes start in parallel and share the module."""
+best-effort depth for a reliable node (the QoS hint), no CameraInfo, and depth of another size
+(refused with one line, frames still published). Tracking ids ride along, and turning the
+live track parameter off and on again gives ids never used. The nodes start in parallel and
+share the module."""
 
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ CASES = {
     "graph_depth_none": ({}, None, 0.0, True),
     "graph_depth_noinfo": ({}, (HEIGHT, WIDTH), 0.0, False),
     "graph_depth_size": ({}, (HEIGHT // 2, WIDTH // 2), 0.0, True),
+    # a reliable node, a reliable colour camera, and best-effort depth: no depth arrives
+    "graph_depth_qos": ({"image_reliability": "reliable"}, (HEIGHT, WIDTH), 0.0, True),
 }
 
 
@@ -73,12 +77,15 @@ class Camera:
     """A depth camera driver's publishers for one node: colour best effort, depth and
     CameraInfo reliable; each frame stamped now, depth off by jitter (and a clock offset)."""
 
-    def __init__(self, ros, name: str, depth_size, clock_offset_s: float, info: bool):
+    def __init__(self, ros, name: str, depth_size, clock_offset_s: float, info: bool,
+                 reliable_node: bool = False):
         self.ros = ros
-        self.colour = ros.create_publisher(Image, f"/{name}/color/image_raw",
-                                           qos_profile_sensor_data)
-        self.depth = ros.create_publisher(Image, f"/{name}/aligned_depth/image_raw", RELIABLE) \
-            if depth_size else None
+        # A reliable node gets reliable colour and best-effort depth; else the other way.
+        colour_qos, depth_qos = (RELIABLE, qos_profile_sensor_data) if reliable_node \
+            else (qos_profile_sensor_data, RELIABLE)
+        self.colour = ros.create_publisher(Image, f"/{name}/color/image_raw", colour_qos)
+        self.depth = ros.create_publisher(Image, f"/{name}/aligned_depth/image_raw",
+                                          depth_qos) if depth_size else None
         self.info = ros.create_publisher(CameraInfo, f"/{name}/color/camera_info", RELIABLE) \
             if info else None
         self.colour_msg = colour_image()
@@ -111,7 +118,8 @@ def graph(start_node, ros):
         nodes[name] = start_node(name, f"/{name}/color/image_raw",
                                  remaps={"depth": f"/{name}/aligned_depth/image_raw"},
                                  use_depth="true", **parameters)
-        cameras[name] = Camera(ros, name, depth_size, offset, info)
+        cameras[name] = Camera(ros, name, depth_size, offset, info,
+                               reliable_node="image_reliability" in parameters)
         received[name] = {topic: [] for topic in ("panoptic", "points", "markers",
                                                   "detections_3d")}
         for topic, msg_type in (("panoptic", PanopticSegmentation), ("points", PointCloud2),
@@ -262,3 +270,13 @@ def test_track_off_then_on_again_gives_ids_never_used(graph, ros):
     assert publish_until(ros, cameras, lambda: out["panoptic"][-1].instances and all(
         i.track_id for i in out["panoptic"][-1].instances)), nodes["graph_depth"].log()
     assert min(i.track_id for i in out["panoptic"][-1].instances) > used
+
+
+def test_best_effort_depth_for_a_reliable_node_gives_the_qos_hint(graph, ros):
+    nodes, cameras, received = graph
+    node = nodes["graph_depth_qos"]
+    assert publish_until(ros, cameras, lambda: "offer best-effort QoS" in node.log()), \
+        node.log()[-3000:]
+    assert "no depth image on /graph_depth_qos/aligned_depth/image_raw" in node.log()
+    assert "reliability:=best_effort" in node.log()
+    assert not received["graph_depth_qos"]["panoptic"]
