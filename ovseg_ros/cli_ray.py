@@ -169,7 +169,7 @@ def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics) -> bool:
 def _files_over_ray(args, sharded, vocabulary, paths, bag_topics) -> bool:
     out = Path(args.out)
     try:
-        timings, skipped, failed = cli.tally(gather_files(
+        timings, skipped, failed, _ = cli.tally(gather_files(
             sharded(FileShard(tuple(paths), dict(bag_topics), vocabulary, out)), out))
     finally:
         for index in range(len(paths)):
