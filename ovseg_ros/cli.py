@@ -513,9 +513,12 @@ def scene_options(args: argparse.Namespace, settings: Settings, paths: Sequence[
     if bool(args.depth) != bool(args.camera_info):
         raise InputError("--depth and --camera-info go together: depth is back-projected "
                          "with the colour camera's K")
-    if (args.bag_out or args.ray) and (args.depth or args.depth_topic or settings.track):
-        raise InputError("--depth, --depth-topic and --track work in one process writing "
-                         "files: not with --bag-out or --ray yet")
+    if args.depth and args.bag_out:
+        raise InputError("--bag-out reads depth from the bags (--depth-topic), not from "
+                         "--depth DIR")
+    if args.ray and (args.depth or args.depth_topic or settings.track):
+        raise InputError("--depth, --depth-topic and --track work in one process: not with "
+                         "--ray yet")
     depth = k = None
     if args.depth:
         depth = Path(args.depth)
@@ -661,7 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stats = write_bags(segmenter, encoded, {p: t for p, (t, _) in bag_topics.items()},
                            Path(args.bag_out), storage=args.bag_storage,
-                           write_overlay=args.bag_overlay, passthrough=args.bag_passthrough)
+                           write_overlay=args.bag_overlay, passthrough=args.bag_passthrough,
+                           pairings=pairings)
         return 0 if all(s.frames for s in stats) else 1
 
     frames = read_frames(paths, bag_topics, pairings)

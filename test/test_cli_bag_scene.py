@@ -1,5 +1,8 @@
-"""ovseg-segment on bags with --depth-topic (3D per instance from depth paired by stamp),
-with the tiny models; the flag combinations refused before the models load."""
+"""ovseg-segment on bags with --depth-topic (3D per instance from depth paired by stamp) and
+--track, to files and with --bag-out, with the tiny models; the flag combinations refused
+before the models load."""
+
+import math
 
 import cv2
 import numpy as np
@@ -7,7 +10,12 @@ import pytest
 
 pytest.importorskip("rosbags")
 
+from rosbags.highlevel import AnyReader  # noqa: E402
+from rosbags.interfaces import QosReliability  # noqa: E402
+
+from ovseg_ros import bag_types  # noqa: E402
 from ovseg_ros.cli import main  # noqa: E402
+from ovseg_ros.convert import MARKER_ADD, MARKER_DELETEALL  # noqa: E402
 from test_bag_depth import COLOUR, DEPTH, camera_bag  # noqa: E402
 from test_cli import EXAMPLE, settings_flags  # noqa: E402
 from test_cli_scene import check_at_2_m, records  # noqa: E402
@@ -46,6 +54,64 @@ def test_depth_topic_gives_each_instance_its_3d_centroid_in_metres(tiny_settings
         "sync_slop, first: " in err
 
 
+def read_bag(path) -> tuple[dict, dict]:
+    """(topic -> offered QoS, topic -> [message, ...]) of a bag."""
+    with AnyReader([path], default_typestore=bag_types.typestore()) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles[0] for c in reader.connections}
+        messages: dict[str, list] = {}
+        for connection, _, raw in reader.messages():
+            messages.setdefault(connection.topic, []).append(
+                reader.deserialize(raw, connection.msgtype))
+    return qos, messages
+
+
+def test_bag_out_with_depth_and_track_writes_markers_and_3d_detections(tiny_settings,
+                                                                       tmp_path, capsys):
+    """Two bags: ids follow the objects through the frames of each and start at 1 in each
+    (the second's pictures are another size, so they would not otherwise)."""
+    camera_bag(tmp_path / "in/run1", example())
+    camera_bag(tmp_path / "in/run2", example(96, 72))
+    out = tmp_path / "out"
+    code = main([str(tmp_path / "in/run1"), str(tmp_path / "in/run2"), "--depth-topic", DEPTH,
+                 "--track", "--vocab", "mug, book, table", "--bag-out", str(out), "--quiet",
+                 *settings_flags(tiny_settings)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert f"{out / 'run1'}: 5 frame(s) written" in err
+    assert "3 frame(s) without 3D geometry" in err
+
+    qos, messages = read_bag(out / "run1")
+    for topic in ("/ovseg/markers", "/ovseg/detections_3d"):
+        assert qos[topic].reliability == QosReliability.RELIABLE and qos[topic].depth == 5
+        assert len(messages[topic]) == 5
+    panoptic = messages["/ovseg/panoptic"]
+    ids = [[i.track_id for i in frame.instances] for frame in panoptic]
+    assert ids[0] and ids[0] == list(range(1, len(ids[0]) + 1))
+    assert ids[1] == ids[0]  # the same picture: the same objects
+    assert [[d.id for d in frame.detections] for frame in messages["/ovseg/detections"]][:2] \
+        == [[str(i) for i in ids[0]]] * 2
+    for k, (frame, markers, boxes) in enumerate(zip(
+            panoptic, messages["/ovseg/markers"], messages["/ovseg/detections_3d"])):
+        assert markers.markers[0].action == MARKER_DELETEALL
+        if k >= UNPAIRED:
+            assert all(math.isnan(i.centroid.z) for i in frame.instances)
+            assert len(markers.markers) == 1 and not boxes.detections
+            continue
+        assert all(i.centroid.z == pytest.approx(2.0) for i in frame.instances)
+        assert all(math.isfinite(v) for i in frame.instances
+                   for v in (i.centroid.x, i.centroid.y, i.extent.x, i.extent.y))
+        for ns in ("boxes", "labels"):
+            assert [m.id for m in markers.markers if m.ns == ns] == ids[k]
+        assert all(m.action == MARKER_ADD for m in markers.markers[1:])
+        assert [d.id for d in boxes.detections] == [str(i) for i in ids[k]]
+        assert all(d.bbox.center.position.z == pytest.approx(2.0) for d in boxes.detections)
+        assert all(d.header.frame_id == "cam" for d in boxes.detections)
+
+    second = [[i.track_id for i in frame.instances] for frame in
+              read_bag(out / "run2")[1]["/ovseg/panoptic"]]
+    assert second[0] and second[0] == list(range(1, len(second[0]) + 1))
+
+
 @pytest.mark.parametrize("flags, words", [
     (["IMAGE", "--depth-topic", DEPTH],
      "--depth-topic reads depth from rosbag2 bags: every input must be a bag"),
@@ -62,6 +128,8 @@ def test_depth_topic_gives_each_instance_its_3d_centroid_in_metres(tiny_settings
     (["NO_INFO", "--depth-topic", DEPTH],
      "has no sensor_msgs/msg/CameraInfo topic '/camera/color/camera_info' (the sibling of "
      f"{COLOUR}; choose another with --camera-info-topic); its CameraInfo topics: none"),
+    (["BAG", "--depth", "DIR", "--camera-info", "IMAGE", "--bag-out", "OUT"],
+     "--bag-out reads depth from the bags (--depth-topic), not from --depth DIR"),
 ])
 def test_bad_3d_flags_for_bags_are_refused_before_models_load(tmp_path, capsys, flags, words):
     camera_bag(tmp_path / "bag", np.zeros((12, 16, 3), np.uint8))
