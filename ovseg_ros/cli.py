@@ -516,9 +516,10 @@ def scene_options(args: argparse.Namespace, settings: Settings, paths: Sequence[
     if args.depth and args.bag_out:
         raise InputError("--bag-out reads depth from the bags (--depth-topic), not from "
                          "--depth DIR")
-    if args.ray and (args.depth or args.depth_topic or settings.track):
-        raise InputError("--depth, --depth-topic and --track work in one process: not with "
-                         "--ray yet")
+    if args.ray:
+        from .cli_ray import refuse_over_ray
+
+        refuse_over_ray(args, settings, paths)
     depth = k = None
     if args.depth:
         depth = Path(args.depth)
@@ -652,7 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ray:
         from .cli_ray import segment_over_ray
 
-        return segment_over_ray(args, settings, vocabulary, paths, bag_topics)
+        return segment_over_ray(args, settings, vocabulary, paths, bag_topics, pairings,
+                                scene)
     try:
         segmenter = Segmenter(settings)
     except WeightsError as err:

@@ -15,6 +15,7 @@ from rosbags.interfaces import QosReliability  # noqa: E402
 
 from ovseg_ros import bag_types  # noqa: E402
 from ovseg_ros.cli import main  # noqa: E402
+from ovseg_ros.cli_ray import renamed_inputs  # noqa: E402
 from ovseg_ros.convert import MARKER_ADD, MARKER_DELETEALL  # noqa: E402
 from test_bag_depth import COLOUR, DEPTH, camera_bag  # noqa: E402
 from test_cli import EXAMPLE, settings_flags  # noqa: E402
@@ -130,6 +131,10 @@ def test_bag_out_with_depth_and_track_writes_markers_and_3d_detections(tiny_sett
      f"{COLOUR}; choose another with --camera-info-topic); its CameraInfo topics: none"),
     (["BAG", "--depth", "DIR", "--camera-info", "IMAGE", "--bag-out", "OUT"],
      "--bag-out reads depth from the bags (--depth-topic), not from --depth DIR"),
+    (["IMAGE", "--track", "--ray", "auto"],
+     "--track with --ray follows objects within each video or bag"),
+    (["IMAGE", "OTHER/a.png", "--depth", "DIR", "--camera-info", "IMAGE", "--ray", "auto"],
+     "with --ray a worker cannot know that a frame's name will get a _2 suffix"),
 ])
 def test_bad_3d_flags_for_bags_are_refused_before_models_load(tmp_path, capsys, flags, words):
     camera_bag(tmp_path / "bag", np.zeros((12, 16, 3), np.uint8))
@@ -146,3 +151,10 @@ def test_bad_3d_flags_for_bags_are_refused_before_models_load(tmp_path, capsys, 
         "--vocab", "mug", "--offline", "--cache-dir", str(tmp_path / "empty")]) == 2
     assert words in capsys.readouterr().err
 
+
+def test_renamed_inputs_are_those_whose_names_an_earlier_input_may_take(tmp_path):
+    paths = [tmp_path / name for name in (
+        "a/x.png", "b/X.jpg", "clip.avi", "clip_000003.png", "clip.png", "y.png", "v.mp4",
+        "w/v.avi", "z.mkv")]
+    assert renamed_inputs(paths) == [tmp_path / name for name in (
+        "v.mp4", "w/v.avi", "a/x.png", "b/X.jpg", "clip_000003.png", "clip.png")]
