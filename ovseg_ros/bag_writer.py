@@ -2,15 +2,19 @@
 
 Topics, types and offered QoS are the node's (``<namespace>/panoptic``, ``/semantic``,
 ``/instances``, ``/detections`` reliable depth 5; ``/label_info`` reliable transient-local
-depth 1; ``/overlay`` on request), messages are built by the node's converters and every
-output carries the input frame's header; the log time is the input message's. The input
-topic can be passed through unchanged. Written with rosbags (mcap or sqlite3, bag format 8:
-ROS 2 Jazzy and newer read it).
+depth 1; ``/overlay`` on request; ``/markers`` and ``/detections_3d`` reliable depth 5 when
+depth is paired), messages are built by the node's converters and every output carries the
+input frame's header; the log time is the input message's. Results are tracked (one Tracker
+per input bag) when the track setting is on. The input topic can be passed through
+unchanged. Written with rosbags (mcap or sqlite3, bag format 8: ROS 2 Jazzy and newer read
+it). The node's ~/points are not written: building a PointCloud2 needs sensor_msgs_py (ROS).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +24,18 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from . import bag_types, convert
+from .bag_depth import BagDepth, colour_messages, stamp_ns
+from .geometry import depth_settings
 from .panoptic import SegmentationResult
+from .scene import Unlocated, place
+from .tracking import Tracker, tracking_settings
 from .visualize import overlay
 from .vocabulary import Vocabulary
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 OUTPUT_DEPTH = 5  # the node's reliable output depth
+
+log = logging.getLogger("ovseg_segment")
 
 
 def qos(depth: int, latched: bool = False) -> Qos:
@@ -38,21 +48,26 @@ def qos(depth: int, latched: bool = False) -> Qos:
 
 @dataclass
 class BagStats:
-    """What a run wrote: frames per topic, and the input messages skipped with why."""
+    """What a run wrote: frames per topic, the input messages skipped with why, and the
+    frames written without 3D geometry though depth was paired."""
 
     path: Path
     frames: int = 0
     messages: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     complete: bool = False
+    unlocated: Unlocated = field(default_factory=Unlocated)
 
     def summary(self) -> str:
-        """One line per bag (frames written, interrupted or not), then the skipped inputs."""
+        """One line per bag (frames written, interrupted or not), then the skipped inputs and
+        the frames without 3D geometry."""
         state = "" if self.complete else " (interrupted: the bag holds the frames so far)"
         text = f"{self.path}: {self.frames} frame(s) written{state}"
         if self.skipped:
             text += f", {len(self.skipped)} input message(s) skipped:\n" + \
                 "\n".join(f"  - {reason}" for reason in self.skipped)
+        if self.unlocated.counts:
+            text += "\n" + self.unlocated.summary()
         return text
 
 
@@ -60,7 +75,7 @@ class BagWriter:
     """Use as a context manager: the bag is closed (and readable) however the block ends."""
 
     def __init__(self, path: str | Path, *, storage: str = "mcap", namespace: str = "/ovseg",
-                 write_overlay: bool = False):
+                 write_overlay: bool = False, write_3d: bool = False):
         if storage not in STORAGES:
             raise ValueError(f"unknown bag storage {storage!r}: use {' or '.join(STORAGES)}")
         self.path = Path(path)
@@ -73,6 +88,7 @@ class BagWriter:
         self._writer = Writer(self.path, version=8, storage_plugin=STORAGES[storage])
         self._namespace = namespace.rstrip("/")
         self._overlay = write_overlay
+        self._3d = write_3d
         self._connections: dict[str, Any] = {}
         self._writer.open()
         reliable = qos(OUTPUT_DEPTH)
@@ -81,7 +97,10 @@ class BagWriter:
                               ("instances", "sensor_msgs/msg/Image"),
                               ("detections", "vision_msgs/msg/Detection2DArray"),
                               *((("overlay", "sensor_msgs/msg/Image"),) if write_overlay
-                                else ())):
+                                else ()),
+                              *((("markers", "visualization_msgs/msg/MarkerArray"),
+                                 ("detections_3d", "vision_msgs/msg/Detection3DArray"))
+                                if write_3d else ())):
             self._add(f"{self._namespace}/{name}", msgtype, reliable)
         self._add(f"{self._namespace}/label_info", "vision_msgs/msg/LabelInfo", qos(1, True))
 
@@ -119,6 +138,11 @@ class BagWriter:
         if self._overlay:
             self._write(f"{ns}/overlay", convert.image_message(
                 self.types, header, overlay(rgb, result), "rgb8"), log_time_ns)
+        if self._3d:
+            self._write(f"{ns}/markers", convert.markers_message(self.types, header, result),
+                        log_time_ns)
+            self._write(f"{ns}/detections_3d", convert.detections_3d_message(
+                self.types, header, result), log_time_ns)
         self.stats.frames += 1
 
     def write_raw(self, topic: str, msgtype: str, raw: bytes, log_time_ns: int,
@@ -132,6 +156,13 @@ class BagWriter:
     def skip(self, reason: str) -> None:
         """Count an input message that gave no frame, with why (for ``summary``)."""
         self.stats.skipped.append(reason)
+
+    def unlocated(self, cause: str, reason: str) -> None:
+        """Count a frame written without 3D geometry (for ``summary``; the first of each
+        cause is logged)."""
+        if self.stats.unlocated.add(cause, reason):
+            log.warning("no 3D geometry: %s (more frames for the same reason are counted in "
+                        "the summary)", reason)
 
     def close(self, complete: bool = True) -> BagStats:
         """Finish the bag (its metadata.yaml); ``complete`` False marks it interrupted."""
@@ -147,42 +178,46 @@ class BagWriter:
 
 
 def segment_bag(segmenter, encoded, in_bag: Path, topic: str, writer: BagWriter,
-                passthrough: bool = False) -> BagStats:
-    """Segment every image message on ``topic`` of ``in_bag`` into ``writer``.
+                passthrough: bool = False, pairing: BagDepth | None = None) -> BagStats:
+    """Segment every image message on ``topic`` of ``in_bag`` into ``writer``, tracked when
+    the segmenter's track setting is on (a Tracker of its own: ids start at 1 in each bag)
+    and placed in 3D with the depth ``pairing`` gives, if any.
 
     Messages that cannot be deserialized or converted are skipped and recorded in the
-    writer's stats; everything else is written. Headers and log times are the input's.
+    writer's stats, as are frames without 3D geometry (written with NaN geometry); everything
+    else is written. Headers and log times are the input's.
     """
     from rosbags.highlevel import AnyReader
 
     from .pipeline import ImageError
 
-    writer.write_label_info(encoded.vocabulary, segmenter.settings.unknown_thresh, 0)
+    settings = segmenter.settings
+    tracker = Tracker(tracking_settings(settings)) if settings.track else None
+    geometry = depth_settings(settings)
+    writer.write_label_info(encoded.vocabulary, settings.unknown_thresh, 0)
     with AnyReader([in_bag], default_typestore=writer.store) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        for connection, log_time, raw in reader.messages(connections=connections):
-            where = f"{in_bag}:{topic}@{log_time}"
+        for colour in colour_messages(reader, topic, pairing):
+            where = f"{in_bag}:{topic}@{colour.log_time}"
             if passthrough:
-                writer.write_raw(topic, connection.msgtype, raw, log_time)
-            try:
-                message = reader.deserialize(raw, connection.msgtype)
-            except Exception as err:  # malformed CDR: rosbags' errors have no common base
-                writer.skip(f"{where}: cannot deserialize the message: {err}")
+                writer.write_raw(topic, colour.msgtype, colour.raw, colour.log_time)
+            if colour.message is None:
+                writer.skip(f"{where}: {colour.problem}")
                 continue
-            to_rgb = convert.compressed_to_rgb \
-                if connection.msgtype.endswith("CompressedImage") else convert.image_to_rgb
             try:
-                rgb = to_rgb(message)
+                rgb = colour.rgb()
                 result = segmenter.segment(rgb, encoded)
             except (convert.FrameError, ImageError) as err:
                 writer.skip(f"{where}: {err}")
                 continue
-            stamp = message.header.stamp
-            header = writer.header(stamp.sec * 1_000_000_000 + stamp.nanosec,
-                                   message.header.frame_id)
-            writer.write_result(header, log_time, rgb, result)
+            depth = None if colour.partners is None else partial(
+                colour.partners.registered, rgb.shape[1], rgb.shape[0], geometry)
+            problem = place(result, depth, geometry, tracker)
+            if problem is not None:
+                writer.unlocated(problem.cause, f"{where}: {problem}")
+            header = colour.message.header
+            writer.write_result(writer.header(stamp_ns(header), header.frame_id),
+                                colour.log_time, rgb, result)
     return writer.stats
-
 
 
 def bag_out_paths(bags: list[Path], out: Path) -> list[Path]:
@@ -191,21 +226,24 @@ def bag_out_paths(bags: list[Path], out: Path) -> list[Path]:
 
 
 def write_bags(segmenter, encoded, bag_topics: dict[Path, str], out: Path, *,
-               storage: str = "mcap", write_overlay: bool = False,
-               passthrough: bool = False) -> list[BagStats]:
-    """Segment each input bag's image topic into its own output bag; report each on stderr.
-    On an interrupt the current bag is closed, reported as interrupted, and the interrupt
-    goes on."""
+               storage: str = "mcap", write_overlay: bool = False, passthrough: bool = False,
+               pairings: dict[Path, BagDepth] | None = None) -> list[BagStats]:
+    """Segment each input bag's image topic into its own output bag, with the bag's depth
+    pairing if it has one; report each on stderr. On an interrupt the current bag is closed,
+    reported as interrupted, and the interrupt goes on."""
     import sys
 
     done = []
     bags = list(bag_topics)
     for bag, path in zip(bags, bag_out_paths(bags, out)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = BagWriter(path, storage=storage, write_overlay=write_overlay)
+        pairing = (pairings or {}).get(bag)
+        writer = BagWriter(path, storage=storage, write_overlay=write_overlay,
+                           write_3d=pairing is not None)
         try:
             with writer:
-                segment_bag(segmenter, encoded, bag, bag_topics[bag], writer, passthrough)
+                segment_bag(segmenter, encoded, bag, bag_topics[bag], writer, passthrough,
+                            pairing)
         finally:
             print(writer.stats.summary(), file=sys.stderr)
         done.append(writer.stats)

@@ -2,9 +2,11 @@
 
 A rosbag2 bag (a folder with metadata.yaml, sqlite3 or mcap) is read with rosbags, no ROS
 needed: the frames of one sensor_msgs/Image or CompressedImage topic (``--topic``, or the
-bag's only image topic). Per frame it writes ``<name>_overlay.png`` (RGB, labelled colours), ``<name>_labels.png``
-(16-bit class index, 65535 unlabelled), ``<name>_instances.png`` (16-bit, 1 + index into the
-JSON's instance list, 0 none) and ``<name>.json`` (instances with COCO RLE masks).
+bag's only image topic), with depth and CameraInfo topics paired to them (``--depth-topic``,
+bag_depth.py). Per frame it writes ``<name>_overlay.png`` (RGB, labelled colours),
+``<name>_labels.png`` (16-bit class index, 65535 unlabelled), ``<name>_instances.png``
+(16-bit, 1 + index into the JSON's instance list, 0 none) and ``<name>.json`` (instances with
+COCO RLE masks).
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ import math
 import statistics
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from .bag_depth import BagDepth, Partners, bag_depth, check_depth_topic, colour_messages
 from .config import Settings, SettingsError, settings_fields
-from .convert import FrameError, compressed_to_rgb, image_to_rgb, opencv_frame_error
+from .convert import FrameError, opencv_frame_error
 from .depth_files import DEPTH_SUFFIXES, find_depth, read_camera_info, read_depth
 from .geometry import DepthError, DepthSettings, depth_settings
 from .panoptic import SegmentationResult
-from .scene import locate, track
-from .tracking import Tracker, tracking_settings
+from .scene import Unlocated, place
+from .tracking import Tracker, TrackingSettings, tracking_settings
 from .vocabulary import Vocabulary, VocabularyError
 from .vocabulary_text import decode_names_file, parse_names
 
@@ -52,6 +56,8 @@ class Frame:
     source: str  # where it came from, for messages and the JSON
     image: np.ndarray | None  # RGB uint8, None when it could not be read
     problem: str = ""
+    stream: str = ""  # frames of one stream are tracked together: a bag's or video's path
+    partners: Partners | None = None  # the depth and CameraInfo of a bag frame
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,13 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--bag-overlay", action="store_true", help="also write /ovseg/overlay")
     bag.add_argument("--bag-passthrough", action="store_true",
                      help="also copy the input image topic into the bag")
-    scene = parser.add_argument_group("3D (image files, folders and videos; tracking: --track "
-                                      "below)")
+    scene = parser.add_argument_group("3D (--depth: image files, folders and videos; "
+                                      "--depth-topic: bags; tracking: --track below)")
     scene.add_argument("--depth", metavar="DIR", help="depth images registered to the colour "
                        "frames: DIR/<output name>.png (16-bit, units of --depth-scale), .tiff "
                        "or .npy (float metres); needs --camera-info")
     scene.add_argument("--camera-info", metavar="FILE", help="calibration YAML of the colour "
                        "camera (camera_calibration's file, or a CameraInfo with k: [...])")
+    scene.add_argument("--depth-topic", metavar="TOPIC", help="the bags' sensor_msgs/Image "
+                       "depth topic registered to the colour topic (16UC1 in units of "
+                       "--depth-scale, or 32FC1 metres), paired by nearest stamp within "
+                       "--sync-slop")
+    scene.add_argument("--camera-info-topic", metavar="TOPIC", help="the colour camera's "
+                       "CameraInfo topic (default: the colour topic's sibling camera_info)")
     settings = parser.add_argument_group("settings (defaults from config/params.yaml "
                                          "values; see the README)")
     for f in settings_fields():
@@ -165,20 +177,28 @@ def _open_bag(path: Path):
     return AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
 
 
-def bag_image_topic(path: Path, topic: str | None) -> tuple[str, int]:
-    """(topic, message count) of the image topic to read from a bag; InputError when there
-    is no such topic, or no --topic and more than one image topic."""
+def bag_connections(path: Path) -> dict[str, tuple[str, int]]:
+    """A bag's topics: topic -> (message type, message count); InputError when unreadable."""
     try:
         with _open_bag(path) as reader:
-            images = {}
+            topics: dict[str, tuple[str, int]] = {}
             for connection in reader.connections:
-                if connection.msgtype in IMAGE_MSGTYPES:
-                    images[connection.topic] = (images.get(connection.topic, 0)
-                                                + connection.msgcount)
+                count = topics.get(connection.topic, ("", 0))[1]
+                topics[connection.topic] = (connection.msgtype, count + connection.msgcount)
     except InputError:
         raise
     except Exception as err:  # rosbags' errors for unreadable bags have no common base
         raise InputError(f"{path}: cannot read the rosbag2 bag: {err}") from None
+    return topics
+
+
+def bag_image_topic(path: Path, topics: dict[str, tuple[str, int]], topic: str | None,
+                    depth_topic: str | None = None) -> tuple[str, int]:
+    """(topic, message count) of the image topic to read from a bag (``topics`` from
+    bag_connections; without --topic the only image topic other than the depth topic);
+    InputError when there is no such topic, or no --topic and more than one image topic."""
+    images = {name: count for name, (msgtype, count) in topics.items()
+              if msgtype in IMAGE_MSGTYPES and (topic or name != depth_topic)}
     listed = ", ".join(sorted(images)) or "none"
     if topic is None:
         if len(images) != 1:
@@ -189,6 +209,30 @@ def bag_image_topic(path: Path, topic: str | None) -> tuple[str, int]:
         raise InputError(f"{path} has no sensor_msgs/Image or CompressedImage topic "
                          f"{topic!r}; its image topics: {listed}")
     return topic, images[topic]
+
+
+def bag_inputs(args: argparse.Namespace, settings: Settings, paths: Sequence[Path]
+               ) -> tuple[dict[Path, tuple[str, int]], dict[Path, BagDepth]]:
+    """Each bag's image topic (topic, message count) and, with --depth-topic, its depth
+    pairing; InputError or DepthError (before any model loads) when a topic is missing."""
+    bags = [path for path in paths if is_bag(path)]
+    if args.topic and not bags:
+        raise InputError("--topic selects the image topic of rosbag2 bags, and no input "
+                         "is a bag (a folder with metadata.yaml)")
+    if args.bag_out and len(bags) != len(paths):
+        raise InputError("--bag-out writes bags from bags: every input must be a rosbag2 "
+                         "bag (a folder with metadata.yaml)")
+    topics = {bag: bag_connections(bag) for bag in bags}
+    if args.depth_topic:  # checked first: without --topic, it is not the colour topic
+        for bag in bags:
+            check_depth_topic(str(bag), topics[bag], args.depth_topic)
+    bag_topics = {bag: bag_image_topic(bag, topics[bag], args.topic, args.depth_topic)
+                  for bag in bags}
+    if not args.depth_topic:
+        return bag_topics, {}
+    return bag_topics, {bag: bag_depth(str(bag), topics[bag], bag_topics[bag][0],
+                                       args.depth_topic, args.camera_info_topic,
+                                       settings.sync_slop) for bag in bags}
 
 
 def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]) -> int:
@@ -206,24 +250,21 @@ def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]])
     return total
 
 
-def bag_frames(path: Path, topic: str, stem: str) -> Iterator[Frame]:
-    """The bag's image messages on the topic, in time order, named <stem>_<index:06d>."""
+def bag_frames(path: Path, topic: str, stem: str, pairing: BagDepth | None = None
+               ) -> Iterator[Frame]:
+    """The bag's image messages on the topic, in time order, named <stem>_<index:06d>; with
+    their depth partners when ``pairing`` is given."""
     with _open_bag(path) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        for index, (connection, stamp, raw) in enumerate(
-                reader.messages(connections=connections)):
-            name, source = f"{stem}_{index:06d}", f"{path}:{topic}@{stamp}"
-            try:
-                message = reader.deserialize(raw, connection.msgtype)
-            except Exception as err:  # malformed CDR: rosbags' errors have no common base
-                yield Frame(name, source, None, f"cannot deserialize the message: {err}")
+        for index, colour in enumerate(colour_messages(reader, topic, pairing)):
+            name, source = f"{stem}_{index:06d}", f"{path}:{topic}@{colour.log_time}"
+            if colour.message is None:
+                yield Frame(name, source, None, colour.problem, stream=str(path))
                 continue
-            to_rgb = compressed_to_rgb if connection.msgtype.endswith("CompressedImage") \
-                else image_to_rgb
             try:
-                yield Frame(name, source, to_rgb(message))
+                yield Frame(name, source, colour.rgb(), stream=str(path),
+                            partners=colour.partners)
             except FrameError as err:
-                yield Frame(name, source, None, str(err))
+                yield Frame(name, source, None, str(err), stream=str(path))
 
 
 class OutputNames:
@@ -251,23 +292,24 @@ class OutputNames:
         return name
 
 
-def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
-                ) -> Iterator[Frame]:
+def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
+                pairings: dict[Path, BagDepth] | None = None) -> Iterator[Frame]:
     """Every frame of every input in order, as RGB, with a unique name (OutputNames);
     unreadable ones carry a problem. bag_topics: each bag's (topic, count) from
-    bag_image_topic."""
+    bag_image_topic; pairings: each bag's depth pairing, if any."""
     names = OutputNames()
-    for frame in _frames(paths, bag_topics):
+    for frame in _frames(paths, bag_topics, pairings):
         yield dataclasses.replace(frame, name=names.claim_logged(frame.name, frame.source))
 
 
-def _frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]
-            ) -> Iterator[Frame]:
+def _frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
+            pairings: dict[Path, BagDepth] | None = None) -> Iterator[Frame]:
     """Every frame of every input, named <stem> (images) or <stem>_<index:06d> (videos, bags;
     a bag's stem is its folder name)."""
     for path in paths:
         if is_bag(path):
-            yield from bag_frames(path, bag_topics[path][0], path.name)
+            yield from bag_frames(path, bag_topics[path][0], path.name,
+                                  (pairings or {}).get(path))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             yield from video_frames(path, path.stem)
         else:
@@ -307,7 +349,7 @@ def video_frames(path: Path, stem: str) -> Iterator[Frame]:
                 return
             if rgb is None:
                 break
-            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb)
+            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb, stream=str(path))
             index += 1
         if index == 0:
             yield Frame(stem, str(path), None, "the video has no readable frame")
@@ -426,58 +468,81 @@ def read_vocabulary(args: argparse.Namespace, settings: Settings) -> Vocabulary:
     return Vocabulary.from_settings(text, settings)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class SceneOptions:
-    """--depth/--camera-info and --track: places and tracks each result before it is
-    written. A frame without a depth file keeps NaN geometry (logged)."""
+    """How each result is placed in 3D and tracked before it is written: depth from files
+    (``depth_dir`` and the colour camera's ``k``; --depth/--camera-info) or from a bag frame's
+    partners (--depth-topic), and a new Tracker at each stream (``tracking`` None: off)."""
 
-    def __init__(self, depth: Path | None, k: np.ndarray | None, settings: DepthSettings,
-                 tracker: Tracker | None):
-        self.depth, self.k, self.depth_settings, self.tracker = depth, k, settings, tracker
+    depth_dir: Path | None
+    k: np.ndarray | None
+    depth_settings: DepthSettings
+    tracking: TrackingSettings | None
 
-    def apply(self, frame: Frame, result: SegmentationResult) -> None:
-        if self.depth is not None:
-            path = find_depth(self.depth, frame.name)
-            try:
-                if path is None:
-                    raise DepthError(f"no depth file {self.depth}/{frame.name}"
-                                     f"{{{','.join(DEPTH_SUFFIXES)}}}")
-                locate(result, read_depth(path, self.depth_settings), self.k,
-                       self.depth_settings)
-            except DepthError as err:
-                log.warning("%s: no 3D geometry: %s", frame.source, err)
-        if self.tracker is not None:
-            track(result, self.tracker)
+    def depth(self, frame: Frame) -> Callable[[], tuple[np.ndarray, np.ndarray]] | None:
+        """What gives the frame's (depth in metres, K), raising DepthError when it cannot;
+        None when no depth is given."""
+        if frame.partners is not None:
+            height, width = frame.image.shape[:2]
+            return partial(frame.partners.registered, width, height, self.depth_settings)
+        if self.depth_dir is not None:
+            return partial(self._depth_file, frame.name)
+        return None
+
+    def _depth_file(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        path = find_depth(self.depth_dir, name)
+        if path is None:
+            raise DepthError(f"no depth file {self.depth_dir}/{name}"
+                             f"{{{','.join(DEPTH_SUFFIXES)}}}", cause="no depth file")
+        return read_depth(path, self.depth_settings), self.k
 
 
-def scene_options(args: argparse.Namespace, settings: Settings) -> SceneOptions:
-    """Check the 3D and tracking flags before any model loads."""
-    if (args.bag_out or args.ray) and (args.depth or settings.track):
-        raise InputError("--depth and --track work in one process writing files: not with "
-                         "--bag-out or --ray yet")
+def scene_options(args: argparse.Namespace, settings: Settings, paths: Sequence[Path]
+                  ) -> SceneOptions:
+    """Check the 3D and tracking flags against each other and the inputs, before any model
+    loads."""
+    if args.depth_topic:
+        if args.depth or args.camera_info:
+            raise InputError("--depth-topic reads depth and CameraInfo from the bags: not with "
+                             "--depth or --camera-info (those are for image files and videos)")
+        if not all(is_bag(path) for path in paths):
+            raise InputError("--depth-topic reads depth from rosbag2 bags: every input must be "
+                             "a bag (images and videos take --depth DIR and --camera-info)")
+    elif args.camera_info_topic:
+        raise InputError("--camera-info-topic goes with --depth-topic")
     if bool(args.depth) != bool(args.camera_info):
         raise InputError("--depth and --camera-info go together: depth is back-projected "
                          "with the colour camera's K")
+    if args.depth and args.bag_out:
+        raise InputError("--bag-out reads depth from the bags (--depth-topic), not from "
+                         "--depth DIR")
+    if args.ray:
+        from .cli_ray import refuse_over_ray
+
+        refuse_over_ray(args, settings, paths)
     depth = k = None
     if args.depth:
         depth = Path(args.depth)
         if not depth.is_dir():
             raise InputError(f"--depth {depth} is not a folder")
         k = read_camera_info(Path(args.camera_info))
-    tracker = Tracker(tracking_settings(settings)) if settings.track else None
-    return SceneOptions(depth, k, depth_settings(settings), tracker)
+    return SceneOptions(depth, k, depth_settings(settings),
+                        tracking_settings(settings) if settings.track else None)
 
 
 @dataclasses.dataclass
 class FrameOutcome:
     """What became of one frame: ``status`` 'written' (with the stage timings), 'skipped'
     (unreadable or unusable input) or 'failed' (an output could not be written); ``detail``
-    says why."""
+    says why. ``unlocated``: (cause, reason) when depth was given but the frame has no 3D
+    geometry."""
 
     name: str
     source: str
     status: str
     detail: str = ""
     timings_ms: dict[str, float] | None = None
+    unlocated: tuple[str, str] | None = None
 
 
 def segment_frames(segmenter, encoded, frames: Iterable[Frame], out: Path,
@@ -486,6 +551,7 @@ def segment_frames(segmenter, encoded, frames: Iterable[Frame], out: Path,
     files into ``out``; a bad frame or a failed write is an outcome, never an exception."""
     from .pipeline import ImageError
 
+    tracker, stream = None, None
     for frame in frames:
         if frame.image is None:
             yield FrameOutcome(frame.name, frame.source, "skipped", frame.problem)
@@ -495,20 +561,29 @@ def segment_frames(segmenter, encoded, frames: Iterable[Frame], out: Path,
         except ImageError as err:
             yield FrameOutcome(frame.name, frame.source, "skipped", str(err))
             continue
+        unlocated = None
         if scene is not None:
-            scene.apply(frame, result)
+            if scene.tracking is not None and (tracker is None or frame.stream != stream):
+                tracker, stream = Tracker(scene.tracking), frame.stream  # ids from 1 again
+            problem = place(result, scene.depth(frame), scene.depth_settings, tracker)
+            if problem is not None:
+                unlocated = (problem.cause, str(problem))
         try:
             write_outputs(out, frame, result)
         except WriteError as err:
             yield FrameOutcome(frame.name, frame.source, "failed", str(err))
             continue
-        yield FrameOutcome(frame.name, frame.source, "written", timings_ms=result.timings_ms)
+        yield FrameOutcome(frame.name, frame.source, "written", timings_ms=result.timings_ms,
+                           unlocated=unlocated)
 
 
-def tally(outcomes: Iterable[FrameOutcome]) -> tuple[list[dict[str, float]], int, int]:
-    """Log each skipped or failed frame; (timings of the written ones, skipped, failed)."""
+def tally(outcomes: Iterable[FrameOutcome]
+          ) -> tuple[list[dict[str, float]], int, int, Unlocated]:
+    """Log each skipped or failed frame, and the first frame without 3D geometry of each
+    cause; (timings of the written ones, skipped, failed, those without geometry)."""
     timings: list[dict[str, float]] = []
     skipped = failed = 0
+    unlocated = Unlocated()
     for outcome in outcomes:
         if outcome.status == "skipped":
             log.warning("skipped %s: %s", outcome.source, outcome.detail)
@@ -518,12 +593,20 @@ def tally(outcomes: Iterable[FrameOutcome]) -> tuple[list[dict[str, float]], int
             failed += 1
         else:
             timings.append(outcome.timings_ms)
-    return timings, skipped, failed
+            if outcome.unlocated is not None:
+                cause, reason = outcome.unlocated
+                if unlocated.add(cause, f"{outcome.source}: {reason}"):
+                    log.warning("%s: no 3D geometry: %s (more frames for the same reason are "
+                                "counted in the summary)", outcome.source, reason)
+    return timings, skipped, failed, unlocated
 
 
-def summary(timings: list[dict[str, float]], skipped: int, failed: int) -> str:
+def summary(timings: list[dict[str, float]], skipped: int, failed: int,
+            unlocated: Unlocated | None = None) -> str:
     lines = [f"{len(timings)} frame(s) segmented, {skipped} skipped"
              + (f", {failed} not written (see the errors above)" if failed else "")]
+    if unlocated is not None and unlocated.counts:
+        lines.append(unlocated.summary())
     if timings:
         for stage in timings[0]:
             values = [t[stage] for t in timings]
@@ -542,14 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args)
         vocabulary = read_vocabulary(args, settings)
         paths = expand_inputs(args.inputs)
-        if args.topic and not any(is_bag(path) for path in paths):
-            raise InputError("--topic selects the image topic of rosbag2 bags, and no input "
-                             "is a bag (a folder with metadata.yaml)")
-        bag_topics = {path: bag_image_topic(path, args.topic)
-                      for path in paths if is_bag(path)}
-        if args.bag_out and not all(is_bag(path) for path in paths):
-            raise InputError("--bag-out writes bags from bags: every input must be a rosbag2 "
-                             "bag (a folder with metadata.yaml)")
+        scene = scene_options(args, settings, paths)
+        bag_topics, pairings = bag_inputs(args, settings, paths)
         if args.bag_out:
             from .bag_writer import bag_out_paths
 
@@ -557,7 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if taken:
                 raise InputError(f"{', '.join(taken)} exists; rosbag2 writes a new folder: "
                                  "remove it or choose another --bag-out")
-        scene = scene_options(args, settings)
         total = count_frames(paths, bag_topics)
         out = Path(args.out)
         if not args.bag_out:
@@ -577,7 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ray:
         from .cli_ray import segment_over_ray
 
-        return segment_over_ray(args, settings, vocabulary, paths, bag_topics)
+        return segment_over_ray(args, settings, vocabulary, paths, bag_topics, pairings,
+                                scene)
     try:
         segmenter = Segmenter(settings)
     except WeightsError as err:
@@ -589,16 +666,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stats = write_bags(segmenter, encoded, {p: t for p, (t, _) in bag_topics.items()},
                            Path(args.bag_out), storage=args.bag_storage,
-                           write_overlay=args.bag_overlay, passthrough=args.bag_passthrough)
+                           write_overlay=args.bag_overlay, passthrough=args.bag_passthrough,
+                           pairings=pairings)
         return 0 if all(s.frames for s in stats) else 1
 
-    frames = read_frames(paths, bag_topics)
+    frames = read_frames(paths, bag_topics, pairings)
     if total > 1 and not args.quiet:
         from tqdm import tqdm
 
         frames = tqdm(frames, total=total, unit="frame")
-    timings, skipped, failed = tally(segment_frames(segmenter, encoded, frames, out, scene))
-    print(summary(timings, skipped, failed), file=sys.stderr)
+    timings, skipped, failed, unlocated = tally(segment_frames(segmenter, encoded, frames, out,
+                                                               scene))
+    print(summary(timings, skipped, failed, unlocated), file=sys.stderr)
     print(f"outputs in {out}/", file=sys.stderr)
     return 0 if timings and not failed else 1
 

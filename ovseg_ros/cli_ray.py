@@ -5,7 +5,10 @@ files first into a staging folder ``<out>/.ovseg-part-<input index>/`` under the
 input alone would give, which the driver then moves into ``<out>`` in input order, claiming
 names with the run's OutputNames. So names and files are the single-process run's, and a
 shard that is retried starts from an empty staging folder. The output folder must be one
-that every Ray node writes (this machine, or a shared file system).
+that every Ray node writes (this machine, or a shared file system), and a --depth folder
+one that every Ray node reads. A bag or video is one stream, tracked (and paired with its
+depth) within its shard as in the single-process run; refuse_over_ray refuses, before the
+models load, what a shard cannot do alone.
 """
 
 from __future__ import annotations
@@ -18,9 +21,53 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import cli
+from .bag_depth import BagDepth
 from .config import Settings
 from .scale import encoded_once
 from .vocabulary import Vocabulary
+
+
+def refuse_over_ray(args: argparse.Namespace, settings: Settings, paths: Sequence[Path]
+                    ) -> None:
+    """cli.InputError for what --ray cannot do as one process does: a worker sees one input
+    (each image file is one), so it cannot track from image to image, nor know that its
+    frames' names will be renamed, which --depth DIR files are looked up by."""
+    images = [str(path) for path in paths if not cli.is_bag(path)
+              and path.suffix.lower() not in cli.VIDEO_SUFFIXES]
+    if settings.track and images:
+        raise cli.InputError(
+            "--track with --ray follows objects within each video or bag (one shard each), "
+            "but every image file is a shard of its own, so ids could not follow objects from "
+            f"image to image ({images[0]}): run without --ray")
+    renamed = renamed_inputs(paths)
+    if args.depth and renamed:
+        raise cli.InputError(
+            "--depth files are found by output name, and with --ray a worker cannot know that "
+            f"a frame's name will get a _2 suffix (inputs {', '.join(map(str, renamed))} have "
+            "names in common): rename them or run without --ray")
+
+
+def renamed_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Inputs whose frames a run may write under another name than their own: image files
+    that share a stem (compared case-insensitively) with another image or with a video or
+    bag, or have a video or bag frame's name (<stem>_<index:06d>), and videos and bags that
+    share a stem."""
+    images: dict[str, list[Path]] = {}
+    sequences: dict[str, list[Path]] = {}
+    for path in paths:
+        if cli.is_bag(path):
+            sequences.setdefault(path.name.casefold(), []).append(path)
+        elif path.suffix.lower() in cli.VIDEO_SUFFIXES:
+            sequences.setdefault(path.stem.casefold(), []).append(path)
+        else:
+            images.setdefault(path.stem.casefold(), []).append(path)
+    renamed = [path for group in sequences.values() if len(group) > 1 for path in group]
+    for stem, group in images.items():
+        base, _, index = stem.rpartition("_")
+        if len(group) > 1 or stem in sequences or (
+                len(index) >= 6 and index.isdigit() and base in sequences):
+            renamed.extend(group)
+    return renamed
 
 
 def staging_dir(out: Path, index: int) -> Path:
@@ -41,6 +88,8 @@ class FileShard:
 
     paths: tuple[Path, ...]
     bag_topics: dict[Path, tuple[str, int]]
+    pairings: dict[Path, BagDepth]
+    scene: cli.SceneOptions
     vocabulary: Vocabulary
     out: Path
 
@@ -52,8 +101,9 @@ class FileShard:
             staging = staging_dir(self.out, index)
             _fresh(staging)
             staging.mkdir(parents=True)
-            frames = cli._frames([self.paths[index]], self.bag_topics)
-            done.append((index, list(cli.segment_frames(segmenter, encoded, frames, staging))))
+            frames = cli._frames([self.paths[index]], self.bag_topics, self.pairings)
+            done.append((index, list(cli.segment_frames(segmenter, encoded, frames, staging,
+                                                        self.scene))))
         return done
 
 
@@ -65,6 +115,7 @@ class BagShard:
 
     bags: tuple[Path, ...]
     topics: tuple[str, ...]
+    pairings: tuple[BagDepth | None, ...]
     outs: tuple[Path, ...]
     vocabulary: Vocabulary
     storage: str
@@ -81,10 +132,11 @@ class BagShard:
             _fresh(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with BagWriter(path, storage=self.storage,
-                               write_overlay=self.write_overlay) as writer:
+                pairing = self.pairings[index]
+                with BagWriter(path, storage=self.storage, write_overlay=self.write_overlay,
+                               write_3d=pairing is not None) as writer:
                     segment_bag(segmenter, encoded, self.bags[index], self.topics[index],
-                                writer, self.passthrough)
+                                writer, self.passthrough, pairing)
             except BaseException:
                 shutil.rmtree(path, ignore_errors=True)  # no half bag left for a failed shard
                 raise
@@ -121,7 +173,8 @@ def gather_files(items: Iterator[tuple[int, list[cli.FrameOutcome]]], out: Path
 
 
 def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: Vocabulary,
-                     paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]) -> int:
+                     paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
+                     pairings: dict[Path, BagDepth], scene: cli.SceneOptions) -> int:
     """main's --ray branch: 0 when every input was processed and wrote a frame, 1 when a
     shard failed (named on stderr, the others written) or nothing was written, 2 when Ray
     is missing or its cluster cannot be reached."""
@@ -142,9 +195,9 @@ def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: V
 
     try:
         if args.bag_out:
-            ok = _bags_over_ray(args, sharded, vocabulary, paths, bag_topics)
+            ok = _bags_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings)
         else:
-            ok = _files_over_ray(args, sharded, vocabulary, paths, bag_topics)
+            ok = _files_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings, scene)
     except ScaleError as err:
         print(f"ovseg-segment: error: {err}", file=sys.stderr)
         return 2
@@ -153,10 +206,11 @@ def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: V
     return 0 if ok and not failed_shards else 1
 
 
-def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics) -> bool:
+def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings) -> bool:
     from .bag_writer import bag_out_paths
 
     work = BagShard(tuple(paths), tuple(bag_topics[p][0] for p in paths),
+                    tuple(pairings.get(p) for p in paths),
                     tuple(bag_out_paths(list(paths), Path(args.bag_out))), vocabulary,
                     args.bag_storage, args.bag_overlay, args.bag_passthrough)
     frames = []
@@ -166,14 +220,14 @@ def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics) -> bool:
     return bool(frames) and all(frames)
 
 
-def _files_over_ray(args, sharded, vocabulary, paths, bag_topics) -> bool:
+def _files_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings, scene) -> bool:
     out = Path(args.out)
     try:
-        timings, skipped, failed = cli.tally(gather_files(
-            sharded(FileShard(tuple(paths), dict(bag_topics), vocabulary, out)), out))
+        timings, skipped, failed, unlocated = cli.tally(gather_files(sharded(FileShard(
+            tuple(paths), dict(bag_topics), dict(pairings), scene, vocabulary, out)), out))
     finally:
         for index in range(len(paths)):
             shutil.rmtree(staging_dir(out, index), ignore_errors=True)
-    print(cli.summary(timings, skipped, failed), file=sys.stderr)
+    print(cli.summary(timings, skipped, failed, unlocated), file=sys.stderr)
     print(f"outputs in {out}/", file=sys.stderr)
     return bool(timings) and not failed

@@ -30,16 +30,8 @@ def records(out, name):
     return json.loads((out / f"{name}.json").read_text())["instances"]
 
 
-def test_depth_gives_each_instance_its_3d_centroid_in_metres(tiny_settings, tmp_path, caplog):
-    frames, info = write_inputs(tmp_path)
-    depth = tmp_path / "depth"
-    depth.mkdir()
-    cv2.imwrite(str(depth / "a.png"), np.full((120, 160), 2000, np.uint16))  # 2 m, in mm
-    out = tmp_path / "out"
-    code = main([str(frames), "--vocab", "mug, book, table", "--out", str(out), "--quiet",
-                 "--depth", str(depth), "--camera-info", str(info), *settings_flags(tiny_settings)])
-    assert code == 0
-    located = records(out, "a")
+def check_at_2_m(located: list[dict]) -> None:
+    """Instances in front of a flat depth of 2 m, seen through FX, FY, CX, CY."""
     assert located, "the tiny models found no instance in the test image"
     for instance in located:
         x, y, w, h = instance["bbox"]
@@ -49,6 +41,18 @@ def test_depth_gives_each_instance_its_3d_centroid_in_metres(tiny_settings, tmp_
         assert (x - CX) * 2 / FX - 1e-6 <= cx <= (x + w - 1 - CX) * 2 / FX + 1e-6
         assert (y - CY) * 2 / FY - 1e-6 <= cy <= (y + h - 1 - CY) * 2 / FY + 1e-6
         assert 0 < instance["valid_depth_points"] <= instance["area"]
+
+
+def test_depth_gives_each_instance_its_3d_centroid_in_metres(tiny_settings, tmp_path, caplog):
+    frames, info = write_inputs(tmp_path)
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    cv2.imwrite(str(depth / "a.png"), np.full((120, 160), 2000, np.uint16))  # 2 m, in mm
+    out = tmp_path / "out"
+    code = main([str(frames), "--vocab", "mug, book, table", "--out", str(out), "--quiet",
+                 "--depth", str(depth), "--camera-info", str(info), *settings_flags(tiny_settings)])
+    assert code == 0
+    check_at_2_m(records(out, "a"))
     # b has no depth file: NaN geometry (null in JSON), logged, still written
     assert all(r["centroid"] is None and r["valid_depth_points"] == 0 for r in records(out, "b"))
     assert "b.png: no 3D geometry: no depth file" in caplog.text
@@ -81,3 +85,21 @@ def test_bad_3d_flags_are_refused_before_models_load(tmp_path, capsys, flags, wo
     assert main([str(frames), "--vocab", "mug", "--out", str(tmp_path / "o"),
                  *[swap.get(f, f) for f in flags]]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_track_ids_start_again_at_each_video(tiny_settings, tmp_path):
+    """Each video is its own stream: the second one's ids start at 1 (its pictures are
+    another size, so they would continue after the first video's ids otherwise)."""
+    image = cv2.imread(str(EXAMPLE))
+    for name, size in (("first", (160, 120)), ("second", (96, 72))):
+        writer = cv2.VideoWriter(str(tmp_path / f"{name}.avi"),
+                                 cv2.VideoWriter_fourcc(*"MJPG"), 5, size)
+        writer.write(cv2.resize(image, size))
+        writer.release()
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "first.avi"), str(tmp_path / "second.avi"), "--vocab",
+                 "mug, book, table", "--out", str(out), "--quiet", "--track",
+                 *settings_flags(tiny_settings)]) == 0
+    for name in ("first_000000", "second_000000"):
+        ids = [r["track_id"] for r in records(out, name)]
+        assert ids and ids == list(range(1, len(ids) + 1)), name

@@ -126,10 +126,7 @@ def test_bags_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray
     """Two bags as in the plain run; a third that fails after it was segmented leaves no
     partial bag and is named."""
     pytest.importorskip("rosbags")
-    from rosbags.highlevel import AnyReader
     from test_bag_writer import camera_bag
-
-    from ovseg_ros import bag_types
 
     for name in ("run1", "run2", "run3_poison"):
         camera_bag(tmp_path / "in" / name, frames=2)
@@ -146,14 +143,67 @@ def test_bags_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray
         "segmenting run3_poison" in err
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["run1", "run2"]
 
-    def messages(bag: Path) -> list:
-        with AnyReader([bag], default_typestore=bag_types.typestore()) as reader:
-            return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
-
     for name in ("run1", "run2"):
         assert f"{tmp_path / 'ray' / name}: 2 frame(s) written" in err
-        plain = messages(tmp_path / "plain" / name)
-        assert len(plain) > 8 and messages(tmp_path / "ray" / name) == plain
+        plain = bag_messages(tmp_path / "plain" / name)
+        assert len(plain) > 8 and bag_messages(tmp_path / "ray" / name) == plain
+
+
+def bag_messages(bag: Path) -> list:
+    """(topic, log time, CDR bytes) of every message of a bag."""
+    from rosbags.highlevel import AnyReader
+
+    from ovseg_ros import bag_types
+
+    with AnyReader([bag], default_typestore=bag_types.typestore()) as reader:
+        return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
+
+
+def test_bags_with_depth_and_track_over_ray_equal_the_single_process_run(
+        tmp_path, tiny_settings, ray_cluster, capsys):
+    """A bag is one shard that pairs its depth and tracks its frames, written as a bag
+    (markers and 3D detections too) and as files."""
+    pytest.importorskip("rosbags")
+    from test_bag_depth import DEPTH, camera_bag
+
+    bag = tmp_path / "run1"
+    camera_bag(bag, cv2.cvtColor(cv2.resize(cv2.imread(str(EXAMPLE)), (96, 72)),
+                                 cv2.COLOR_BGR2RGB))
+    flags = [str(bag), "--depth-topic", DEPTH, "--track", "--vocab", "mug, chair", "--quiet",
+             *settings_flags(tiny_settings), "--templates", "single"]
+    for ray in ([], ["--ray", "auto"]):
+        kind = "ray" if ray else "plain"
+        assert main([*flags, "--bag-out", str(tmp_path / f"{kind}_bag"), *ray]) == 0
+        assert main([*flags, "--out", str(tmp_path / f"{kind}_files"), *ray]) == 0
+    assert "3 frame(s) without 3D geometry" in capsys.readouterr().err
+    plain = bag_messages(tmp_path / "plain_bag")
+    assert "/ovseg/markers" in {topic for topic, _, _ in plain}
+    assert bag_messages(tmp_path / "ray_bag") == plain
+    files = outputs(tmp_path / "plain_files")
+    assert files["run1_000001.json"]["instances"][0]["track_id"] == 1
+    assert files["run1_000001.json"]["instances"][0]["centroid"] is not None
+    assert outputs(tmp_path / "ray_files") == files
+
+
+def test_depth_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settings,
+                                                           ray_cluster):
+    """Each image is a shard that reads its depth file; the depth folder is one every Ray
+    node reads (here, this machine)."""
+    for name in ("a", "b"):
+        small_image(tmp_path / "in" / f"{name}.png")
+    (tmp_path / "depth").mkdir()
+    cv2.imwrite(str(tmp_path / "depth/a.png"), np.full((72, 96), 1500, np.uint16))
+    info = tmp_path / "K.yaml"
+    info.write_text("camera_matrix: {rows: 3, cols: 3, data: [100, 0, 48, 0, 100, 36, 0, 0, 1]}\n")
+    flags = [str(tmp_path / "in"), "--depth", str(tmp_path / "depth"), "--camera-info",
+             str(info), "--vocab", "mug, chair", "--quiet", *settings_flags(tiny_settings),
+             "--templates", "single"]
+    assert main([*flags, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*flags, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
+    plain = outputs(tmp_path / "plain")
+    assert plain["a.json"]["instances"][0]["centroid"][2] == pytest.approx(1.5)
+    assert plain["b.json"]["instances"][0]["centroid"] is None
+    assert outputs(tmp_path / "ray") == plain
 
 
 def test_ray_missing_is_one_clear_error(tmp_path, tiny_settings, monkeypatch, capsys):
