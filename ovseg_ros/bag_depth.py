@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .convert import compressed_to_rgb, image_to_rgb, registered_depth
+from .convert import camera_info_topic, compressed_to_rgb, image_to_rgb, registered_depth
 from .geometry import DepthError, DepthSettings
 
 DEPTH_TYPE = "sensor_msgs/msg/Image"
@@ -26,14 +26,6 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 QUEUE_SIZE = 30  # messages of each topic waiting to be paired, at most
 
 log = logging.getLogger("ovseg_segment")
-
-
-def camera_info_topic(image_topic: str) -> str:
-    """The CameraInfo topic that image_transport pairs with an image topic: its sibling
-    ``camera_info`` (/camera/color/image_raw -> /camera/color/camera_info), that of the base
-    topic for a ``/compressed`` one."""
-    base = image_topic.rstrip("/").removesuffix("/compressed")
-    return f"{base.rpartition('/')[0]}/camera_info"
 
 
 @dataclass(frozen=True)

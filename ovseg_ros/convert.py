@@ -254,9 +254,10 @@ def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResul
 def detections_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
     """vision_msgs/Detection2DArray: one detection per instance with pixels.
 
-    class_id is the class name, score the classification probability, id the track id when
-    tracking is on, else the instance id (its value in the instance image). Box centres are in pixel-edge coordinates: a box
-    covering columns x .. x+w-1 has centre x + w/2.
+    class_id is the class name, score the classification probability, id object_id() (the
+    track id when tracking is on, else the instance id: its value in the instance image).
+    Box centres are in pixel-edge coordinates: a box covering columns x .. x+w-1 has centre
+    x + w/2.
     """
     detections = []
     for instance in result.instances:
@@ -272,7 +273,7 @@ def detections_message(types: MessageTypes, header: Any, result: SegmentationRes
                 center=types.Pose2D(position=types.Point2D(x=x + w / 2.0, y=y + h / 2.0),
                                     theta=0.0),
                 size_x=float(w), size_y=float(h)),
-            id=str(instance.track_id or instance.id)))
+            id=str(object_id(instance))))
     return types.Detection2DArray(header=header, detections=detections)
 
 
@@ -283,6 +284,14 @@ def label_info_message(types: MessageTypes, header: Any, vocabulary: Vocabulary,
                  for index, name in enumerate(vocabulary.names)]
     class_map.append(types.VisionClass(class_id=UNLABELLED, class_name=UNLABELLED_NAME))
     return types.LabelInfo(header=header, class_map=class_map, threshold=float(threshold))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The CameraInfo topic that image_transport pairs with an image topic: its sibling
+    ``camera_info`` (/camera/color/image_raw -> /camera/color/camera_info), that of the base
+    topic for a ``/compressed`` one."""
+    base = image_topic.rstrip("/").removesuffix("/compressed")
+    return f"{base.rpartition('/')[0]}/camera_info"
 
 
 def depth_image(msg: Any) -> tuple[np.ndarray, str]:

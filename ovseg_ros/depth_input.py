@@ -20,7 +20,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from .convert import registered_depth
+from . import convert
 from .geometry import DepthError, DepthSettings
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -39,14 +39,6 @@ class SyncedFrame:
     def header(self) -> Any:
         """The colour frame's header: every output carries it."""
         return self.colour.header
-
-
-def camera_info_sibling(image_topic: str, compressed: bool) -> str:
-    """The CameraInfo topic next to a (resolved) image topic: /a/b/image_raw ->
-    /a/b/camera_info; a compressed transport topic /a/b/image_raw/compressed -> the same."""
-    base = image_topic.rsplit("/", 1)[0] if compressed else image_topic
-    parent = base.rsplit("/", 1)[0]
-    return f"{parent}/camera_info"
 
 
 def stamp_seconds(header: Any) -> float:
@@ -72,7 +64,7 @@ def depth_of(frame: SyncedFrame, width: int, height: int,
         raise DepthError("no CameraInfo has arrived yet, so depth cannot be back-projected; "
                          "check the camera_info topic (parameter camera_info_topic, launch "
                          "argument camera_info:=)", cause="camera_info")
-    return registered_depth(frame.colour.header, width, height, frame.depth, frame.info,
+    return convert.registered_depth(frame.colour.header, width, height, frame.depth, frame.info,
                             settings)
 
 
@@ -81,7 +73,7 @@ class DepthInput:
     gives each time-matched pair to ``on_frame`` as a SyncedFrame. Runs in the executor."""
 
     def __init__(self, node: Node, colour_type: Any, colour_topic: str, qos: QoSProfile, *,
-                 camera_info_topic: str, compressed: bool, queue_size: int, slop: float,
+                 camera_info_topic: str, queue_size: int, slop: float,
                  on_frame: Callable[[SyncedFrame], None]):
         self._node = node
         self._qos = qos
@@ -90,7 +82,7 @@ class DepthInput:
         self.colour = Subscriber(node, colour_type, colour_topic, qos_profile=qos)
         self.depth = Subscriber(node, Image, "depth", qos_profile=qos)
         resolved = self.colour.sub.topic_name
-        self.camera_info_topic = camera_info_topic or camera_info_sibling(resolved, compressed)
+        self.camera_info_topic = camera_info_topic or convert.camera_info_topic(resolved)
         self._info_sub = node.create_subscription(CameraInfo, self.camera_info_topic,
                                                   self._on_info, qos)
         self.tallies = {"colour": InputTally(), "depth": InputTally(),

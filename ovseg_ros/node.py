@@ -139,7 +139,7 @@ class OvsegNode(Node):
             depth_of = depth_input.depth_of
             self._depth_input = depth_input.DepthInput(
                 self, colour_type, colour_topic, image_qos,
-                camera_info_topic=options["camera_info_topic"], compressed=self._compressed,
+                camera_info_topic=options["camera_info_topic"],
                 queue_size=options["sync_queue_size"], slop=settings.sync_slop,
                 on_frame=self._on_image)
             self._image_topic = self._depth_input.colour_topic
