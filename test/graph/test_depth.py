@@ -1,7 +1,7 @@
 """The real node with depth on a real graph: colour (best effort), registered depth (reliable:
 another QoS) and CameraInfo (the colour topic's sibling, found without being named) published
 with the clock's stamps and a few milliseconds of jitter, in varying order. The synchroniser
-pairs them; ~/panoptic carries centroids in metres, ~/points is read back with
+pairs them (also JPEG colour on <image>/compressed with raw depth); ~/panoptic carries centroids in metres, ~/points is read back with
 sensor_msgs_py's reader, ~/markers and ~/detections_3d follow the instances. Then what users
 get wrong: depth stamped from another clock (the hint names the clocks), no depth publisher,
 best-effort depth for a reliable node (the QoS hint), no CameraInfo, and depth of another size
@@ -15,13 +15,14 @@ import math
 import random
 import subprocess
 
+import cv2
 import numpy as np
 import pytest
 from graph_support import STARTUP_TIMEOUT_S, spin_until  # skips without ROS 2
 
 from rclpy.duration import Duration
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from sensor_msgs_py import point_cloud2
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import Marker, MarkerArray
@@ -43,16 +44,22 @@ CASES = {
     "graph_depth_size": ({}, (HEIGHT // 2, WIDTH // 2), 0.0, True),
     # a reliable node, a reliable colour camera, and best-effort depth: no depth arrives
     "graph_depth_qos": ({"image_reliability": "reliable"}, (HEIGHT, WIDTH), 0.0, True),
+    # JPEG colour on <image>/compressed with raw depth; CameraInfo next to the base topic
+    "graph_depth_jpeg": ({"image_transport": "compressed"}, (HEIGHT, WIDTH), 0.0, True),
 }
 
 
-def colour_image() -> Image:
+def colour_image(compressed: bool = False) -> Image | CompressedImage:
     image = np.full((HEIGHT, WIDTH, 3), 20, dtype=np.uint8)
     image[5:25, 5:30] = (0, 0, 220)
     image[28:44, 34:60] = (30, 200, 30)
-    msg = Image(height=HEIGHT, width=WIDTH, encoding="bgr8", step=WIDTH * 3)
+    if compressed:
+        msg = CompressedImage(format="bgr8; jpeg compressed bgr8")
+        msg.data.frombytes(cv2.imencode(".jpg", image)[1].tobytes())
+    else:
+        msg = Image(height=HEIGHT, width=WIDTH, encoding="bgr8", step=WIDTH * 3)
+        msg.data.frombytes(image.tobytes())
     msg.header.frame_id = FRAME_ID
-    msg.data.frombytes(image.tobytes())
     return msg
 
 
@@ -78,17 +85,19 @@ class Camera:
     CameraInfo reliable; each frame stamped now, depth off by jitter (and a clock offset)."""
 
     def __init__(self, ros, name: str, depth_size, clock_offset_s: float, info: bool,
-                 reliable_node: bool = False):
+                 reliable_node: bool = False, compressed: bool = False):
         self.ros = ros
         # A reliable node gets reliable colour and best-effort depth; else the other way.
         colour_qos, depth_qos = (RELIABLE, qos_profile_sensor_data) if reliable_node \
             else (qos_profile_sensor_data, RELIABLE)
-        self.colour = ros.create_publisher(Image, f"/{name}/color/image_raw", colour_qos)
+        self.colour = ros.create_publisher(
+            CompressedImage if compressed else Image,
+            f"/{name}/color/image_raw" + ("/compressed" if compressed else ""), colour_qos)
         self.depth = ros.create_publisher(Image, f"/{name}/aligned_depth/image_raw",
                                           depth_qos) if depth_size else None
         self.info = ros.create_publisher(CameraInfo, f"/{name}/color/camera_info", RELIABLE) \
             if info else None
-        self.colour_msg = colour_image()
+        self.colour_msg = colour_image(compressed)
         self.depth_msg = depth_image(*depth_size) if depth_size else None
         self.info_msg = camera_info()
         self.offset = Duration(nanoseconds=int(clock_offset_s * 1e9))
@@ -115,11 +124,14 @@ class Camera:
 def graph(start_node, ros):
     nodes, cameras, received = {}, {}, {}
     for name, (parameters, depth_size, offset, info) in CASES.items():
-        nodes[name] = start_node(name, f"/{name}/color/image_raw",
-                                 remaps={"depth": f"/{name}/aligned_depth/image_raw"},
-                                 use_depth="true", **parameters)
+        compressed = parameters.get("image_transport") == "compressed"
+        nodes[name] = start_node(name, f"/{name}/color/image_raw" + (
+            "/compressed" if compressed else ""),
+            remaps={"depth": f"/{name}/aligned_depth/image_raw"}, use_depth="true",
+            **parameters)
         cameras[name] = Camera(ros, name, depth_size, offset, info,
-                               reliable_node="image_reliability" in parameters)
+                               reliable_node="image_reliability" in parameters,
+                               compressed=compressed)
         received[name] = {topic: [] for topic in ("panoptic", "points", "markers",
                                                   "detections_3d")}
         for topic, msg_type in (("panoptic", PanopticSegmentation), ("points", PointCloud2),
@@ -280,3 +292,14 @@ def test_best_effort_depth_for_a_reliable_node_gives_the_qos_hint(graph, ros):
     assert "no depth image on /graph_depth_qos/aligned_depth/image_raw" in node.log()
     assert "reliability:=best_effort" in node.log()
     assert not received["graph_depth_qos"]["panoptic"]
+
+
+def test_compressed_colour_pairs_with_raw_depth(graph, ros):
+    nodes, cameras, received = graph
+    out = received["graph_depth_jpeg"]
+    assert publish_until(ros, cameras, lambda: any(
+        i.valid_depth_points for p in out["panoptic"] for i in p.instances)), \
+        nodes["graph_depth_jpeg"].log()[-3000:]
+    located = [i for p in out["panoptic"] for i in p.instances if i.valid_depth_points]
+    assert all(i.centroid.z == pytest.approx(DEPTH_MM / 1000.0) for i in located)
+    assert "CameraInfo /graph_depth_jpeg/color/camera_info" in nodes["graph_depth_jpeg"].log()
