@@ -66,8 +66,6 @@ def main() -> None:
         start = time.perf_counter()
         depth = decode_depth(raw, "16UC1")
         decoded = time.perf_counter()
-        locate(result, depth, k)
-        located = time.perf_counter()
         points = locate(result, depth, k)
         located = time.perf_counter()
         track(result, tracker)
