@@ -5,7 +5,6 @@ share the module."""
 
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np

@@ -7,7 +7,6 @@ stamps and restores the vocabulary it changed).
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
