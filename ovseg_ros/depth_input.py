@@ -22,6 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from . import convert
 from .geometry import DepthError, DepthSettings
+from .publishers import publishers_of
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -149,16 +150,15 @@ class DepthInput:
     def why_nothing_arrives(self, topic: str, wanted: str, how_to_change: str) -> str:
         """The likely cause for an input topic that delivers nothing: no publisher, another
         type, or best-effort publishers for a reliable subscription."""
-        publishers = self._node.get_publishers_info_by_topic(topic)
-        other_types = sorted({p.topic_type for p in publishers if p.topic_type != wanted})
-        best_effort = [p for p in publishers
-                       if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
-        if not publishers:
+        publishers = publishers_of(self._node, topic, wanted)
+        if not publishers.count:
             return f"nothing publishes it ({how_to_change})"
-        if other_types:
-            return f"it carries {', '.join(other_types)}, not {wanted} ({how_to_change})"
-        if self._qos.reliability == ReliabilityPolicy.RELIABLE and best_effort:
-            return (f"{len(best_effort)} publisher(s) offer best-effort QoS, which a reliable "
-                    "subscription does not accept: use the launch argument "
+        if publishers.other_types:
+            return (f"it carries {', '.join(publishers.other_types)}, not {wanted} "
+                    f"({how_to_change})")
+        if self._qos.reliability == ReliabilityPolicy.RELIABLE and publishers.best_effort:
+            return (f"{publishers.best_effort} publisher(s) offer best-effort QoS, which a "
+                    "reliable subscription does not accept: use the launch argument "
                     "reliability:=best_effort (parameter image_reliability:=best_effort)")
-        return f"{len(publishers)} publisher(s) exist: is it streaming? (ros2 topic hz {topic})"
+        return (f"{publishers.count} publisher(s) exist: is it streaming? (ros2 topic hz "
+                f"{topic})")

@@ -47,6 +47,7 @@ from .config import Settings, SettingsError, settings_fields
 from .frame_runner import FrameRunner, SegmenterLike, VocabularyKey
 from .node_options import NODE_OPTIONS, NodeOption
 from .outputs import OutputPublishers
+from .publishers import publishers_of
 from .vocabulary import Vocabulary, VocabularyError, stuff_names
 from .vocabulary_text import parse_names
 
@@ -318,26 +319,23 @@ class OvsegNode(Node):
         wanted = "sensor_msgs/msg/CompressedImage" if self._compressed \
             else "sensor_msgs/msg/Image"
         waited = f"no image on {topic} after {time.monotonic() - self._started:.0f} s"
-        publishers = self.get_publishers_info_by_topic(topic)
-        other_types = sorted({p.topic_type for p in publishers if p.topic_type != wanted})
-        best_effort = [p for p in publishers
-                       if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
-        if not publishers:
+        publishers = publishers_of(self, topic, wanted)
+        if not publishers.count:
             hint = (f"{waited}: nothing publishes it. Check the topic (launch argument "
                     "image:=/your/camera/topic, or remap 'image'"
                     + (" / 'image/compressed'" if self._compressed else "") + ")")
-        elif other_types:
+        elif publishers.other_types:
             argument, transport = ("compressed:=false", "raw") if self._compressed \
                 else ("compressed:=true", "compressed")
-            hint = (f"{waited}: it carries {', '.join(other_types)}, this node expects "
+            hint = (f"{waited}: it carries {', '.join(publishers.other_types)}, this node expects "
                     f"{wanted}. Use the launch argument {argument} (parameter "
                     f"image_transport:={transport}), or another topic")
-        elif self._reliable and best_effort:
-            hint = (f"{waited}: {len(best_effort)} publisher(s) offer best-effort QoS, "
+        elif self._reliable and publishers.best_effort:
+            hint = (f"{waited}: {publishers.best_effort} publisher(s) offer best-effort QoS, "
                     "which a reliable subscription does not accept. Use the launch argument "
                     "reliability:=best_effort (parameter image_reliability:=best_effort)")
         else:
-            hint = (f"{waited} although {len(publishers)} publisher(s) exist: is the camera "
+            hint = (f"{waited} although {publishers.count} publisher(s) exist: is the camera "
                     "streaming? (ros2 topic hz " + topic + ")")
         self.get_logger().warning(hint, throttle_duration_sec=HINT_REPEAT_S)
 
