@@ -6,13 +6,25 @@ by whoever receives them (the node's callbacks), and gives its results to an ``O
 object; decoding, logging, the clock and the roll-back of a vocabulary that could not be
 encoded are injected as plain callables, so the runner runs and is tested without rclpy.
 
-Threads. Submitting only stores: the newest frame replaces an older unprocessed one (which is
-counted as dropped), the newest settings replace older ones. The worker thread applies
-settings between frames and segments the newest frame. The vocabulary thread computes text
-embeddings and swaps the EncodedVocabulary in as one reference; a frame reads that reference
-once, so it is labelled with exactly one vocabulary, and frames keep flowing (with the old
-vocabulary) while a new one is encoded. Tests may drive ``process_pending`` and
-``process_vocabulary`` directly instead of starting the threads.
+Stages. A frame goes through two stages, each in its own thread (``stages=2``, the default):
+
+1. *segment*: apply the newest settings, decode the newest frame, segment it (on a GPU this
+   thread mostly waits for CUDA, without the GIL);
+2. *output*: track, place in 3D, build the messages and publish them.
+
+So the GPU segments frame N while the CPU finishes frame N-1. Every hand-off keeps only the
+newest item: a frame that waits for stage 1 is replaced by a newer frame (counted as dropped
+before segmentation), a result that waits for stage 2 by a newer result (counted as dropped
+after it). Stage 2 takes results in the order stage 1 made them, so frames are published in
+the order they arrived, and a dropped result never reaches the tracker. Each result carries
+the settings and the one vocabulary it was segmented with; stage 2 uses those, so every
+message of a frame comes from one result and one vocabulary. ``stages=1`` runs both stages
+one after the other in one thread (the serial path, for debugging and comparison).
+
+The vocabulary thread computes text embeddings and swaps the EncodedVocabulary in as one
+reference; a frame reads that reference once, and frames keep flowing (with the old
+vocabulary) while a new one is encoded. Tests may drive ``process_pending``,
+``process_segmented`` and ``process_vocabulary`` directly instead of starting the threads.
 
 Every output goes through ``Outputs`` under one lock with a closed flag: nothing is published
 after ``stop()`` returns, and the label map is published from one place, so the last one
@@ -24,7 +36,6 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -32,6 +43,7 @@ import numpy as np
 
 from .config import Settings
 from .convert import FrameError
+from .frame_stats import FrameStats, Throttle
 from .geometry import DepthError, DepthSettings, depth_settings
 from .panoptic import UNLABELLED, SegmentationResult
 from .scene import locate, track
@@ -41,6 +53,7 @@ from .vocabulary import EncodedVocabulary, Vocabulary
 STATS_LOG_PERIOD_S = 30.0
 HINT_REPEAT_S = 30.0
 STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
+STAGES = (1, 2)  # serial, or segment and output in threads of their own
 
 VocabularyKey = tuple[Vocabulary, str]  # a vocabulary and the prompt templates it is encoded with
 # A frame, its width and height and the depth settings -> its registered depth in metres (NaN
@@ -117,102 +130,23 @@ def unlabelled_result(height: int, width: int) -> SegmentationResult:
                               np.zeros((height, width), dtype=np.uint16), [], Vocabulary(()))
 
 
-class Throttle:
-    """Lets a message with a given key through at most once per period, on the given clock
-    (what rclpy's throttle_duration_sec does, without ROS time)."""
+@dataclass
+class Segmented:
+    """A frame after the segment stage, waiting for the output stage.
 
-    def __init__(self, clock: Callable[[], float]):
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
+    frame: as submitted; rgb: its decoded image; result: its segmentation; settings: those
+    applied when it was segmented (its tracking and depth settings); labelled: segmented with
+    a vocabulary (unlabelled frames are not tracked); received: clock time of its arrival;
+    steps_ms: the segment stage's step times.
+    """
 
-    def allow(self, key: str, period_s: float) -> bool:
-        with self._lock:
-            now = self._clock()
-            last = self._last.get(key)
-            if last is not None and now < last + period_s:
-                return False
-            self._last[key] = now
-            return True
-
-
-class FrameStats:
-    """Counters and per-stage latencies, written by the worker and submit_frame and read by
-    the diagnostics report. Totals never reset; the window resets at each report."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.received = 0
-        self.processed = 0
-        self.dropped = 0
-        self.failed = 0
-        self.skipped: Counter[str] = Counter()
-        self.without_3d: Counter[str] = Counter()
-        self._window_start = clock()
-        self._window_received = 0
-        self._window_frames = 0
-        self._window_failed = 0
-        self._window_skipped: Counter[str] = Counter()
-        self._stage_sums: Counter[str] = Counter()
-
-    def frame_received(self, replaced_unprocessed: bool) -> None:
-        with self._lock:
-            self.received += 1
-            self._window_received += 1
-            self.dropped += int(replaced_unprocessed)
-
-    def frame_done(self, stages_ms: dict[str, float]) -> None:
-        with self._lock:
-            self.processed += 1
-            self._window_frames += 1
-            self._stage_sums.update(stages_ms)
-
-    def frame_skipped(self, cause: str) -> bool:
-        """Count a bad frame; True when it is the first with this cause."""
-        with self._lock:
-            self.skipped[cause] += 1
-            self._window_skipped[cause] += 1
-            return self.skipped[cause] == 1
-
-    def frame_without_3d(self, cause: str) -> bool:
-        """Count a frame whose depth could not be used; True when it is the first with this
-        cause."""
-        with self._lock:
-            self.without_3d[cause] += 1
-            return self.without_3d[cause] == 1
-
-    def frame_failed(self) -> None:
-        with self._lock:
-            self.failed += 1
-            self._window_failed += 1
-
-    def report(self) -> dict[str, Any]:
-        """Rates and mean stage latencies since the last report, with the totals."""
-        with self._lock:
-            now = self._clock()
-            elapsed = max(now - self._window_start, 1e-9)
-            frames = self._window_frames
-            report = {
-                "fps": frames / elapsed,
-                "input_fps": self._window_received / elapsed,
-                "window_frames": frames,
-                "window_s": elapsed,
-                "window_received": self._window_received,
-                "window_failed": self._window_failed,
-                "window_skipped": dict(self._window_skipped),
-                "stages_ms": {name: total / frames for name, total in self._stage_sums.items()}
-                if frames else {},
-                "received": self.received, "processed": self.processed,
-                "dropped": self.dropped, "failed": self.failed,
-                "skipped": sum(self.skipped.values()),
-                "without_3d": sum(self.without_3d.values()),
-            }
-            self._window_start = now
-            self._window_received = self._window_frames = self._window_failed = 0
-            self._window_skipped = Counter()
-            self._stage_sums = Counter()
-            return report
+    frame: Any
+    rgb: np.ndarray
+    result: SegmentationResult
+    settings: Settings
+    labelled: bool
+    received: float
+    steps_ms: dict[str, float] = field(default_factory=dict)
 
 
 def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
@@ -221,7 +155,7 @@ def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
 
 
 class FrameRunner:
-    """The worker and vocabulary threads and the state they share (see the module docstring).
+    """The stage and vocabulary threads and the state they share (see the module docstring).
 
     segmenter: the pipeline. settings, vocabulary: the accepted start values (vocabulary None
     while none is set); a vocabulary given here is encoded first. outputs: where results go.
@@ -232,7 +166,8 @@ class FrameRunner:
     in 3D (scene.locate) and the points handed to the outputs. roll_back:
     called from the vocabulary thread when ``failed`` could not be encoded, with the key in
     use (None: none yet); the node sets its parameters back and returns True when it did.
-    clock: monotonic seconds, for the statistics window and log throttling.
+    stages: 2 (segment and output stages in threads of their own) or 1 (serial).
+    clock: monotonic seconds, for the statistics window, stage busy times and log throttling.
     """
 
     def __init__(self, segmenter: SegmenterLike, settings: Settings,
@@ -241,7 +176,9 @@ class FrameRunner:
                  how_to_set_vocabulary: str = "set the vocabulary",
                  depth_of: DepthOf | None = None,
                  roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
-                 clock: Callable[[], float] = time.monotonic):
+                 stages: int = 2, clock: Callable[[], float] = time.monotonic):
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}, got {stages!r}")
         self._segmenter = segmenter
         self._outputs = outputs
         self._decode = decode
@@ -250,20 +187,26 @@ class FrameRunner:
         self._how_to_set_vocabulary = how_to_set_vocabulary
         self._depth_of = depth_of
         self._roll_back = roll_back
+        self._stages = stages
+        self._clock = clock
         self._device = str(segmenter.device)
         self._throttle = Throttle(clock)
         self._stats = FrameStats(clock)
 
-        # Handed from submit_* to the worker, guarded by _work.
+        # Handed from submit_* to the segment stage, guarded by _work.
         self._work = threading.Condition()
-        self._frame: Any = None  # newest unprocessed frame
+        self._frame: tuple[Any, float] | None = None  # newest unprocessed frame, its arrival
         self._pending: tuple[Settings, Vocabulary | None] | None = None
-        # Worker state.
+        # Segment stage state.
         self._applied = settings
+        # Handed from the segment stage to the output stage, guarded by _segmented_work.
+        self._segmented_work = threading.Condition()
+        self._segmented: Segmented | None = None
+        # Output stage state.
         self._tracker: Tracker | None = None  # see _track
-        # Handed from the worker to the vocabulary thread, guarded by _vocabulary_work. The
-        # requested key is the one last asked for; after a failed encode it falls back to the
-        # one in use, so asking again retries.
+        # Handed from the segment stage to the vocabulary thread, guarded by
+        # _vocabulary_work. The requested key is the one last asked for; after a failed
+        # encode it falls back to the one in use, so asking again retries.
         self._vocabulary_work = threading.Condition()
         self._vocabulary_job: VocabularyKey | None = \
             (vocabulary, settings.templates) if vocabulary is not None else None
@@ -285,6 +228,11 @@ class FrameRunner:
         return self._stats.received
 
     @property
+    def stages(self) -> int:
+        """2: segment and output stages in threads of their own; 1: serial."""
+        return self._stages
+
+    @property
     def threads(self) -> tuple[threading.Thread, ...]:
         """The threads start() started (empty before)."""
         return tuple(self._threads)
@@ -294,27 +242,28 @@ class FrameRunner:
         """Keep ``frame`` as the newest one; an older unprocessed one is dropped."""
         with self._work:
             replaced = self._frame is not None
-            self._frame = frame
+            self._frame = (frame, self._clock())
             self._work.notify_all()
         self._stats.frame_received(replaced)
 
     def submit_settings(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
         """Hand over validated settings and the vocabulary they describe (None: none set);
-        the worker applies the newest between frames."""
+        the segment stage applies the newest between frames."""
         with self._work:
             self._pending = (settings, vocabulary)
             self._work.notify_all()
 
-    # -------------------------------------------------------------------------- frames
+    # -------------------------------------------------------------------- segment stage
     def process_pending(self) -> bool:
-        """One worker step: apply submitted settings, then segment the newest frame.
+        """One segment-stage step: apply submitted settings, then segment the newest frame
+        and hand the result to the output stage (with ``stages=1``: finish it here).
 
         Returns True when there was a frame. Never raises: a bad frame, a failing pipeline
         or settings the pipeline refuses are logged and counted.
         """
         with self._work:
             pending, self._pending = self._pending, None
-            frame, self._frame = self._frame, None
+            taken, self._frame = self._frame, None
         if pending is not None:
             try:
                 self._apply(*pending)
@@ -322,9 +271,23 @@ class FrameRunner:
                 if self._throttle.allow("apply", HINT_REPEAT_S):
                     self._log.error(f"could not apply the settings: {type(err).__name__}: "
                                     f"{err}")
-        if frame is None:
+        if taken is None:
             return False
-        self._process(frame)
+        began = self._clock()
+        segmented = self._segment(*taken)
+        if self._stages == 1:
+            self._stats.stage_busy("segment", self._clock() - began)
+            if segmented is not None:
+                self._finish(segmented)
+            return True
+        if segmented is not None:
+            with self._segmented_work:
+                replaced = self._segmented is not None
+                self._segmented = segmented
+                self._segmented_work.notify_all()
+            if replaced:
+                self._stats.result_dropped()
+        self._stats.stage_busy("segment", self._clock() - began)
         return True
 
     def _apply(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
@@ -341,19 +304,8 @@ class FrameRunner:
         if not request and settings.unknown_thresh != previous.unknown_thresh:
             self.publish_label_info()
 
-    def _track(self, result: SegmentationResult) -> None:
-        """Track ids while the track setting is on (the worker's thread only); turning it off
-        ends every track, and turning it on again continues with ids never used."""
-        if not self._applied.track:
-            if self._tracker is not None:
-                self._tracker.reset()
-            return
-        if self._tracker is None:
-            self._tracker = Tracker(tracking_settings(self._applied))
-        self._tracker.settings = tracking_settings(self._applied)
-        track(result, self._tracker)
-
-    def _process(self, frame: Any) -> None:
+    def _segment(self, frame: Any, received: float) -> Segmented | None:
+        """Decode and segment one frame; None when it was skipped or failed (counted)."""
         start = time.perf_counter()
         try:
             rgb = self._decode(frame)
@@ -369,7 +321,7 @@ class FrameRunner:
                     f"skipping a frame from {self._source}: {reason}. Further frames with "
                     f"this problem ({cause}) are skipped without a message and counted in "
                     "/diagnostics")
-            return
+            return None
         decoded = time.perf_counter()
         encoded = self._encoded  # read once: the whole frame uses this vocabulary
         try:
@@ -384,38 +336,89 @@ class FrameRunner:
                 result = unlabelled_result(*rgb.shape[:2])
             else:
                 result = self._segmenter.segment(rgb, encoded)
-                self._track(result)
-            segmented = time.perf_counter()
-            points = self._locate(frame, result) if self._depth_of is not None else None
+        except Exception as err:  # one failing frame must not stop the runner
+            self._frame_failed(err)
+            return None
+        steps = {"decode": (decoded - start) * 1000.0}
+        steps.update({("segment" if name == "total" else name): ms
+                      for name, ms in result.timings_ms.items()})
+        steps.setdefault("segment", (time.perf_counter() - decoded) * 1000.0)
+        return Segmented(frame, rgb, result, self._applied, encoded is not None, received,
+                         steps)
+
+    def _frame_failed(self, err: Exception) -> None:
+        if self._closed or self._outputs.closing():
+            return  # abandoned at shutdown: not a failure of the frame
+        self._stats.frame_failed()
+        if self._throttle.allow("frame failed", HINT_REPEAT_S):
+            self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")
+
+    # --------------------------------------------------------------------- output stage
+    def process_segmented(self) -> bool:
+        """One output-stage step: track, place in 3D, build and publish the newest segmented
+        frame. Returns True when there was one. Never raises."""
+        with self._segmented_work:
+            segmented, self._segmented = self._segmented, None
+        if segmented is None:
+            return False
+        began = self._clock()
+        self._finish(segmented)
+        self._stats.stage_busy("output", self._clock() - began)
+        return True
+
+    def _finish(self, segmented: Segmented) -> None:
+        """Track, locate, build and publish one segmented frame (counted either way)."""
+        result, steps = segmented.result, dict(segmented.steps_ms)
+        try:
+            start = time.perf_counter()
+            if segmented.labelled:
+                self._track(result, segmented.settings)
+                tracked = time.perf_counter()
+                steps["track"] = (tracked - start) * 1000.0
+            else:
+                tracked = start
+            points = None
+            if self._depth_of is not None:
+                points = self._locate(segmented.frame, result, segmented.settings)
             located = time.perf_counter()
-            publish = self._outputs.prepare_result(frame, rgb, result, points)
+            if self._depth_of is not None:
+                steps["locate"] = (located - tracked) * 1000.0
+            publish = self._outputs.prepare_result(segmented.frame, segmented.rgb, result,
+                                                   points)
+            built = time.perf_counter()
             with self._publishing:
                 if self._closed:
                     return
                 publish()
         except Exception as err:  # one failing frame must not stop the runner
-            if self._closed or self._outputs.closing():
-                return  # abandoned at shutdown: not a failure of the frame
-            self._stats.frame_failed()
-            if self._throttle.allow("frame failed", HINT_REPEAT_S):
-                self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")
+            self._frame_failed(err)
             return
-        stages = {"decode": (decoded - start) * 1000.0,
-                  "publish": (time.perf_counter() - located) * 1000.0}
-        stages.update(result.timings_ms)
-        if self._depth_of is not None:
-            stages["locate"] = (located - segmented) * 1000.0
-        stages["total"] = (time.perf_counter() - start) * 1000.0
-        self._stats.frame_done(stages)
+        steps["build"] = (built - located) * 1000.0
+        steps["publish"] = (time.perf_counter() - built) * 1000.0
+        steps["total"] = (self._clock() - segmented.received) * 1000.0
+        self._stats.frame_done(steps)
 
-    def _locate(self, frame: Any, result: SegmentationResult) -> np.ndarray | None:
+    def _track(self, result: SegmentationResult, settings: Settings) -> None:
+        """Track ids while the frame's track setting is on (the output stage only); turning
+        it off ends every track, and turning it on again continues with ids never used."""
+        if not settings.track:
+            if self._tracker is not None:
+                self._tracker.reset()
+            return
+        if self._tracker is None:
+            self._tracker = Tracker(tracking_settings(settings))
+        self._tracker.settings = tracking_settings(settings)
+        track(result, self._tracker)
+
+    def _locate(self, frame: Any, result: SegmentationResult,
+                settings: Settings) -> np.ndarray | None:
         """Place the result's instances in 3D from the frame's depth; the points, or None
         (logged once per cause, counted) when the frame's depth cannot be used."""
         height, width = result.instance_map.shape
-        settings = depth_settings(self._applied)
+        depth = depth_settings(settings)
         try:
-            depth_m, k = self._depth_of(frame, width, height, settings)
-            return locate(result, depth_m, k, settings)
+            depth_m, k = self._depth_of(frame, width, height, depth)
+            return locate(result, depth_m, k, depth)
         except DepthError as err:
             if self._stats.frame_without_3d(err.cause):
                 self._log.warning(
@@ -512,6 +515,7 @@ class FrameRunner:
             "frames received": str(report["received"]),
             "frames processed": str(report["processed"]),
             "frames dropped (a newer one arrived)": str(report["dropped"]),
+            "results dropped (a newer one was segmented)": str(report["results_dropped"]),
             "frames skipped (bad input)": str(report["skipped"]),
             "frames failed": str(report["failed"]),
             **({"frames without 3D (unusable depth)": str(report["without_3d"])}
@@ -521,15 +525,22 @@ class FrameRunner:
             "device": self._device,
             "input topic": self._source,
         }
+        values["stages"] = str(self._stages)
         for stage, milliseconds in report["stages_ms"].items():
             values[f"latency {stage} (ms)"] = f"{milliseconds:.1f}"
+        for stage, fraction in report["busy"].items():
+            values[f"busy {stage} stage (%)"] = f"{100.0 * fraction:.0f}"
         if report["window_frames"] and self._throttle.allow("stats", STATS_LOG_PERIOD_S):
             stages = report["stages_ms"]
             self._log.info(
-                f"{report['fps']:.1f} fps, {stages.get('total', 0.0):.0f} ms per frame ("
+                f"{report['fps']:.1f} fps, {stages.get('total', 0.0):.0f} ms from arrival to "
+                "publication ("
                 + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items()
                             if name != "total")
-                + f"); dropped {report['dropped']}, skipped {report['skipped']}, failed "
+                + "; busy " + ", ".join(f"{stage} {100.0 * fraction:.0f}%"
+                                        for stage, fraction in report["busy"].items())
+                + f"); dropped {report['dropped']} before and {report['results_dropped']} "
+                f"after segmentation, skipped {report['skipped']}, failed "
                 f"{report['failed']} so far")
         return Health(level, message, values)
 
@@ -543,9 +554,9 @@ class FrameRunner:
 
     # --------------------------------------------------------------------------- threads
     def start(self) -> None:
-        """Start the worker and vocabulary threads."""
+        """Start the stage threads (one with ``stages=1``) and the vocabulary thread."""
         self._threads = [
-            threading.Thread(target=self._loop, name="ovseg-worker", daemon=True,
+            threading.Thread(target=self._loop, name="ovseg-segment", daemon=True,
                              args=(self.process_pending, self._work,
                                    lambda: self._frame is not None
                                    or self._pending is not None)),
@@ -553,6 +564,11 @@ class FrameRunner:
                              args=(self.process_vocabulary, self._vocabulary_work,
                                    lambda: self._vocabulary_job is not None)),
         ]
+        if self._stages == 2:
+            self._threads.append(threading.Thread(
+                target=self._loop, name="ovseg-output", daemon=True,
+                args=(self.process_segmented, self._segmented_work,
+                      lambda: self._segmented is not None)))
         for thread in self._threads:
             thread.start()
 
@@ -565,7 +581,7 @@ class FrameRunner:
         such a thread is still running.
         """
         self._stopping.set()
-        for condition in (self._work, self._vocabulary_work):
+        for condition in (self._work, self._segmented_work, self._vocabulary_work):
             with condition:
                 condition.notify_all()
         with self._publishing:  # waits for an output in progress

@@ -16,8 +16,8 @@ The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.ou
 diagnostics timer. The threads and the state they share (newest frame, pending settings,
 vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.frame_runner). The
 executor runs the callbacks, which only validate and hand over: no model call in a callback.
-Tests drive ``process_pending`` and ``process_vocabulary`` directly instead of starting the
-threads.
+Tests drive ``process_pending`` (both frame stages) and ``process_vocabulary`` directly
+instead of starting the threads.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class OvsegNode(Node):
             source=self._image_topic if depth_of is None else
             f"{self._image_topic} paired with {self._depth_input.depth_topic}",
             how_to_set_vocabulary=how_to_set, roll_back=self._roll_back_vocabulary,
-            depth_of=depth_of)
+            depth_of=depth_of, stages=options["pipeline_depth"])
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
@@ -291,8 +291,11 @@ class OvsegNode(Node):
             else convert.image_to_rgb(msg)
 
     def process_pending(self) -> bool:
-        """One worker step (FrameRunner.process_pending), for tests and benchmarks."""
-        return self._runner.process_pending()
+        """One frame through both stages (FrameRunner.process_pending, then
+        process_segmented), for tests; True when there was a frame."""
+        had_frame = self._runner.process_pending()
+        self._runner.process_segmented()
+        return had_frame
 
     def process_vocabulary(self) -> bool:
         """One vocabulary-thread step (FrameRunner.process_vocabulary)."""
@@ -341,7 +344,7 @@ class OvsegNode(Node):
 
     # --------------------------------------------------------------------------- threads
     def start(self) -> None:
-        """Start the runner's worker and vocabulary threads (main() does; tests call the
+        """Start the runner's stage and vocabulary threads (main() does; tests call the
         steps)."""
         self._runner.start()
 

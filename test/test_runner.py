@@ -63,6 +63,7 @@ class Outputs:
         self.label_infos = []  # (vocabulary names, unknown_thresh)
         self.health = []
         self.on_label_info = None
+        self.on_prepare = None  # called with the frame when its messages are built
         self.fail_results = False
         self.shutting_down = False
 
@@ -70,6 +71,8 @@ class Outputs:
         return self.shutting_down
 
     def prepare_result(self, frame, rgb, result, points):
+        if self.on_prepare is not None:
+            self.on_prepare(frame)
         self.scenes.append((result, points))
 
         def publish():
@@ -119,6 +122,7 @@ class FakeSegmenter:
         self.fail_next_frame = False
         self.fail_update = False
         self.mug_box = None  # (rows, columns) slices: the result has one mug there
+        self.on_segment = None  # called inside segment()
         self._version = 0
 
     def update_settings(self, settings):
@@ -137,6 +141,8 @@ class FakeSegmenter:
 
     def segment(self, image, vocabulary):
         self.in_segment.set()
+        if self.on_segment is not None:
+            self.on_segment()
         if self.release_segment is not None:
             assert self.release_segment.wait(WAIT_S)
         if self.fail_next_frame:
@@ -149,7 +155,7 @@ class FakeSegmenter:
         if self.mug_box is not None:
             rows, columns = self.mug_box
             semantic[rows, columns], instance_map[rows, columns] = 0, 1
-            instances = [Instance(1, 0, "mug", 0.9, 0.95, True,
+            instances = [Instance(1, 0, vocabulary.vocabulary.names[0], 0.9, 0.95, True,
                                   (columns.start, rows.start, columns.stop - columns.start,
                                    rows.stop - rows.start),
                                   int(instance_map.sum()))]
@@ -162,7 +168,8 @@ class Harness:
     """A runner with a fake segmenter, recorded outputs and log, a fake clock and a
     recording roll_back."""
 
-    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, **settings):
+    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, stages=2,
+                 **settings):
         self.settings = Settings().replace(
             vocabulary=list(vocabulary or []), **settings)
         self.segmenter = FakeSegmenter(self.settings)
@@ -180,7 +187,8 @@ class Harness:
             self.segmenter, self.settings, self.vocabulary(vocabulary), self.outputs,
             decode=decode, log=self.log, source=SOURCE,
             how_to_set_vocabulary="ros2 param set /ovseg vocabulary \"[mug]\"",
-            roll_back=roll_back or record_roll_back, clock=self.clock, depth_of=depth_of)
+            roll_back=roll_back or record_roll_back, clock=self.clock, depth_of=depth_of,
+            stages=stages)
 
     def vocabulary(self, names):
         return Vocabulary.parse(names) if names else None
@@ -197,6 +205,7 @@ class Harness:
         self.runner.submit_frame(Frame(number, error))
         before = len(self.outputs.results)
         assert self.runner.process_pending()
+        self.runner.process_segmented()
         return self.outputs.results[-1][1] if len(self.outputs.results) > before else None
 
     def health(self):
@@ -349,6 +358,7 @@ def test_only_the_newest_frame_is_processed_and_drops_are_counted():
         h.runner.submit_frame(Frame(number))
     assert h.runner.process_pending()
     assert not h.runner.process_pending()
+    assert h.runner.process_segmented()
     assert [frame.number for frame, _ in h.outputs.results] == [3]
     values = h.health().values
     assert values["frames dropped (a newer one arrived)"] == "2"
@@ -435,7 +445,8 @@ def test_fps_is_the_rate_since_the_last_report():
     health = h.health()  # no new frame
     assert (health.values["fps"], health.values["input fps"]) == ("0.00", "0.00")
     assert "latency proposals (ms)" not in health.values
-    assert any(" fps, " in m and "ms per frame" in m for m in h.log.messages("INFO"))
+    assert any(" fps, " in m and "ms from arrival to publication" in m
+               for m in h.log.messages("INFO"))
 
 
 def test_diagnostics_warn_while_no_frame_arrived_and_when_the_camera_stops():
@@ -484,7 +495,7 @@ def test_stop_during_a_long_frame_returns_and_nothing_is_given_out_after(started
     begun = time.monotonic()
     assert h.runner.stop(join_s=0.1)  # True: the worker is still busy
     assert time.monotonic() - begun < WAIT_S
-    assert any("ovseg-worker still busy" in m for m in h.log.messages("INFO"))
+    assert any("ovseg-segment still busy" in m for m in h.log.messages("INFO"))
     h.segmenter.release_segment.set()  # the frame finishes after stop() returned
     for thread in h.runner.threads:
         thread.join(WAIT_S)
@@ -578,3 +589,160 @@ def test_without_depth_there_is_no_3d_and_no_count_of_it():
     h.frame()
     assert h.outputs.scenes[-1][1] is None
     assert not any("3D" in key or "locate" in key for key in h.health().values)
+
+
+# ---------------------------------------------------------------------------- stages
+def test_a_result_waiting_for_the_output_stage_is_replaced_by_a_newer_one_and_counted():
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    for number in (1, 2):
+        h.runner.submit_frame(Frame(number))
+        assert h.runner.process_pending()  # segmented, waiting for the output stage
+    assert h.outputs.results == []
+    assert h.runner.process_segmented()
+    assert not h.runner.process_segmented()
+    assert [frame.number for frame, _ in h.outputs.results] == [2]
+    values = h.health().values
+    assert values["results dropped (a newer one was segmented)"] == "1"
+    assert values["frames dropped (a newer one arrived)"] == "0"
+    assert values["frames processed"] == "1" and values["stages"] == "2"
+
+
+def test_a_dropped_result_does_not_advance_the_tracker():
+    """With track_max_age 0 one frame without the mug ends its track; that frame is dropped
+    before the output stage, so the mug keeps its id."""
+    h = Harness(vocabulary=["mug"], track=True, track_max_age=0)
+    h.runner.process_vocabulary()
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.frame(0)
+    assert h.outputs.scenes[-1][0].instances[0].track_id == 1
+    h.segmenter.mug_box = None
+    h.runner.submit_frame(Frame(1))
+    h.runner.process_pending()  # no mug; replaced below before it is published
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.frame(2)
+    assert [frame.number for frame, _ in h.outputs.results] == [0, 2]
+    assert h.outputs.scenes[-1][0].instances[0].track_id == 1
+    h.segmenter.mug_box = None
+    h.frame(3)  # published: the track ends
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.frame(4)
+    assert h.outputs.scenes[-1][0].instances[0].track_id == 2
+
+
+def test_each_result_keeps_the_settings_it_was_segmented_with():
+    """A setting changed while a result waits applies from the next frame segmented."""
+    depth = Depth()
+    h = Harness(vocabulary=["mug"], depth_of=depth, depth_max_range=5.0)
+    h.runner.process_vocabulary()
+    h.runner.submit_frame(Frame(1))
+    h.runner.process_pending()
+    h.change(depth_max_range=1.5)
+    h.runner.process_pending()  # applies the change; no new frame
+    h.runner.process_segmented()
+    assert depth.settings[-1].max_range == 5.0
+    h.frame(2)
+    assert depth.settings[-1].max_range == 1.5
+
+
+def test_the_serial_path_finishes_each_frame_in_the_segment_step():
+    h = Harness(vocabulary=["mug"], stages=1)
+    h.runner.process_vocabulary()
+    h.runner.submit_frame(Frame(1))
+    assert h.runner.process_pending()
+    assert [frame.number for frame, _ in h.outputs.results] == [1]
+    assert not h.runner.process_segmented()
+    assert h.health().values["stages"] == "1"
+
+
+def test_the_serial_path_runs_no_output_thread(started):
+    h = started(Harness(vocabulary=["mug"], stages=1))
+    assert sorted(thread.name for thread in h.runner.threads) == [
+        "ovseg-segment", "ovseg-vocabulary"]
+    h = started(Harness(vocabulary=["mug"]))
+    assert sorted(thread.name for thread in h.runner.threads) == [
+        "ovseg-output", "ovseg-segment", "ovseg-vocabulary"]
+
+
+def test_stages_other_than_1_or_2_are_refused():
+    with pytest.raises(ValueError, match="stages must be one of"):
+        Harness(stages=3)
+
+
+def test_diagnostics_report_each_step_and_how_busy_each_stage_was():
+    h = Harness(vocabulary=["mug"], track=True)
+    h.runner.process_vocabulary()
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.segmenter.on_segment = lambda: h.clock.advance(0.5)
+    h.outputs.on_prepare = lambda frame: h.clock.advance(0.25)
+    h.frame()
+    h.clock.advance(0.25)  # a window of 1 s: segment busy 0.5 s, output 0.25 s
+    values = h.health().values
+    assert values["busy segment stage (%)"] == "50"
+    assert values["busy output stage (%)"] == "25"
+    for step in ("decode", "proposals", "segment", "track", "build", "publish"):
+        assert float(values[f"latency {step} (ms)"]) >= 0.0, step
+    # total: from the frame's arrival to its publication, both stages and the wait between
+    assert float(values["latency total (ms)"]) == pytest.approx(750.0)
+
+
+def test_the_stages_publish_frames_in_arrival_order_each_with_one_vocabulary(started):
+    """A slow output stage and a stream of frames and vocabulary changes: results are
+    dropped between the stages, never reordered, and each is built from one vocabulary."""
+    h = Harness(vocabulary=["v0"])
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.outputs.on_prepare = lambda frame: time.sleep(0.003)
+    started(h)
+    assert h.segmenter.encoded.wait(WAIT_S)
+    for number in range(1, 120):
+        h.runner.submit_frame(Frame(number))
+        if number % 10 == 0:
+            h.change(vocabulary=[f"v{number}"])
+        time.sleep(0.001)
+    h.runner.submit_frame(Frame(1000))
+    deadline = time.monotonic() + WAIT_S
+    while not h.outputs.results or h.outputs.results[-1][0].number != 1000:
+        assert time.monotonic() < deadline, "the last frame was never published"
+        time.sleep(0.01)
+    assert not h.runner.stop()
+    numbers = [frame.number for frame, _ in h.outputs.results]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    for result, _ in h.outputs.scenes:  # the fake labels its mug with the first name
+        assert [i.label for i in result.instances] == list(result.vocabulary.names)
+    assert len({result.vocabulary.names for result, _ in h.outputs.scenes}) > 1
+    values = h.runner.health().values
+    accounted = sum(int(values[key]) for key in (
+        "frames processed", "frames dropped (a newer one arrived)",
+        "results dropped (a newer one was segmented)", "frames skipped (bad input)",
+        "frames failed"))
+    assert accounted == int(values["frames received"]) == 120
+    assert int(values["results dropped (a newer one was segmented)"]) > 0
+
+
+def test_stop_with_both_stages_busy_returns_and_nothing_is_published_after(started):
+    h = Harness(vocabulary=["mug"])
+    h.runner.process_vocabulary()
+    in_output, release_output = threading.Event(), threading.Event()
+
+    def slow_prepare(frame):
+        in_output.set()
+        assert release_output.wait(WAIT_S)
+
+    h.outputs.on_prepare = slow_prepare
+    started(h)
+    h.runner.submit_frame(Frame(1))
+    assert in_output.wait(WAIT_S)  # frame 1 is being built in the output stage
+    h.segmenter.in_segment.clear()
+    h.segmenter.release_segment = threading.Event()
+    h.runner.submit_frame(Frame(2))
+    assert h.segmenter.in_segment.wait(WAIT_S)  # frame 2 is being segmented
+    assert h.runner.stop(join_s=0.1)
+    busy = next(m for m in h.log.messages("INFO") if "still busy" in m)
+    assert "ovseg-segment" in busy and "ovseg-output" in busy
+    release_output.set()
+    h.segmenter.release_segment.set()
+    for thread in h.runner.threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    assert h.outputs.results == []
+    assert h.log.messages("ERROR") == []
