@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed depths.
 MAD_TO_SIGMA = 1.4826
@@ -129,49 +128,114 @@ def check_sizes(colour_shape: tuple[int, ...], depth_shape: tuple[int, ...]) -> 
 
 def measure(points: np.ndarray, mask: np.ndarray,
             settings: DepthSettings = DepthSettings()) -> InstanceGeometry:
-    """[h, w, 3] points and an [h, w] bool mask of one instance -> its robust geometry.
+    """[h, w, 3] points and an [h, w] bool mask of one instance -> its robust geometry
+    (measure_instances with one instance)."""
+    return measure_instances(points, mask.astype(np.uint16), 1, settings)[0]
 
-    The mask is eroded by ``erode_px`` first (kept as is when erosion would empty it), depths
-    far from the median (flying pixels, background through holes) are rejected, and the
-    centroid is the per-axis median of the rest.
-    """
-    if settings.erode_px > 0:
-        size = 2 * settings.erode_px + 1
-        eroded = cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
-        if eroded.any():
-            mask = eroded
-    selected = points[mask]
-    selected = selected[np.isfinite(selected[:, 2])]
-    if len(selected) == 0:
-        return NO_GEOMETRY
-    z = selected[:, 2]
-    median = np.median(z)
-    spread = max(MAD_TO_SIGMA * float(np.median(np.abs(z - median))), settings.min_spread_m)
-    inliers = selected[np.abs(z - median) <= settings.outlier_sigmas * spread]
-    low, centroid, high = np.percentile(
-        inliers, [settings.extent_percentile, 50.0, 100.0 - settings.extent_percentile], axis=0)
-    return InstanceGeometry(tuple(float(c) for c in centroid),
-                            tuple(float(e) for e in high - low), int(len(inliers)))
+
+def eroded_instances(instance_map: np.ndarray, count: int, erode_px: int) -> np.ndarray:
+    """[H, W] instance image -> the same with each instance eroded by ``erode_px`` (a pixel
+    stays when every pixel of its (2 erode_px + 1)^2 square inside the image is of its
+    instance); an instance that erosion would empty is kept whole."""
+    if erode_px <= 0:
+        return instance_map
+    kernel = np.ones((2 * erode_px + 1,) * 2, np.uint8)
+    # OpenCV pads erosion with the largest value and dilation with the smallest, so pixels
+    # outside the image never erode an instance (as eroding each mask on its own does).
+    low, high = cv2.erode(instance_map, kernel), cv2.dilate(instance_map, kernel)
+    eroded = np.where(low == high, instance_map, 0).astype(instance_map.dtype, copy=False)
+    emptied = np.bincount(eroded.ravel(), minlength=count + 1)[:count + 1] == 0
+    emptied[0] = False
+    if emptied.any():
+        restore = np.zeros(max(int(instance_map.max()), count) + 1, bool)
+        restore[:count + 1] = emptied
+        eroded = np.where(restore[instance_map], instance_map, eroded)
+    return eroded
+
+
+def _percentiles(rows: np.ndarray, counts: np.ndarray, q: float,
+                 first: np.ndarray | int = 0) -> np.ndarray:
+    """[G, N] ascending rows whose entries first[g] .. first[g] + counts[g] - 1 are the
+    values -> the q-th percentile of each row's values, as np.percentile's default (linear)
+    method computes it."""
+    position = (counts - 1) * (q / 100.0)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, counts - 1)
+    index = np.arange(len(rows))
+    low, high = rows[index, first + below], rows[index, first + above]
+    return low + (high - low) * (position - below)
+
+
+def _robust_statistics(points: np.ndarray, counts: np.ndarray,
+                       settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+    """[G, N, 3] points of G instances, the first counts[g] of row g valid (the rest
+    ignored) -> ([3, G, 3] low percentile, median and high percentile of each instance's
+    inliers per axis, [G] inlier counts)."""
+    valid = np.arange(points.shape[1])[None, :] < counts[:, None]
+    z = np.where(valid, points[..., 2], np.inf)
+    z_sorted = np.sort(z, axis=1)
+    median = _percentiles(z_sorted, counts, 50.0)
+    deviation = np.abs(z - median[:, None])
+    mad = _percentiles(np.sort(deviation, axis=1), counts, 50.0)
+    limit = settings.outlier_sigmas * np.maximum(MAD_TO_SIGMA * mad, settings.min_spread_m)
+    inlier = deviation <= limit[:, None]
+    # The inliers are one run of the sorted depths: from the first within the limit.
+    first = np.sum(z_sorted < (median - limit)[:, None], axis=1)
+    kept = np.sum(inlier, axis=1)
+    stats = np.empty((3, len(counts), 3))
+    quantiles = (settings.extent_percentile, 50.0, 100.0 - settings.extent_percentile)
+    for axis in range(3):
+        if axis == 2:
+            ordered, start = z_sorted, first
+        else:
+            ordered, start = np.sort(np.where(inlier, points[..., axis], np.inf), axis=1), 0
+        for row, q in enumerate(quantiles):
+            stats[row, :, axis] = _percentiles(ordered, kept, q, start)
+    return stats, kept
 
 
 def measure_instances(points: np.ndarray, instance_map: np.ndarray, count: int,
                       settings: DepthSettings = DepthSettings()) -> list[InstanceGeometry]:
     """[H, W, 3] points and the [H, W] instance image (1..count, 0 none) -> the geometry of
-    instances 1..count, in order. Each instance is measured inside its bounding box only."""
+    instances 1..count, in order, vectorised over instances.
+
+    Per instance: its mask eroded by ``erode_px`` (kept whole when erosion would empty it);
+    of its points with depth, those further than ``outlier_sigmas`` robust standard
+    deviations (1.4826 x the median absolute deviation, at least ``min_spread_m``) from the
+    median depth are rejected (flying pixels, background through holes); the centroid is the
+    per-axis median of the rest, the extent their ``extent_percentile`` to 100 -
+    ``extent_percentile`` range, ``valid_points`` their number.
+    """
     if points.shape[:2] != instance_map.shape:
         check_sizes(instance_map.shape, points.shape)
-    pad = max(settings.erode_px, 0)
-    height, width = instance_map.shape
-    geometries = []
-    for instance_id, box in enumerate(ndimage.find_objects(instance_map, max_label=count),
-                                      start=1):
-        if box is None:
-            geometries.append(NO_GEOMETRY)
-            continue
-        rows = slice(max(box[0].start - pad, 0), min(box[0].stop + pad, height))
-        cols = slice(max(box[1].start - pad, 0), min(box[1].stop + pad, width))
-        geometries.append(measure(points[rows, cols], instance_map[rows, cols] == instance_id,
-                                  settings))
+    geometries = [NO_GEOMETRY] * count
+    if count == 0:
+        return geometries
+    labels = eroded_instances(instance_map, count, settings.erode_px).ravel()
+    flat_points = points.reshape(-1, 3)
+    selected = np.flatnonzero((labels > 0) & (labels <= count)
+                              & np.isfinite(flat_points[:, 2]))
+    if selected.size == 0:
+        return geometries
+    # Group the points by instance: a stable sort of 16-bit labels is a radix sort.
+    selected = selected[np.argsort(labels[selected], kind="stable")]
+    sizes = np.bincount(labels[selected], minlength=count + 1)
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    present = np.flatnonzero(sizes)
+    # Instances of similar size (within 2x) share [G, width] rows, so padding stays below
+    # the points themselves however unequal the sizes.
+    size_class = np.ceil(np.log2(sizes[present])).astype(int)
+    for level in np.unique(size_class):
+        ids = present[size_class == level]
+        counts = sizes[ids]
+        width = int(counts.max())
+        column = np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
+        rows = flat_points[selected[starts[ids][:, None] + column]]
+        stats, kept = _robust_statistics(rows, counts, settings)
+        for g, instance_id in enumerate(ids):
+            geometries[instance_id - 1] = InstanceGeometry(
+                tuple(float(c) for c in stats[1, g]),
+                tuple(float(e) for e in stats[2, g] - stats[0, g]), int(kept[g]))
     return geometries
 
 
