@@ -1,6 +1,10 @@
 """The vectorised measure_instances against the per-instance oracle it replaced
 (reference/scene_geometry.py) on random scenes: overlapping instances of 1 to 200, holes, NaN,
-flying pixels, thin slivers and instances touching the image border."""
+flying pixels, thin slivers and instances touching the image border.
+
+measure_instances sorts 16-bit steps of each instance's range (geometry.QUANTUM_STEPS), so
+it agrees to half a step: 0.1 mm for the up to 8 m ranges of these scenes (flying pixels
+included), hence the 0.1 mm tolerance."""
 
 import math
 
@@ -56,7 +60,7 @@ def test_it_equals_the_per_instance_oracle_to_float_rounding(seed, instances):
     settings = DepthSettings()
     count = instances + 2  # and two ids with no pixels at the end
     assert_same(measure_instances(points, instance_map, count, settings),
-                reference_measure_instances(points, instance_map, count, settings), 1e-5)
+                reference_measure_instances(points, instance_map, count, settings), 1e-4)
 
 
 @pytest.mark.parametrize("erode_px, percentile", [(0, 2.0), (1, 0.0), (3, 10.0)])
@@ -65,4 +69,4 @@ def test_the_other_settings_are_followed_as_the_oracle_follows_them(erode_px, pe
     settings = DepthSettings(erode_px=erode_px, extent_percentile=percentile,
                              outlier_sigmas=2.0, min_spread_m=0.05)
     assert_same(measure_instances(points, instance_map, 60, settings),
-                reference_measure_instances(points, instance_map, 60, settings), 1e-5)
+                reference_measure_instances(points, instance_map, 60, settings), 1e-4)
