@@ -169,14 +169,18 @@ class _Sorted:
     step: np.ndarray  # [G]
 
     @classmethod
-    def of(cls, values: np.ndarray, valid: np.ndarray) -> "_Sorted":
-        """[G, N] float32 values where ``valid``."""
-        low = np.where(valid, values, np.inf).min(axis=1)
-        high = np.where(valid, values, -np.inf).max(axis=1)
+    def of(cls, values: np.ndarray, valid: np.ndarray, low: np.ndarray | None = None,
+           high: np.ndarray | None = None) -> "_Sorted":
+        """[G, N] float32 values where ``valid``, in steps of each row's range, or of
+        [low, high] (values outside count as the ends: their ranks stay right)."""
+        if low is None:
+            low = np.where(valid, values, np.inf).min(axis=1)
+            high = np.where(valid, values, -np.inf).max(axis=1)
         low = np.where(np.isfinite(low), low, 0.0).astype(np.float32)
         spread = np.maximum(high - low, 0.0)
         step = np.where(spread > 0, spread / QUANTUM_STEPS, 1.0).astype(np.float32)
         steps = (values - low[:, None]) * (1.0 / step)[:, None] + np.float32(0.5)
+        np.clip(steps, 0, QUANTUM_STEPS, out=steps)
         steps[~valid] = PADDING
         return cls(np.sort(steps.astype(np.uint16), axis=1, kind="stable"),
                    low.astype(np.float64), step.astype(np.float64))
@@ -226,13 +230,8 @@ def _kth_deviation(ordered: _Sorted, counts: np.ndarray, centre: np.ndarray,
                       np.where(k + 1 - low > 0, right(k - low), -np.inf))
 
 
-def _robust_statistics(x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.ndarray,
-                       settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
-    """[G, N] coordinates of G instances' points, the first counts[g] of row g valid ->
-    ([3, G, 3] low percentile, median and high percentile of each instance's inliers per
-    axis, [G] inlier counts)."""
-    valid = np.arange(z.shape[1])[None, :] < counts[:, None]
-    depth = _Sorted.of(z, valid)
+def _median_and_mad(depth: _Sorted, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's median and median absolute deviation from it."""
     median = depth.percentile(50.0, counts)
     # Values below the median: sorted steps below its step (the median is a value or halfway
     # between two neighbours, so no value lies strictly between them).
@@ -241,8 +240,29 @@ def _robust_statistics(x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.n
     below = np.floor(position).astype(np.intp)
     lower = _kth_deviation(depth, counts, median, split, below)
     upper = _kth_deviation(depth, counts, median, split, np.minimum(below + 1, counts - 1))
-    mad = lower + (upper - lower) * (position - below)
-    limit = settings.outlier_sigmas * np.maximum(MAD_TO_SIGMA * mad, settings.min_spread_m)
+    return median, lower + (upper - lower) * (position - below)
+
+
+def _limit(mad: np.ndarray, settings: DepthSettings) -> np.ndarray:
+    """The largest distance from the median depth an inlier may have."""
+    return settings.outlier_sigmas * np.maximum(MAD_TO_SIGMA * mad, settings.min_spread_m)
+
+
+def _robust_statistics(x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.ndarray,
+                       settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+    """[G, N] coordinates of G instances' points, the first counts[g] of row g valid ->
+    ([3, G, 3] low percentile, median and high percentile of each instance's inliers per
+    axis, [G] inlier counts)."""
+    valid = np.arange(z.shape[1])[None, :] < counts[:, None]
+    # The median and MAD decide which points are inliers: first in steps of the whole depth
+    # range, then again in steps of a window around the median that holds every inlier, so
+    # that a step is far below the depth noise (the window's outside only counts for ranks).
+    coarse = _Sorted.of(z, valid)
+    median, mad = _median_and_mad(coarse, counts)
+    reach = 2.0 * np.maximum(_limit(mad, settings), 3.0 * mad) + 2.0 * coarse.step
+    median, mad = _median_and_mad(_Sorted.of(z, valid, median - reach, median + reach),
+                                  counts)
+    limit = _limit(mad, settings)
     inlier = valid & (np.abs(z - median[:, None]) <= limit[:, None])
     kept = np.sum(inlier, axis=1)
     quantiles = (settings.extent_percentile, 50.0, 100.0 - settings.extent_percentile)

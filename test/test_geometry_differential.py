@@ -43,10 +43,11 @@ def random_scene(seed: int, instances: int, height: int = 240, width: int = 320)
     return back_project(depth, K), instance_map
 
 
-def assert_same(fast, oracle, atol):
+def assert_same(fast, oracle, atol, points=0):
+    """Equal geometry to ``atol`` metres and inlier counts to ``points``."""
     assert len(fast) == len(oracle)
     for got, want in zip(fast, oracle):
-        assert got.valid_points == want.valid_points
+        assert abs(got.valid_points - want.valid_points) <= points
         if want.valid_points == 0:
             assert all(math.isnan(v) for v in got.centroid + got.extent)
             continue
@@ -63,10 +64,15 @@ def test_it_equals_the_per_instance_oracle_to_float_rounding(seed, instances):
                 reference_measure_instances(points, instance_map, count, settings), 1e-4)
 
 
-@pytest.mark.parametrize("erode_px, percentile", [(0, 2.0), (1, 0.0), (3, 10.0)])
-def test_the_other_settings_are_followed_as_the_oracle_follows_them(erode_px, percentile):
+@pytest.mark.parametrize("erode_px, percentile, sigmas, min_spread", [
+    (0, 2.0, 2.0, 0.05), (1, 0.0, 3.0, 0.0), (3, 10.0, 1.0, 0.0)])
+def test_the_other_settings_are_followed_as_the_oracle_follows_them(erode_px, percentile,
+                                                                    sigmas, min_spread):
+    """With no least spread the outlier limit is the MAD's alone, so the points near it
+    check the median absolute deviation (one within a micrometre of it may count either
+    way: the limit is exact to half a step of a window a few MADs wide)."""
     points, instance_map = random_scene(5, 60)
     settings = DepthSettings(erode_px=erode_px, extent_percentile=percentile,
-                             outlier_sigmas=2.0, min_spread_m=0.05)
+                             outlier_sigmas=sigmas, min_spread_m=min_spread)
     assert_same(measure_instances(points, instance_map, 60, settings),
-                reference_measure_instances(points, instance_map, 60, settings), 1e-4)
+                reference_measure_instances(points, instance_map, 60, settings), 1e-4, 1)
