@@ -1,4 +1,10 @@
-"""Overlay drawing: the image with class colours, instance outlines and labels (RGB)."""
+"""Overlay drawing: the image with class colours, instance outlines and labels (RGB).
+
+Drawn for the whole image at once: the tint is one colour lookup and one blend, the outlines
+the band of pixels within OUTLINE_PX of another instance or of the background (two
+morphology passes over the instance image), so its cost hardly grows with the number of
+instances; only the labels are drawn one by one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ import cv2
 import numpy as np
 
 from .panoptic import UNLABELLED, SegmentationResult
+
+OUTLINE_PX = 2
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
 
 
 def class_colours(count: int) -> np.ndarray:
@@ -15,25 +24,41 @@ def class_colours(count: int) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
 
 
+def outline_band(instance_map: np.ndarray, width: int = OUTLINE_PX) -> np.ndarray:
+    """[H, W] bool: instance pixels within ``width`` pixels (8-connected) of a pixel of another
+    instance or of none, inside the image."""
+    kernel = np.ones((2 * width + 1,) * 2, np.uint8)
+    low, high = cv2.erode(instance_map, kernel), cv2.dilate(instance_map, kernel)
+    return (instance_map > 0) & ((low != instance_map) | (high != instance_map))
+
+
 def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
-    """HxWx3 uint8 RGB: labelled pixels tinted by class, instance outlines, one label each."""
+    """HxWx3 uint8 RGB: labelled pixels tinted by class, instance outlines in their class
+    colour, one label (name and score) at the top left of each instance's box."""
     colours = class_colours(max(len(result.vocabulary), 1))
-    labelled = result.semantic != UNLABELLED
-    out = image.copy()
-    tint = colours[np.where(labelled, result.semantic, 0)]
-    out[labelled] = (image[labelled] * (1 - alpha) + tint[labelled] * alpha).astype(np.uint8)
+    semantic, instance_map = result.semantic, result.instance_map
+    labelled = (semantic != UNLABELLED).view(np.uint8)
+    # Classes past the vocabulary (UNLABELLED among them) look up the last, unused row.
+    table = np.zeros((len(colours) + 1, 3), np.uint8)
+    table[:len(colours)] = colours
+    tint = np.take(table, np.minimum(semantic, len(colours)), axis=0)
+    out = cv2.copyTo(cv2.addWeighted(image, 1 - alpha, tint, alpha, 0.0), labelled,
+                     image.copy())
+    if result.instances:
+        instance_colours = np.zeros((int(instance_map.max(initial=0)) + 1, 3), np.uint8)
+        for instance in result.instances:
+            if instance.id < len(instance_colours):
+                instance_colours[instance.id] = colours[instance.class_index]
+        out = cv2.copyTo(np.take(instance_colours, instance_map, axis=0),
+                         outline_band(instance_map).view(np.uint8), out)
     for instance in result.instances:
         if instance.area == 0:
             continue
-        mask = (result.instance_map == instance.id).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         colour = tuple(int(c) for c in colours[instance.class_index])
-        cv2.drawContours(out, contours, -1, colour, 2)
         x, y, _, _ = instance.bbox
         text = f"{instance.label} {instance.score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        (tw, th), base = cv2.getTextSize(text, FONT, FONT_SCALE, 1)
         y_text = max(y, th + base)
         cv2.rectangle(out, (x, y_text - th - base), (x + tw, y_text), colour, -1)
-        cv2.putText(out, text, (x, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(out, text, (x, y_text - base), FONT, FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return out
