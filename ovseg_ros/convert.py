@@ -12,6 +12,7 @@ Python values here.
 from __future__ import annotations
 
 import array
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,31 @@ def opencv_frame_error(err: cv2.error, what: str) -> FrameError:
                           "unless the environment variable CV_IO_MAX_IMAGE_PIXELS raises it)")
     detail = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
     return FrameError("decode", f"OpenCV cannot read {what}: {detail}")
+
+
+class MessagePool:
+    """Per-instance messages kept from one frame to the next and filled in again.
+
+    rclpy's generated constructors build every default sub-message (a Marker builds a Pose,
+    a Vector3, a ColorRGBA, a CompressedImage, ...) and type-check every field, so building
+    a few hundred messages per frame costs milliseconds; the converters fill
+    default-constructed messages in place, and with a pool they refill last frame's. Use one
+    pool per thread that builds and publishes, and publish a frame's messages before building
+    the next frame's (publishing serializes them; the objects are overwritten next time).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, list[Any]] = {}
+
+    def take(self, kind: str, count: int, make: Any) -> list[Any]:
+        """``count`` messages of ``kind``: kept ones first, new ones from ``make()``."""
+        kept = self._kept.setdefault(kind, [])
+        kept.extend(make() for _ in range(count - len(kept)))
+        return kept[:count]
+
+
+def _pool(pool: MessagePool | None) -> MessagePool:
+    return MessagePool() if pool is None else pool
 
 
 @dataclass(frozen=True)
@@ -224,34 +250,57 @@ def image_message(types: MessageTypes, header: Any, pixels: np.ndarray,
                        is_bigendian=0, step=width * channels * dtype.itemsize, data=data)
 
 
-def instance_message(types: MessageTypes, instance: Instance) -> Any:
-    """ovseg_ros/SegmentedInstance, with the instance's 3D geometry (NaN without depth)."""
+def fill_instance(msg: Any, instance: Instance) -> Any:
+    """Fill an ovseg_ros/SegmentedInstance in place, with the instance's 3D geometry (NaN
+    without depth); returns it."""
     x, y, w, h = (int(v) for v in instance.bbox) if instance.area else (0, 0, 0, 0)
     (cx, cy, cz), (ex, ey, ez) = instance.geometry.centroid, instance.geometry.extent
-    return types.SegmentedInstance(
-        id=int(instance.id), track_id=int(instance.track_id),
-        class_index=int(instance.class_index), label=instance.label,
-        score=float(instance.score), mask_quality=float(instance.mask_quality),
-        is_thing=bool(instance.is_thing),
-        bbox=types.RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h,
-                                    do_rectify=False),
-        area=int(instance.area),
-        centroid=types.Point(x=cx, y=cy, z=cz), extent=types.Vector3(x=ex, y=ey, z=ez),
-        valid_depth_points=int(instance.geometry.valid_points))
+    msg.id, msg.track_id = int(instance.id), int(instance.track_id)
+    msg.class_index, msg.label = int(instance.class_index), instance.label
+    msg.score, msg.mask_quality = float(instance.score), float(instance.mask_quality)
+    msg.is_thing = bool(instance.is_thing)
+    bbox = msg.bbox
+    bbox.x_offset, bbox.y_offset, bbox.width, bbox.height = x, y, w, h
+    bbox.do_rectify = False
+    msg.area = int(instance.area)
+    msg.centroid.x, msg.centroid.y, msg.centroid.z = float(cx), float(cy), float(cz)
+    msg.extent.x, msg.extent.y, msg.extent.z = float(ex), float(ey), float(ez)
+    msg.valid_depth_points = int(instance.geometry.valid_points)
+    return msg
 
 
-def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
-    """ovseg_ros/PanopticSegmentation: both label images, the vocabulary and the instances."""
+def instance_message(types: MessageTypes, instance: Instance) -> Any:
+    """ovseg_ros/SegmentedInstance, with the instance's 3D geometry (NaN without depth)."""
+    return fill_instance(types.SegmentedInstance(), instance)
+
+
+def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResult,
+                     semantic: Any = None, instance: Any = None,
+                     pool: MessagePool | None = None) -> Any:
+    """ovseg_ros/PanopticSegmentation: both label images (``semantic`` and ``instance``
+    when already built), the vocabulary and the instances."""
+    instances = _pool(pool).take("instance", len(result.instances), types.SegmentedInstance)
     return types.PanopticSegmentation(
         header=header,
         vocabulary=list(result.vocabulary.names),
         vocabulary_version=int(result.vocabulary_version),
-        semantic=image_message(types, header, result.semantic, "16UC1"),
-        instance=image_message(types, header, result.instance_map, "16UC1"),
-        instances=[instance_message(types, instance) for instance in result.instances])
+        semantic=semantic if semantic is not None else
+        image_message(types, header, result.semantic, "16UC1"),
+        instance=instance if instance is not None else
+        image_message(types, header, result.instance_map, "16UC1"),
+        instances=[fill_instance(msg, item) for msg, item in zip(instances, result.instances)])
 
 
-def detections_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
+def _hypothesis(types: MessageTypes) -> Any:
+    return types.ObjectHypothesisWithPose(hypothesis=types.ObjectHypothesis())
+
+
+def _detection_2d(types: MessageTypes) -> Any:
+    return types.Detection2D(results=[_hypothesis(types)])
+
+
+def detections_message(types: MessageTypes, header: Any, result: SegmentationResult,
+                       pool: MessagePool | None = None) -> Any:
     """vision_msgs/Detection2DArray: one detection per instance with pixels.
 
     class_id is the class name, score the classification probability, id object_id() (the
@@ -259,21 +308,18 @@ def detections_message(types: MessageTypes, header: Any, result: SegmentationRes
     Box centres are in pixel-edge coordinates: a box covering columns x .. x+w-1 has centre
     x + w/2.
     """
-    detections = []
-    for instance in result.instances:
-        if instance.area == 0:
-            continue
+    shown = [instance for instance in result.instances if instance.area]
+    detections = _pool(pool).take("detection_2d", len(shown), lambda: _detection_2d(types))
+    for detection, instance in zip(detections, shown):
         x, y, w, h = (int(v) for v in instance.bbox)
-        hypothesis = types.ObjectHypothesis(class_id=instance.label,
-                                            score=float(instance.score))
-        detections.append(types.Detection2D(
-            header=header,
-            results=[types.ObjectHypothesisWithPose(hypothesis=hypothesis)],
-            bbox=types.BoundingBox2D(
-                center=types.Pose2D(position=types.Point2D(x=x + w / 2.0, y=y + h / 2.0),
-                                    theta=0.0),
-                size_x=float(w), size_y=float(h)),
-            id=str(object_id(instance))))
+        detection.header = header
+        hypothesis = detection.results[0].hypothesis
+        hypothesis.class_id, hypothesis.score = instance.label, float(instance.score)
+        box = detection.bbox
+        box.center.position.x, box.center.position.y = x + w / 2.0, y + h / 2.0
+        box.center.theta = 0.0
+        box.size_x, box.size_y = float(w), float(h)
+        detection.id = str(object_id(instance))
     return types.Detection2DArray(header=header, detections=detections)
 
 
@@ -354,21 +400,17 @@ def registered_depth(colour_header: Any, width: int, height: int, depth_msg: Any
     return decode_depth(depth, encoding, settings), camera_matrix_of(info_msg, width, height)
 
 
-def _class_colour(types: MessageTypes, colours: np.ndarray, instance: Instance,
-                  alpha: float) -> Any:
-    r, g, b = (float(c) / 255.0 for c in colours[instance.class_index])
-    return types.ColorRGBA(r=r, g=g, b=b, a=alpha)
-
-
 def _located(result: SegmentationResult) -> list[Instance]:
     """The instances with a 3D centroid."""
     return [instance for instance in result.instances
-            if np.all(np.isfinite(instance.geometry.centroid))]
+            if all(math.isfinite(c) for c in instance.geometry.centroid)]
 
 
-def _pose(types: MessageTypes, x: float, y: float, z: float) -> Any:
-    return types.Pose(position=types.Point(x=float(x), y=float(y), z=float(z)),
-                      orientation=types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0))
+def _set_pose(pose: Any, x: float, y: float, z: float) -> None:
+    """A pose at (x, y, z) with the identity orientation, in place."""
+    pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
+    orientation = pose.orientation
+    orientation.x, orientation.y, orientation.z, orientation.w = 0.0, 0.0, 0.0, 1.0
 
 
 def object_id(instance: Instance) -> int:
@@ -376,45 +418,61 @@ def object_id(instance: Instance) -> int:
     return int(instance.track_id or instance.id)
 
 
-def markers_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
+def markers_message(types: MessageTypes, header: Any, result: SegmentationResult,
+                    pool: MessagePool | None = None) -> Any:
     """visualization_msgs/MarkerArray for rviz: first a DELETEALL (instances of the previous
     frame do not linger), then per instance with a 3D centroid a box (namespace 'boxes': a
     CUBE at the centroid, the extent as its size, at least MIN_MARKER_SIZE_M, in the class
     colour) and its label above it (namespace 'labels'). Marker ids are object_id()."""
-    markers = [types.Marker(header=header, action=MARKER_DELETEALL)]
-    colours = class_colours(max(len(result.vocabulary), 1))
-    for instance in _located(result):
+    pool = _pool(pool)
+    delete_all, = pool.take("marker_delete_all", 1, types.Marker)
+    delete_all.header, delete_all.action = header, MARKER_DELETEALL
+    located = _located(result)
+    boxes = pool.take("marker_box", len(located), types.Marker)
+    labels = pool.take("marker_label", len(located), types.Marker)
+    colours = class_colours(max(len(result.vocabulary), 1)) / 255.0
+    for box, label, instance in zip(boxes, labels, located):
         (x, y, z), extent = instance.geometry.centroid, instance.geometry.extent
         sizes = [max(float(e), MIN_MARKER_SIZE_M) for e in extent]
-        markers.append(types.Marker(
-            header=header, ns="boxes", id=object_id(instance), type=MARKER_CUBE,
-            action=MARKER_ADD, pose=_pose(types, x, y, z),
-            scale=types.Vector3(x=sizes[0], y=sizes[1], z=sizes[2]),
-            color=_class_colour(types, colours, instance, 0.5)))
-        markers.append(types.Marker(
-            header=header, ns="labels", id=object_id(instance), type=MARKER_TEXT,
-            action=MARKER_ADD, pose=_pose(types, x, y - sizes[1] / 2 - LABEL_HEIGHT_M, z),
-            scale=types.Vector3(x=0.0, y=0.0, z=LABEL_HEIGHT_M),
-            color=types.ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0),
-            text=f"{instance.label} {object_id(instance)} ({instance.score:.2f})"))
+        r, g, b = (float(c) for c in colours[instance.class_index])
+        box.header, box.ns, box.id = header, "boxes", object_id(instance)
+        box.type, box.action = MARKER_CUBE, MARKER_ADD
+        _set_pose(box.pose, x, y, z)
+        box.scale.x, box.scale.y, box.scale.z = sizes
+        box.color.r, box.color.g, box.color.b, box.color.a = r, g, b, 0.5
+        label.header, label.ns, label.id = header, "labels", object_id(instance)
+        label.type, label.action = MARKER_TEXT, MARKER_ADD
+        _set_pose(label.pose, x, y - sizes[1] / 2 - LABEL_HEIGHT_M, z)
+        label.scale.x, label.scale.y, label.scale.z = 0.0, 0.0, LABEL_HEIGHT_M
+        label.color.r, label.color.g, label.color.b, label.color.a = 1.0, 1.0, 1.0, 1.0
+        label.text = f"{instance.label} {object_id(instance)} ({instance.score:.2f})"
+    markers = [delete_all]
+    for box, label in zip(boxes, labels):
+        markers += (box, label)
     return types.MarkerArray(markers=markers)
 
 
-def detections_3d_message(types: MessageTypes, header: Any, result: SegmentationResult) -> Any:
+def _detection_3d(types: MessageTypes) -> Any:
+    return types.Detection3D(results=[_hypothesis(types)])
+
+
+def detections_3d_message(types: MessageTypes, header: Any, result: SegmentationResult,
+                          pool: MessagePool | None = None) -> Any:
     """vision_msgs/Detection3DArray: one detection per instance with a 3D centroid, in the
     colour camera's optical frame: the box is centred on the centroid with the extent as its
     size (axis-aligned, identity orientation); class_id is the class name, score the
     classification probability, id object_id(), and the hypothesis pose the centroid."""
-    detections = []
-    for instance in _located(result):
+    located = _located(result)
+    detections = _pool(pool).take("detection_3d", len(located), lambda: _detection_3d(types))
+    for detection, instance in zip(detections, located):
         (x, y, z), (ex, ey, ez) = instance.geometry.centroid, instance.geometry.extent
-        hypothesis = types.ObjectHypothesisWithPose(
-            hypothesis=types.ObjectHypothesis(class_id=instance.label,
-                                              score=float(instance.score)),
-            pose=types.PoseWithCovariance(pose=_pose(types, x, y, z)))
-        detections.append(types.Detection3D(
-            header=header, results=[hypothesis],
-            bbox=types.BoundingBox3D(center=_pose(types, x, y, z),
-                                     size=types.Vector3(x=float(ex), y=float(ey), z=float(ez))),
-            id=str(object_id(instance))))
+        detection.header = header
+        result_ = detection.results[0]
+        result_.hypothesis.class_id = instance.label
+        result_.hypothesis.score = float(instance.score)
+        _set_pose(result_.pose.pose, x, y, z)
+        _set_pose(detection.bbox.center, x, y, z)
+        size = detection.bbox.size
+        size.x, size.y, size.z = float(ex), float(ey), float(ez)
+        detection.id = str(object_id(instance))
     return types.Detection3DArray(header=header, detections=detections)

@@ -2,8 +2,10 @@
 and a diagnostics report (the FrameRunner's Outputs).
 
 A new output is one entry in OutputPublishers: a publisher in ``__init__`` and its message
-in ``prepare_result``. Outputs that cost something to build (the overlay, the 3D outputs) are
-built only while someone subscribes.
+in ``prepare_result``. A frame's outputs are built only for publishers someone subscribes to
+(``~/label_info`` and ``/diagnostics`` always go out), and the per-instance messages are
+refilled from one frame to the next (convert.MessagePool): prepare_result and the publish
+it returns run in one thread, one frame after the other.
 """
 
 from __future__ import annotations
@@ -69,32 +71,51 @@ class OutputPublishers:
         self._overlay = node.create_publisher(Image, "~/overlay", reliable)
         self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
         self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._frame_outputs = [self._semantic, self._instances, self._panoptic,
+                               self._detections, self._overlay]
         self._scene = scene
         if scene:
             self._points = node.create_publisher(PointCloud2, "~/points", reliable)
             self._markers = node.create_publisher(MarkerArray, "~/markers", reliable)
             self._detections_3d = node.create_publisher(Detection3DArray, "~/detections_3d",
                                                         reliable)
+            self._frame_outputs += [self._points, self._markers, self._detections_3d]
+        self._pool = convert.MessagePool()
 
     def prepare_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult,
                        points: np.ndarray | None) -> Callable[[], None]:
-        """A frame's messages, each with the frame's header; returns what publishes them."""
-        types, header = self._types, frame.header
-        panoptic = convert.panoptic_message(types, header, result)
-        messages = [(self._semantic, panoptic.semantic), (self._instances, panoptic.instance),
-                    (self._panoptic, panoptic),
-                    (self._detections, convert.detections_message(types, header, result))]
-        if _subscribed(self._overlay):
+        """A frame's messages, each with the frame's header, for the outputs someone
+        subscribes to; returns what publishes them."""
+        types, header, pool = self._types, frame.header, self._pool
+        wanted = {publisher for publisher in self._frame_outputs if _subscribed(publisher)}
+        messages = []
+        semantic = instances = None
+        if wanted & {self._semantic, self._panoptic}:
+            semantic = convert.image_message(types, header, result.semantic, "16UC1")
+            if self._semantic in wanted:
+                messages.append((self._semantic, semantic))
+        if wanted & {self._instances, self._panoptic}:
+            instances = convert.image_message(types, header, result.instance_map, "16UC1")
+            if self._instances in wanted:
+                messages.append((self._instances, instances))
+        if self._panoptic in wanted:
+            messages.append((self._panoptic, convert.panoptic_message(
+                types, header, result, semantic, instances, pool)))
+        if self._detections in wanted:
+            messages.append((self._detections,
+                             convert.detections_message(types, header, result, pool)))
+        if self._overlay in wanted:
             messages.append((self._overlay, convert.image_message(
                 types, header, overlay(rgb, result), "rgb8")))
         if self._scene:
             # Markers go out for a frame without depth too: its DELETEALL clears the last boxes.
-            if _subscribed(self._markers):
-                messages.append((self._markers, convert.markers_message(types, header, result)))
-            if _subscribed(self._detections_3d):
+            if self._markers in wanted:
+                messages.append((self._markers,
+                                 convert.markers_message(types, header, result, pool)))
+            if self._detections_3d in wanted:
                 messages.append((self._detections_3d,
-                                 convert.detections_3d_message(types, header, result)))
-            if points is not None and _subscribed(self._points):
+                                 convert.detections_3d_message(types, header, result, pool)))
+            if points is not None and self._points in wanted:
                 messages.append((self._points, points_message(
                     header, labelled_points(points, rgb, result, self._points_stride))))
 

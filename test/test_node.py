@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import math
 import tempfile
+import sys
 import threading
 import time
 from pathlib import Path
@@ -92,12 +93,19 @@ class FakeSegmenter:
         return result
 
 
+# The outputs a downstream planner usually subscribes to; make_node subscribes to them.
+PLANNER_OUTPUTS = ("semantic", "instances", "panoptic", "detections")
+
+
 @pytest.fixture
 def make_node(monkeypatch):
-    """make_node(distro='humble', **parameter_overrides) -> (node, fake segmenter)."""
+    """make_node(distro='humble', subscribed=PLANNER_OUTPUTS, **parameter_overrides) ->
+    (node, fake segmenter); ``subscribed``: the outputs (names under ~/) that have a
+    subscriber (the others have none: they are not built)."""
     nodes = []
 
-    def make(distro="humble", segmenter=FakeSegmenter, **parameters):
+    def make(distro="humble", segmenter=FakeSegmenter, subscribed=PLANNER_OUTPUTS,
+             **parameters):
         ros_standin.install(monkeypatch, distro)
         from ovseg_ros.node import OvsegNode
 
@@ -105,6 +113,9 @@ def make_node(monkeypatch):
         node = OvsegNode(make_segmenter=lambda s: made.append(segmenter(s)) or made[-1],
                          parameter_overrides=[Parameter(name, value=value)
                                               for name, value in parameters.items()])
+        for publisher in node.publishers:
+            if publisher.topic_name.rpartition("/")[2] in subscribed:
+                publisher.subscription_count = 1
         nodes.append(node)
         return node, made[0]
 
@@ -868,13 +879,17 @@ def test_the_worker_thread_drops_stale_frames_under_a_slow_pipeline(make_node):
     fake.gate = None
     release.set()
     panoptic_pub = publishers(node)["/ovseg/panoptic"]
-    wait_until(lambda: len(panoptic_pub.messages) >= 2)
+    wait_until(lambda: panoptic_pub.messages and panoptic_pub.messages[-1].header.stamp.sec == 5)
     timer(node, 1.0).fire()
     node.stop()
-    assert [m.header.stamp.sec for m in panoptic_pub.messages] == [1, 5]
+    # Frame 1's result is published, or replaced by frame 5's if that was segmented before
+    # the output stage took frame 1's.
+    published = [m.header.stamp.sec for m in panoptic_pub.messages]
+    assert published in ([1, 5], [5])
     values = {kv.key: kv.value
               for kv in publishers(node)["/diagnostics"].messages[-1].status[0].values}
     assert values["frames dropped (a newer one arrived)"] == "3"
+    assert values["results dropped (a newer one was segmented)"] == str(2 - len(published))
 
 
 # ----------------------------------------------------------------- the real Segmenter
@@ -983,6 +998,7 @@ def test_main_runs_the_threads_until_ctrl_c(monkeypatch, tiny_settings):
 
     def spin(node):
         panoptic_pub = publishers(node)["/ovseg/panoptic"]
+        panoptic_pub.subscription_count = 1
         for second in range(1, 50):  # until the vocabulary thread has encoded the classes
             subscription(node, "/image").deliver(frame(stamp=(second, 0)))
             wait_until(lambda: len(panoptic_pub.messages) >= second)
@@ -1096,3 +1112,30 @@ def test_rviz_config_shows_camera_overlay_and_semantic():
         assert display["Topic"]["Value"].startswith("/")
     assert displays["Camera"]["Topic"]["Reliability Policy"] == "Best Effort"
     assert displays["Overlay"]["Topic"]["Value"] == "/ovseg/overlay"
+
+
+def test_outputs_nobody_subscribes_to_are_not_built(make_node, monkeypatch):
+    """Only ~/label_info and /diagnostics go out for everyone; ~/semantic alone is built
+    without the panoptic message around it."""
+    node, fake = make_node(vocabulary=["mug"], subscribed=())
+    node.process_vocabulary()
+    outputs = sys.modules["ovseg_ros.outputs"]
+    built = []
+    for name in ("panoptic_message", "detections_message", "image_message"):
+        original = getattr(outputs.convert, name)
+        monkeypatch.setattr(outputs.convert, name,
+                            lambda *args, _name=name, _original=original, **kwargs:
+                            built.append(_name) or _original(*args, **kwargs))
+    pubs = publishers(node)
+    subscription(node, "/image").deliver(frame(stamp=(1, 0)))
+    assert node.process_pending()
+    timer(node, 1.0).fire()
+    assert built == []
+    assert {topic for topic, p in pubs.items() if p.messages} == {
+        "/ovseg/label_info", "/diagnostics"}
+    pubs["/ovseg/semantic"].subscription_count = 1
+    subscription(node, "/image").deliver(frame(stamp=(2, 0)))
+    assert node.process_pending()
+    assert built == ["image_message"]
+    semantic, = pubs["/ovseg/semantic"].messages
+    assert semantic.header.stamp.sec == 2 and pubs["/ovseg/panoptic"].messages == []

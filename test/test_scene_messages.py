@@ -177,3 +177,32 @@ def test_labelled_points_of_unlabelled_pixels_say_so(types):
     assert len(outside) and set(outside["class_index"]) == {UNLABELLED}
     assert set(outside["track_id"]) == {0}
     assert not math.isnan(float(cloud["z"].min()))
+
+
+# --------------------------------------------------------------------- refilled messages
+def test_messages_refilled_from_a_pool_equal_freshly_built_ones(types):
+    """Per-instance messages built into a pool that held a larger frame's (other labels,
+    track ids, geometry) are field for field what a fresh build gives."""
+    from ovseg_ros.geometry import InstanceGeometry
+
+    def located(result, shift, tracked):
+        for index, instance in enumerate(result.instances):
+            instance.geometry = InstanceGeometry((0.1 * index + shift, 0.2, 1.5 + shift),
+                                                 (0.3, 0.2 + shift, 0.1), 100 + index)
+            instance.track_id = 40 + index if tracked else 0
+        return result
+
+    big = located(two_object_result(), 0.0, True)
+    small = located(two_object_result(), 0.5, False)
+    small.instances = small.instances[:1]
+    small.instances[0].label, small.instances[0].score = "kettle", 0.5
+    builders = (convert.markers_message, convert.detections_3d_message,
+                convert.detections_message,
+                lambda types, header, result, pool=None:
+                convert.panoptic_message(types, header, result, pool=pool))
+    for build in builders:
+        pool = convert.MessagePool()
+        build(types, header(sec=1), big, pool=pool)
+        refilled = build(types, header(sec=2), small, pool=pool)
+        assert refilled == build(types, header(sec=2), small), build
+        assert refilled != build(types, header(sec=2), big), build

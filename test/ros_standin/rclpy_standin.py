@@ -62,6 +62,8 @@ ends with KeyboardInterrupt, as Ctrl-C would). ``rclpy.init(args=...)`` reads
 
 from __future__ import annotations
 
+import copy
+
 import enum
 import sys
 import time
@@ -392,7 +394,9 @@ class Publisher:
         if not isinstance(msg, self.msg_type):
             raise TypeError(f"Expected {self.msg_type}, got {type(msg)}")
         self._node._registry.serialize(msg)  # rosbags' CDR encoder checks every field again
-        self.messages.append(msg)
+        # rclpy serializes at publish: what was sent stays as it was when the object is
+        # changed and published again.
+        self.messages.append(copy.deepcopy(msg))
 
     def get_subscription_count(self) -> int:
         return self.subscription_count
