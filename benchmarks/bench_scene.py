@@ -1,27 +1,38 @@
-"""Per-frame cost of the 3D and tracking stages (scene.locate, scene.track) and of the node's
-3D outputs (labelled points, markers, 3D detections) on a synthetic 640x480 frame with N
-instances on a grid, 16UC1 depth with holes and noise.
+"""Per-frame cost of the 3D and tracking stages (scene.locate, scene.track), of the node's 3D
+outputs (labelled points, markers, 3D detections) and of the overlay, on a synthetic 640x480
+frame with N instances on a grid that move a pixel per frame, 16UC1 depth with holes, each
+beside the implementation it replaced (reference/: the oracles of the differential tests),
+timed on the same frames in the same process.
 
     python benchmarks/bench_scene.py --instances 100 --repeats 20
 
-The markers and 3D detections are built with rosbags' message classes (no ROS needed); the
-PointCloud2 (sensor_msgs_py) is timed only where the built package and ROS 2 are sourced.
+With ROS 2 and the built package sourced, messages are rclpy's (as the node builds them) and
+the PointCloud2 (sensor_msgs_py) is timed too; without, rosbags' classes stand in.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from ovseg_ros import bag_types, convert
-from ovseg_ros.geometry import decode_depth
-from ovseg_ros.panoptic import Instance, SegmentationResult
-from ovseg_ros.scene import labelled_points, locate, track
-from ovseg_ros.tracking import Tracker
-from ovseg_ros.vocabulary import Vocabulary
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reference/
+
+from ovseg_ros import bag_types, convert  # noqa: E402
+from ovseg_ros.geometry import back_project, decode_depth  # noqa: E402
+from ovseg_ros.panoptic import Instance, SegmentationResult  # noqa: E402
+from ovseg_ros.scene import labelled_points, locate, track  # noqa: E402
+from ovseg_ros.tracking import Tracker  # noqa: E402
+from ovseg_ros.visualize import overlay  # noqa: E402
+from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
+from reference.iou_tracker import ReferenceTracker  # noqa: E402
+from reference.overlay import reference_overlay  # noqa: E402
+from reference.scene_geometry import reference_measure_instances  # noqa: E402
 
 
 def synthetic_frame(instances: int, shift: int, height=480, width=640, seed=0):
@@ -42,6 +53,20 @@ def synthetic_frame(instances: int, shift: int, height=480, width=640, seed=0):
     return SegmentationResult(np.zeros_like(instance_map), instance_map, records, vocabulary), depth
 
 
+def message_types():
+    """rclpy's classes where ROS 2 and the package are sourced, else rosbags'; and a header."""
+    try:
+        from std_msgs.msg import Header
+
+        from ovseg_ros.outputs import points_message
+
+        return convert.MessageTypes.from_ros(), Header(frame_id="camera"), points_message, \
+            "rclpy"
+    except ImportError:
+        header = bag_types.header(bag_types.typestore(), 0, "camera")
+        return bag_types.message_types(), header, None, "rosbags"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=100)
@@ -49,65 +74,80 @@ def main() -> None:
     parser.add_argument("--points-stride", type=int, default=4)
     args = parser.parse_args()
     k = np.array([[615.0, 0, 320], [0, 615.0, 240], [0, 0, 1]])
-    tracker = Tracker()
-    types = bag_types.message_types()
-    header = bag_types.header(bag_types.typestore(), 0, "camera_color_optical_frame")
-    try:
-        from ovseg_ros.outputs import points_message
-    except ImportError:  # no ROS 2 sourced: the PointCloud2 is not timed
-        points_message = None
-    stages: dict[str, list[float]] = {"decode_depth": [], "locate": [], "track": []}
-    outputs: dict[str, list[float]] = {"labelled_points": [], "markers": [],
-                                       "detections_3d": []}
-    if points_message is not None:
-        outputs["points_message"] = []
+    tracker, reference_tracker = Tracker(), ReferenceTracker()
+    types, header, points_message, kind = message_types()
+    pool = convert.MessagePool()
+    timed: dict[str, dict[str, list[float]]] = {"3D and tracking": {}, "3D outputs": {},
+                                                "overlay": {}}
+
+    def lap(group: str, name: str, step: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = step()
+        if repeat:  # the first run warms caches
+            timed[group].setdefault(name, []).append(1e3 * (time.perf_counter() - start))
+        return value
+
     for repeat in range(args.repeats + 1):
         result, raw = synthetic_frame(args.instances, shift=repeat % 3)
-        start = time.perf_counter()
-        depth = decode_depth(raw, "16UC1")
-        decoded = time.perf_counter()
-        points = locate(result, depth, k)
-        located = time.perf_counter()
-        track(result, tracker)
-        tracked = time.perf_counter()
+        depth = lap("3D and tracking", "decode_depth", lambda: decode_depth(raw, "16UC1"))
+        points = lap("3D and tracking", "locate", lambda: locate(result, depth, k))
+        lap("3D and tracking", "track", lambda: track(result, tracker))
+        lap("3D and tracking", "reference locate", lambda: reference_measure_instances(
+            back_project(depth, k), result.instance_map, len(result.instances)))
+        lap("3D and tracking", "reference track", lambda: reference_tracker.update(
+            result.instance_map, [i.label for i in result.instances]))
         rgb = np.zeros((*depth.shape, 3), np.uint8)
-        cloud = labelled_points(points, rgb, result, args.points_stride)
-        clouded = time.perf_counter()
-        convert.markers_message(types, header, result)
-        marked = time.perf_counter()
-        convert.detections_3d_message(types, header, result)
-        detected = time.perf_counter()
+        cloud = lap("3D outputs", "labelled_points",
+                    lambda: labelled_points(points, rgb, result, args.points_stride))
         if points_message is not None:
-            points_message(_ros_header(), cloud)
-        if repeat:  # the first run warms caches
-            stages["decode_depth"].append(1e3 * (decoded - start))
-            stages["locate"].append(1e3 * (located - decoded))
-            stages["track"].append(1e3 * (tracked - located))
-            outputs["labelled_points"].append(1e3 * (clouded - tracked))
-            outputs["markers"].append(1e3 * (marked - clouded))
-            outputs["detections_3d"].append(1e3 * (detected - marked))
-            if points_message is not None:
-                outputs["points_message"].append(1e3 * (time.perf_counter() - detected))
+            lap("3D outputs", "points_message", lambda: points_message(header, cloud))
+        lap("3D outputs", "markers", lambda: convert.markers_message(types, header, result,
+                                                                     pool))
+        lap("3D outputs", "detections_3d",
+            lambda: convert.detections_3d_message(types, header, result, pool))
+        lap("3D outputs", "reference markers", lambda: reference_markers(types, header, result))
+        lap("overlay", "overlay", lambda: overlay(rgb, result))
+        lap("overlay", "reference overlay", lambda: reference_overlay(rgb, result))
     assert len({i.track_id for i in result.instances}) == args.instances
-    print(f"640x480, {args.instances} instances, median of {args.repeats} runs (ms):")
-    report(stages)
-    print(f"the node's 3D outputs (points_stride {args.points_stride}, {len(cloud)} points; "
-          "built only for subscribers):")
-    report(outputs)
+    print(f"640x480, {args.instances} instances, median (p95) of {args.repeats} runs, ms; "
+          f"{kind} messages, points_stride {args.points_stride} ({len(cloud)} points):")
+    for group, steps in timed.items():
+        print(f"{group}:")
+        report(steps)
 
 
-def report(stages: dict[str, list[float]]) -> None:
-    for stage, values in stages.items():
-        print(f"  {stage:15s} {statistics.median(values):7.2f}  (p95 "
-              f"{sorted(values)[int(0.95 * (len(values) - 1))]:.2f})")
-    total = [sum(v) for v in zip(*stages.values())]
-    print(f"  {'total':15s} {statistics.median(total):7.2f}")
+def reference_markers(types: Any, header: Any, result: Any) -> Any:
+    """Markers as the converters built them before: new messages, sub-messages passed to the
+    constructors (which build their defaults too)."""
+    markers = [types.Marker(header=header, action=convert.MARKER_DELETEALL)]
+    for instance in result.instances:
+        (x, y, z), extent = instance.geometry.centroid, instance.geometry.extent
+        sizes = [max(float(e), convert.MIN_MARKER_SIZE_M) for e in extent]
+        for ns, kind, text in (("boxes", convert.MARKER_CUBE, ""),
+                               ("labels", convert.MARKER_TEXT, instance.label)):
+            markers.append(types.Marker(
+                header=header, ns=ns, id=convert.object_id(instance), type=kind,
+                action=convert.MARKER_ADD,
+                pose=types.Pose(position=types.Point(x=float(x), y=float(y), z=float(z)),
+                                orientation=types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)),
+                scale=types.Vector3(x=sizes[0], y=sizes[1], z=sizes[2]),
+                color=types.ColorRGBA(r=0.5, g=0.5, b=0.5, a=0.5), text=text))
+    return types.MarkerArray(markers=markers)
 
 
-def _ros_header():
-    from std_msgs.msg import Header
-
-    return Header(frame_id="camera_color_optical_frame")
+def report(steps: dict[str, list[float]]) -> None:
+    """Each step's median (p95), the total of the steps in use and of the references, and
+    each reference's ratio to its replacement."""
+    for step, values in steps.items():
+        line = f"  {step:20s} {statistics.median(values):7.2f}  (p95 " \
+               f"{sorted(values)[int(0.95 * (len(values) - 1))]:.2f})"
+        replaced = step.removeprefix("reference ")
+        if replaced != step:
+            line += f"  {statistics.median(values) / statistics.median(steps[replaced]):.1f}x"
+        print(line)
+    in_use = [sum(v) for v in zip(*(values for step, values in steps.items()
+                                    if not step.startswith("reference ")))]
+    print(f"  {'total':20s} {statistics.median(in_use):7.2f}")
 
 
 if __name__ == "__main__":
