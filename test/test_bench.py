@@ -113,25 +113,35 @@ def test_targets_are_the_stated_ones_judged_on_the_measured_values(bench, tmp_pa
         report.read_targets(table)
 
 
-def test_bench_node_fixed_segmenter_gives_a_consistent_result_of_the_frame_size():
-    """benchmarks/bench_node.py's zero-cost segmenter: as many instances as asked, each with
-    the area and box of its pixels, converted by the real converters (no ROS needed)."""
+def test_bench_node_moving_segmenter_gives_consistent_results_that_move_a_little():
+    """benchmarks/bench_node.py's stand-in segmenter: as many instances as asked, each with
+    the area and box of its pixels; fresh Instance objects every frame (the node writes into
+    them); every instance moves at most 2 px a frame, and does move, so tracking works."""
+    from ovseg_ros.tracking import Tracker
     from ovseg_ros.vocabulary import Vocabulary
 
     spec = importlib.util.spec_from_file_location(
         "bench_node", BENCH.parent / "bench_node.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    segmenter = module.FixedSegmenter(settings=None, instances=50)
+    segmenter = module.MovingSegmenter(settings=None, instances=50)
     encoded = segmenter.encode_vocabulary(Vocabulary.parse(", ".join(module.VOCABULARY)))
     image = np.zeros((480, 640, 3), np.uint8)
-    result = segmenter.segment(image, encoded)
-    assert segmenter.segment(image, encoded) is result  # precomputed: no cost per frame
-    assert result.semantic.shape == result.instance_map.shape == (480, 640)
-    assert len(result.instances) == 50
-    for index, instance in enumerate(result.instances):
-        ys, xs = np.nonzero(result.instance_mask(index))
-        assert instance.area == len(ys) > 0
-        assert instance.bbox == (xs.min(), ys.min(), xs.ptp() + 1, ys.ptp() + 1)
-        assert np.all(result.semantic[ys, xs] == instance.class_index)
-        assert instance.label == module.VOCABULARY[instance.class_index]
+    tracker = Tracker()
+    previous = None
+    for _ in range(20):
+        result = segmenter.segment(image, encoded)
+        assert result.semantic.shape == result.instance_map.shape == (480, 640)
+        assert len(result.instances) == 50
+        for index, instance in enumerate(result.instances):
+            ys, xs = np.nonzero(result.instance_mask(index))
+            assert instance.area == len(ys) > 0
+            assert instance.bbox == (xs.min(), ys.min(), xs.ptp() + 1, ys.ptp() + 1)
+            assert np.all(result.semantic[ys, xs] == instance.class_index)
+            assert instance.label == module.VOCABULARY[instance.class_index]
+            if previous is not None:
+                assert previous.instances[index] is not instance
+                assert abs(previous.instances[index].bbox[0] - instance.bbox[0]) == 2
+        ids = tracker.update(result.instance_map, [i.label for i in result.instances])
+        assert ids == list(range(1, 51))
+        previous = result
