@@ -6,7 +6,7 @@ A camera (640x480 rgb8 by default, stamped with the clock at publishing; with ``
 a registered 16UC1 depth image and CameraInfo with the same stamp) and subscribers to every
 output of the node under test run in this process. Each run starts, in a child process, one of
 
-- ``staged``: ``OvsegNode`` (pipeline_depth 2) with ``MovingSegmenter``: ``segment`` holds
+- ``staged``: ``OvsegNode`` (pipeline_depth 3, the default) with ``MovingSegmenter``: ``segment`` holds
   ``--segmenter-ms`` without the GIL (as a wait for CUDA does) and returns a result with
   ``--instances`` instances that move a few pixels every frame, so tracking does real work;
 - ``serial``: the same with pipeline_depth 1;
@@ -127,7 +127,7 @@ def ros_arguments(kind: str, args: argparse.Namespace) -> list[str]:
                  "-r", f"image:={CAMERA}"]
     if kind != "relay":
         arguments += ["-p", f"vocabulary:=[{', '.join(VOCABULARY)}]",
-                      "-p", f"pipeline_depth:={2 if kind == 'staged' else 1}",
+                      "-p", f"pipeline_depth:={3 if kind == 'staged' else 1}",
                       "-p", f"track:={'true' if args.track else 'false'}"]
         if args.depth:
             arguments += ["-p", "use_depth:=true", "-r", f"depth:={DEPTH}"]
