@@ -6,9 +6,10 @@ A camera (640x480 rgb8 by default, stamped with the clock at publishing; with ``
 a registered 16UC1 depth image and CameraInfo with the same stamp) and subscribers to every
 output of the node under test run in this process. Each run starts, in a child process, one of
 
-- ``staged``: ``OvsegNode`` (pipeline_depth 3, the default) with ``MovingSegmenter``: ``segment`` holds
-  ``--segmenter-ms`` without the GIL (as a wait for CUDA does) and returns a result with
-  ``--instances`` instances that move a few pixels every frame, so tracking does real work;
+- ``staged``: ``OvsegNode`` (pipeline_depth 3, the default) with ``MovingSegmenter``:
+  ``segment`` holds ``--segmenter-ms`` without the GIL (as a wait for CUDA does) and returns
+  a result with ``--instances`` instances that move a few pixels every frame, so tracking
+  does real work;
 - ``serial``: the same with pipeline_depth 1;
 - ``relay``: a bare rclpy node that republishes each image as it comes (the baseline: the
   same DDS transfer of the image in, one message of similar size out).
