@@ -10,7 +10,7 @@ output of the node under test run in this process. Each run starts, in a child p
   ``segment`` holds ``--segmenter-ms`` without the GIL (as a wait for CUDA does) and returns
   a result with ``--instances`` instances that move a few pixels every frame, so tracking
   does real work;
-- ``serial``: the same with pipeline_depth 1;
+- ``staged2``: the same with pipeline_depth 2, ``serial`` with pipeline_depth 1;
 - ``relay``: a bare rclpy node that republishes each image as it comes (the baseline: the
   same DDS transfer of the image in, one message of similar size out).
 
@@ -50,7 +50,9 @@ DEPTH = "/bench/camera/depth/image_raw"
 CAMERA_INFO = "/bench/camera/camera_info"  # image_transport's sibling of CAMERA
 VOCABULARY = ["mug", "kettle", "person", "chair", "table", "door", "floor", "wall", "book",
               "lamp"]
-KINDS = ("relay", "staged", "serial")
+# Kind -> the node's pipeline_depth (the relay has none).
+PIPELINE_DEPTHS = {"staged": 3, "staged2": 2, "serial": 1}
+KINDS = ("relay", *PIPELINE_DEPTHS)
 FOCAL_PX = 600.0
 MOTION_FRAMES = 8  # the instances move back and forth over this many frames, 2 px a frame
 
@@ -128,7 +130,7 @@ def ros_arguments(kind: str, args: argparse.Namespace) -> list[str]:
                  "-r", f"image:={CAMERA}"]
     if kind != "relay":
         arguments += ["-p", f"vocabulary:=[{', '.join(VOCABULARY)}]",
-                      "-p", f"pipeline_depth:={3 if kind == 'staged' else 1}",
+                      "-p", f"pipeline_depth:={PIPELINE_DEPTHS[kind]}",
                       "-p", f"track:={'true' if args.track else 'false'}"]
         if args.depth:
             arguments += ["-p", "use_depth:=true", "-r", f"depth:={DEPTH}"]

@@ -6,30 +6,25 @@ by whoever receives them (the node's callbacks), and gives its results to an ``O
 object; decoding, logging, the clock and the roll-back of a vocabulary that could not be
 encoded are injected as plain callables, so the runner runs and is tested without rclpy.
 
-Stages. A frame goes through three stages, each in its own thread (``stages=3``, the
-default):
+Stages. A frame goes through two stages, each in its own thread (``stages=2``, the default):
 
 1. *segment*: apply the newest settings, decode the newest frame, segment it (on a GPU this
    thread mostly waits for CUDA, without the GIL);
-2. *place*: track it and place its instances in 3D (NumPy and OpenCV, mostly without the GIL);
-3. *output*: build the messages and publish them.
+2. *output*: track, place in 3D, build the messages and publish them.
 
-So the GPU segments frame N while the CPU places frame N-1 and publishes frame N-2. A frame
-that waits for stage 1 is replaced by a newer frame (counted as dropped before
-segmentation), a result that waits for stage 2 by a newer result (counted as dropped after
-it): only the newest is kept. Stage 2 waits while stage 3 still holds the frame before, so
-every tracked frame is published and a dropped result never reaches the tracker. Stages take
-frames in the order the one before made them, so frames are published in the order they
-arrived. Each result carries the settings and the one vocabulary it was segmented with;
-the later stages use those, so every message of a frame comes from one result and one
-vocabulary. ``stages=2`` runs place and output in one thread, ``stages=1`` everything in one
-(the serial path, for debugging and comparison).
+So the GPU segments frame N while the CPU finishes frame N-1. Every hand-off keeps only the
+newest item: a frame that waits for stage 1 is replaced by a newer frame (counted as dropped
+before segmentation), a result that waits for stage 2 by a newer result (counted as dropped
+after it). Stage 2 takes results in the order stage 1 made them, so frames are published in
+the order they arrived, and a dropped result never reaches the tracker. Each result carries
+the settings and the one vocabulary it was segmented with; stage 2 uses those, so every
+message of a frame comes from one result and one vocabulary. ``stages=1`` runs both stages
+one after the other in one thread (the serial path, for debugging and comparison).
 
 The vocabulary thread computes text embeddings and swaps the EncodedVocabulary in as one
 reference; a frame reads that reference once, and frames keep flowing (with the old
 vocabulary) while a new one is encoded. Tests may drive ``process_pending``,
-``process_segmented``, ``process_placed`` and ``process_vocabulary`` directly instead of
-starting the threads.
+``process_segmented`` and ``process_vocabulary`` directly instead of starting the threads.
 
 Every output goes through ``Outputs`` under one lock with a closed flag: nothing is published
 after ``stop()`` returns, and the label map is published from one place, so the last one
@@ -58,7 +53,7 @@ from .vocabulary import EncodedVocabulary, Vocabulary
 STATS_LOG_PERIOD_S = 30.0
 HINT_REPEAT_S = 30.0
 STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
-STAGES = (1, 2, 3)  # threads the frame path runs in (see the module docstring)
+STAGES = (1, 2)  # serial, or segment and output in threads of their own
 
 VocabularyKey = tuple[Vocabulary, str]  # a vocabulary and the prompt templates it is encoded with
 # A frame, its width and height and the depth settings -> its registered depth in metres (NaN
@@ -137,12 +132,12 @@ def unlabelled_result(height: int, width: int) -> SegmentationResult:
 
 @dataclass
 class Segmented:
-    """A frame after the segment stage, on its way through the place and output stages.
+    """A frame after the segment stage, waiting for the output stage.
 
-    frame: as submitted; rgb: its decoded image; result: its segmentation (the place stage
-    adds track ids and geometry); settings: those applied when it was segmented (its tracking
-    and depth settings); labelled: segmented with a vocabulary (unlabelled frames are not
-    tracked); received: clock time of its arrival; steps_ms: the step times so far.
+    frame: as submitted; rgb: its decoded image; result: its segmentation; settings: those
+    applied when it was segmented (its tracking and depth settings); labelled: segmented with
+    a vocabulary (unlabelled frames are not tracked); received: clock time of its arrival;
+    steps_ms: the segment stage's step times.
     """
 
     frame: Any
@@ -152,7 +147,6 @@ class Segmented:
     labelled: bool
     received: float
     steps_ms: dict[str, float] = field(default_factory=dict)
-    points: np.ndarray | None = None  # [H, W, 3] back-projected depth, once placed
 
 
 def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
@@ -172,7 +166,7 @@ class FrameRunner:
     in 3D (scene.locate) and the points handed to the outputs. roll_back:
     called from the vocabulary thread when ``failed`` could not be encoded, with the key in
     use (None: none yet); the node sets its parameters back and returns True when it did.
-    stages: 3, 2 or 1 threads for the frame path (see the module docstring).
+    stages: 2 (segment and output stages in threads of their own) or 1 (serial).
     clock: monotonic seconds, for the statistics window, stage busy times and log throttling.
     """
 
@@ -182,7 +176,7 @@ class FrameRunner:
                  how_to_set_vocabulary: str = "set the vocabulary",
                  depth_of: DepthOf | None = None,
                  roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
-                 stages: int = 3, clock: Callable[[], float] = time.monotonic):
+                 stages: int = 2, clock: Callable[[], float] = time.monotonic):
         if stages not in STAGES:
             raise ValueError(f"stages must be one of {STAGES}, got {stages!r}")
         self._segmenter = segmenter
@@ -208,11 +202,8 @@ class FrameRunner:
         # Handed from the segment stage to the output stage, guarded by _segmented_work.
         self._segmented_work = threading.Condition()
         self._segmented: Segmented | None = None
-        # Place stage state.
+        # Output stage state.
         self._tracker: Tracker | None = None  # see _track
-        # Handed from the place stage to the output stage, guarded by _placed_work.
-        self._placed_work = threading.Condition()
-        self._placed: Segmented | None = None
         # Handed from the segment stage to the vocabulary thread, guarded by
         # _vocabulary_work. The requested key is the one last asked for; after a failed
         # encode it falls back to the one in use, so asking again retries.
@@ -238,7 +229,7 @@ class FrameRunner:
 
     @property
     def stages(self) -> int:
-        """Threads the frame path runs in: 3, 2 or 1 (serial)."""
+        """2: segment and output stages in threads of their own; 1: serial."""
         return self._stages
 
     @property
@@ -265,7 +256,7 @@ class FrameRunner:
     # -------------------------------------------------------------------- segment stage
     def process_pending(self) -> bool:
         """One segment-stage step: apply submitted settings, then segment the newest frame
-        and hand the result to the place stage (with ``stages=1``: finish it here).
+        and hand the result to the output stage (with ``stages=1``: finish it here).
 
         Returns True when there was a frame. Never raises: a bad frame, a failing pipeline
         or settings the pipeline refuses are logged and counted.
@@ -362,79 +353,38 @@ class FrameRunner:
         if self._throttle.allow("frame failed", HINT_REPEAT_S):
             self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")
 
-    # ---------------------------------------------------------------------- place stage
+    # --------------------------------------------------------------------- output stage
     def process_segmented(self) -> bool:
-        """One place-stage step: track and place in 3D the newest segmented frame, then hand
-        it to the output stage, waiting while that still holds the previous one (with
-        ``stages=2``: build and publish it here). Returns True when there was one. Never
-        raises."""
+        """One output-stage step: track, place in 3D, build and publish the newest segmented
+        frame. Returns True when there was one. Never raises."""
         with self._segmented_work:
             segmented, self._segmented = self._segmented, None
         if segmented is None:
             return False
         began = self._clock()
-        placed = self._place(segmented)
-        if self._stages == 2:
-            if placed is not None:
-                self._output(placed)
-            self._stats.stage_busy("output", self._clock() - began)
-            return True
-        self._stats.stage_busy("place", self._clock() - began)
-        if placed is not None:
-            with self._placed_work:
-                # Waits, not drops: a tracked frame is published, so the tracker only ever
-                # sees published frames.
-                self._placed_work.wait_for(
-                    lambda: self._placed is None or self._stopping.is_set())
-                if not self._stopping.is_set():
-                    self._placed = placed
-                    self._placed_work.notify_all()
-        return True
-
-    def _place(self, segmented: Segmented) -> Segmented | None:
-        """Track and locate one segmented frame; None when that failed (counted)."""
-        result, steps = segmented.result, segmented.steps_ms
-        try:
-            start = time.perf_counter()
-            if segmented.labelled:
-                self._track(result, segmented.settings)
-                steps["track"] = (time.perf_counter() - start) * 1000.0
-            if self._depth_of is not None:
-                located = time.perf_counter()
-                segmented.points = self._locate(segmented.frame, result, segmented.settings)
-                steps["locate"] = (time.perf_counter() - located) * 1000.0
-        except Exception as err:  # one failing frame must not stop the runner
-            self._frame_failed(err)
-            return None
-        return segmented
-
-    # --------------------------------------------------------------------- output stage
-    def process_placed(self) -> bool:
-        """One output-stage step (``stages=3``): build and publish the placed frame. Returns
-        True when there was one. Never raises."""
-        with self._placed_work:
-            placed, self._placed = self._placed, None
-            self._placed_work.notify_all()
-        if placed is None:
-            return False
-        began = self._clock()
-        self._output(placed)
+        self._finish(segmented)
         self._stats.stage_busy("output", self._clock() - began)
         return True
 
     def _finish(self, segmented: Segmented) -> None:
-        """Track, locate, build and publish one segmented frame (the serial path)."""
-        placed = self._place(segmented)
-        if placed is not None:
-            self._output(placed)
-
-    def _output(self, placed: Segmented) -> None:
-        """Build and publish one placed frame's messages (counted either way)."""
-        steps = placed.steps_ms
+        """Track, locate, build and publish one segmented frame (counted either way)."""
+        result, steps = segmented.result, dict(segmented.steps_ms)
         try:
             start = time.perf_counter()
-            publish = self._outputs.prepare_result(placed.frame, placed.rgb, placed.result,
-                                                   placed.points)
+            if segmented.labelled:
+                self._track(result, segmented.settings)
+                tracked = time.perf_counter()
+                steps["track"] = (tracked - start) * 1000.0
+            else:
+                tracked = start
+            points = None
+            if self._depth_of is not None:
+                points = self._locate(segmented.frame, result, segmented.settings)
+            located = time.perf_counter()
+            if self._depth_of is not None:
+                steps["locate"] = (located - tracked) * 1000.0
+            publish = self._outputs.prepare_result(segmented.frame, segmented.rgb, result,
+                                                   points)
             built = time.perf_counter()
             with self._publishing:
                 if self._closed:
@@ -443,9 +393,9 @@ class FrameRunner:
         except Exception as err:  # one failing frame must not stop the runner
             self._frame_failed(err)
             return
-        steps["build"] = (built - start) * 1000.0
+        steps["build"] = (built - located) * 1000.0
         steps["publish"] = (time.perf_counter() - built) * 1000.0
-        steps["total"] = (self._clock() - placed.received) * 1000.0
+        steps["total"] = (self._clock() - segmented.received) * 1000.0
         self._stats.frame_done(steps)
 
     def _track(self, result: SegmentationResult, settings: Settings) -> None:
@@ -604,7 +554,7 @@ class FrameRunner:
 
     # --------------------------------------------------------------------------- threads
     def start(self) -> None:
-        """Start the frame path's threads (``stages`` of them) and the vocabulary thread."""
+        """Start the stage threads (one with ``stages=1``) and the vocabulary thread."""
         self._threads = [
             threading.Thread(target=self._loop, name="ovseg-segment", daemon=True,
                              args=(self.process_pending, self._work,
@@ -614,16 +564,11 @@ class FrameRunner:
                              args=(self.process_vocabulary, self._vocabulary_work,
                                    lambda: self._vocabulary_job is not None)),
         ]
-        if self._stages >= 2:
-            self._threads.append(threading.Thread(
-                target=self._loop, name="ovseg-place" if self._stages == 3 else "ovseg-output",
-                daemon=True, args=(self.process_segmented, self._segmented_work,
-                                   lambda: self._segmented is not None)))
-        if self._stages == 3:
+        if self._stages == 2:
             self._threads.append(threading.Thread(
                 target=self._loop, name="ovseg-output", daemon=True,
-                args=(self.process_placed, self._placed_work,
-                      lambda: self._placed is not None)))
+                args=(self.process_segmented, self._segmented_work,
+                      lambda: self._segmented is not None)))
         for thread in self._threads:
             thread.start()
 
@@ -636,8 +581,7 @@ class FrameRunner:
         such a thread is still running.
         """
         self._stopping.set()
-        for condition in (self._work, self._segmented_work, self._placed_work,
-                          self._vocabulary_work):
+        for condition in (self._work, self._segmented_work, self._vocabulary_work):
             with condition:
                 condition.notify_all()
         with self._publishing:  # waits for an output in progress

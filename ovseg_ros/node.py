@@ -16,7 +16,7 @@ The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.ou
 diagnostics timer. The threads and the state they share (newest frame, pending settings,
 vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.frame_runner). The
 executor runs the callbacks, which only validate and hand over: no model call in a callback.
-Tests drive ``process_pending`` (every frame stage) and ``process_vocabulary`` directly
+Tests drive ``process_pending`` (both frame stages) and ``process_vocabulary`` directly
 instead of starting the threads.
 """
 
@@ -291,11 +291,10 @@ class OvsegNode(Node):
             else convert.image_to_rgb(msg)
 
     def process_pending(self) -> bool:
-        """One frame through every stage (FrameRunner.process_pending, process_segmented,
-        process_placed), for tests; True when there was a frame."""
+        """One frame through both stages (FrameRunner.process_pending, then
+        process_segmented), for tests; True when there was a frame."""
         had_frame = self._runner.process_pending()
         self._runner.process_segmented()
-        self._runner.process_placed()
         return had_frame
 
     def process_vocabulary(self) -> bool:

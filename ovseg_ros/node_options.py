@@ -56,11 +56,11 @@ NODE_OPTIONS = (
     NodeOption("sync_queue_size", 10,
                "Colour and depth messages kept per input while waiting for a partner.",
                minimum=1, maximum=1000),
-    NodeOption("pipeline_depth", 3,
-               "Threads of the frame path: 3 segments a frame while the one before is "
-               "tracked and placed in 3D and the one before that published; 2 tracks, "
-               "places and publishes in one thread; 1 does everything in one thread, one "
-               "frame at a time (for debugging and comparison).", minimum=1, maximum=3),
+    NodeOption("pipeline_depth", 2,
+               "Frames in flight: 2 segments a frame while the previous one is tracked, "
+               "placed in 3D and published (each hand-off keeps only the newest); 1 does "
+               "it all in one thread, one frame at a time (for debugging and comparison).",
+               minimum=1, maximum=2),
     NodeOption("points_stride", 4,
                "~/points holds every n-th pixel in each direction (1: every pixel with "
                "depth).", minimum=1, maximum=64),

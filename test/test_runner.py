@@ -168,7 +168,7 @@ class Harness:
     """A runner with a fake segmenter, recorded outputs and log, a fake clock and a
     recording roll_back."""
 
-    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, stages=3,
+    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, stages=2,
                  **settings):
         self.settings = Settings().replace(
             vocabulary=list(vocabulary or []), **settings)
@@ -206,7 +206,6 @@ class Harness:
         before = len(self.outputs.results)
         assert self.runner.process_pending()
         self.runner.process_segmented()
-        self.runner.process_placed()
         return self.outputs.results[-1][1] if len(self.outputs.results) > before else None
 
     def health(self):
@@ -359,7 +358,7 @@ def test_only_the_newest_frame_is_processed_and_drops_are_counted():
         h.runner.submit_frame(Frame(number))
     assert h.runner.process_pending()
     assert not h.runner.process_pending()
-    assert h.runner.process_segmented() and h.runner.process_placed()
+    assert h.runner.process_segmented()
     assert [frame.number for frame, _ in h.outputs.results] == [3]
     values = h.health().values
     assert values["frames dropped (a newer one arrived)"] == "2"
@@ -593,57 +592,20 @@ def test_without_depth_there_is_no_3d_and_no_count_of_it():
 
 
 # ---------------------------------------------------------------------------- stages
-@pytest.mark.parametrize("stages", [2, 3])
-def test_a_result_waiting_for_the_place_stage_is_replaced_by_a_newer_one_and_counted(stages):
-    h = Harness(vocabulary=["mug"], stages=stages)
+def test_a_result_waiting_for_the_output_stage_is_replaced_by_a_newer_one_and_counted():
+    h = Harness(vocabulary=["mug"])
     h.runner.process_vocabulary()
     for number in (1, 2):
         h.runner.submit_frame(Frame(number))
-        assert h.runner.process_pending()  # segmented, waiting for the place stage
+        assert h.runner.process_pending()  # segmented, waiting for the output stage
     assert h.outputs.results == []
     assert h.runner.process_segmented()
     assert not h.runner.process_segmented()
-    assert h.runner.process_placed() == (stages == 3)
     assert [frame.number for frame, _ in h.outputs.results] == [2]
     values = h.health().values
     assert values["results dropped (a newer one was segmented)"] == "1"
     assert values["frames dropped (a newer one arrived)"] == "0"
-    assert values["frames processed"] == "1" and values["stages"] == str(stages)
-
-
-def test_the_place_stage_waits_for_the_output_stage_rather_than_drop_a_tracked_frame(
-        started):
-    """Frame 1 is being published (slowly) when frame 2 is placed and frame 3 segmented:
-    frame 2 waits for the output stage, frame 3 for the place stage; none is dropped once
-    tracked, and the place stage is free again as soon as the output stage takes frame 2."""
-    placed = threading.Event()
-    depth = Depth()
-    h = Harness(vocabulary=["mug"], track=True, depth_of=lambda frame, *args: (
-        frame.number == 2 and placed.set(), depth(frame, *args))[1])
-    h.runner.process_vocabulary()
-    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
-    in_output, release_output = threading.Event(), threading.Event()
-    h.outputs.on_prepare = lambda frame: frame.number == 1 and (
-        in_output.set() or release_output.wait(WAIT_S))
-    started(h)
-    h.runner.submit_frame(Frame(1))
-    assert in_output.wait(WAIT_S)
-    h.runner.submit_frame(Frame(2))
-    assert placed.wait(WAIT_S)
-    h.segmenter.in_segment.clear()
-    h.runner.submit_frame(Frame(3))
-    assert h.segmenter.in_segment.wait(WAIT_S)
-    time.sleep(0.05)  # frame 3 reaches the place stage's hand-off (no harm if not yet)
-    release_output.set()
-    deadline = time.monotonic() + WAIT_S
-    while len(h.outputs.results) < 3:
-        assert time.monotonic() < deadline, "a frame was never published"
-        time.sleep(0.01)
-    assert [frame.number for frame, _ in h.outputs.results] == [1, 2, 3]
-    assert [result.instances[0].track_id for result, _ in h.outputs.scenes] == [1, 1, 1]
-    assert not h.runner.stop()
-    values = h.runner.health().values
-    assert values["results dropped (a newer one was segmented)"] == "0"
+    assert values["frames processed"] == "1" and values["stages"] == "2"
 
 
 def test_a_dropped_result_does_not_advance_the_tracker():
@@ -678,7 +640,6 @@ def test_each_result_keeps_the_settings_it_was_segmented_with():
     h.change(depth_max_range=1.5)
     h.runner.process_pending()  # applies the change; no new frame
     h.runner.process_segmented()
-    h.runner.process_placed()
     assert depth.settings[-1].max_range == 5.0
     h.frame(2)
     assert depth.settings[-1].max_range == 1.5
@@ -690,7 +651,7 @@ def test_the_serial_path_finishes_each_frame_in_the_segment_step():
     h.runner.submit_frame(Frame(1))
     assert h.runner.process_pending()
     assert [frame.number for frame, _ in h.outputs.results] == [1]
-    assert not h.runner.process_segmented() and not h.runner.process_placed()
+    assert not h.runner.process_segmented()
     assert h.health().values["stages"] == "1"
 
 
@@ -698,37 +659,31 @@ def test_the_serial_path_runs_no_output_thread(started):
     h = started(Harness(vocabulary=["mug"], stages=1))
     assert sorted(thread.name for thread in h.runner.threads) == [
         "ovseg-segment", "ovseg-vocabulary"]
-    h = started(Harness(vocabulary=["mug"], stages=2))
-    assert sorted(thread.name for thread in h.runner.threads) == [
-        "ovseg-output", "ovseg-segment", "ovseg-vocabulary"]
     h = started(Harness(vocabulary=["mug"]))
     assert sorted(thread.name for thread in h.runner.threads) == [
-        "ovseg-output", "ovseg-place", "ovseg-segment", "ovseg-vocabulary"]
+        "ovseg-output", "ovseg-segment", "ovseg-vocabulary"]
 
 
-def test_stages_other_than_1_2_or_3_are_refused():
+def test_stages_other_than_1_or_2_are_refused():
     with pytest.raises(ValueError, match="stages must be one of"):
-        Harness(stages=4)
+        Harness(stages=3)
 
 
 def test_diagnostics_report_each_step_and_how_busy_each_stage_was():
-    depth = Depth()
-    h = Harness(vocabulary=["mug"], track=True, depth_of=lambda *args: (
-        h.clock.advance(0.1), depth(*args))[1])
+    h = Harness(vocabulary=["mug"], track=True)
     h.runner.process_vocabulary()
     h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
     h.segmenter.on_segment = lambda: h.clock.advance(0.5)
     h.outputs.on_prepare = lambda frame: h.clock.advance(0.25)
     h.frame()
-    h.clock.advance(0.15)  # a window of 1 s: segment busy 0.5 s, place 0.1 s, output 0.25 s
+    h.clock.advance(0.25)  # a window of 1 s: segment busy 0.5 s, output 0.25 s
     values = h.health().values
     assert values["busy segment stage (%)"] == "50"
-    assert values["busy place stage (%)"] == "10"
     assert values["busy output stage (%)"] == "25"
-    for step in ("decode", "proposals", "segment", "track", "locate", "build", "publish"):
+    for step in ("decode", "proposals", "segment", "track", "build", "publish"):
         assert float(values[f"latency {step} (ms)"]) >= 0.0, step
-    # total: from the frame's arrival to its publication, every stage and the waits between
-    assert float(values["latency total (ms)"]) == pytest.approx(850.0)
+    # total: from the frame's arrival to its publication, both stages and the wait between
+    assert float(values["latency total (ms)"]) == pytest.approx(750.0)
 
 
 def test_the_stages_publish_frames_in_arrival_order_each_with_one_vocabulary(started):
@@ -764,13 +719,8 @@ def test_the_stages_publish_frames_in_arrival_order_each_with_one_vocabulary(sta
     assert int(values["results dropped (a newer one was segmented)"]) > 0
 
 
-def test_stop_with_every_stage_busy_returns_and_nothing_is_published_after(started):
-    """Frame 1 is being built, frame 2 placed waits for the output stage, frame 3 is being
-    segmented: stop() returns, the waiting place stage ends with it, nothing goes out."""
-    placed = threading.Event()
-    depth = Depth()
-    h = Harness(vocabulary=["mug"], depth_of=lambda frame, *args: (
-        frame.number == 2 and placed.set(), depth(frame, *args))[1])
+def test_stop_with_both_stages_busy_returns_and_nothing_is_published_after(started):
+    h = Harness(vocabulary=["mug"])
     h.runner.process_vocabulary()
     in_output, release_output = threading.Event(), threading.Event()
 
@@ -782,16 +732,13 @@ def test_stop_with_every_stage_busy_returns_and_nothing_is_published_after(start
     started(h)
     h.runner.submit_frame(Frame(1))
     assert in_output.wait(WAIT_S)  # frame 1 is being built in the output stage
-    h.runner.submit_frame(Frame(2))
-    assert placed.wait(WAIT_S)  # frame 2 is placed, then waits for the output stage
     h.segmenter.in_segment.clear()
     h.segmenter.release_segment = threading.Event()
-    h.runner.submit_frame(Frame(3))
-    assert h.segmenter.in_segment.wait(WAIT_S)  # frame 3 is being segmented
-    assert h.runner.stop(join_s=0.5)
+    h.runner.submit_frame(Frame(2))
+    assert h.segmenter.in_segment.wait(WAIT_S)  # frame 2 is being segmented
+    assert h.runner.stop(join_s=0.1)
     busy = next(m for m in h.log.messages("INFO") if "still busy" in m)
     assert "ovseg-segment" in busy and "ovseg-output" in busy
-    assert "ovseg-place" not in busy  # its wait ended with stop()
     release_output.set()
     h.segmenter.release_segment.set()
     for thread in h.runner.threads:
