@@ -6,11 +6,11 @@ A camera (640x480 rgb8 by default, stamped with the clock at publishing; with ``
 a registered 16UC1 depth image and CameraInfo with the same stamp) and subscribers to every
 output of the node under test run in this process. Each run starts, in a child process, one of
 
-- ``staged``: ``OvsegNode`` (pipeline_depth 3, the default) with ``MovingSegmenter``:
+- ``staged``: ``OvsegNode`` (pipeline_depth 2, the default) with ``MovingSegmenter``:
   ``segment`` holds ``--segmenter-ms`` without the GIL (as a wait for CUDA does) and returns
   a result with ``--instances`` instances that move a few pixels every frame, so tracking
   does real work;
-- ``staged2``: the same with pipeline_depth 2, ``serial`` with pipeline_depth 1;
+- ``serial``: the same with pipeline_depth 1;
 - ``relay``: a bare rclpy node that republishes each image as it comes (the baseline: the
   same DDS transfer of the image in, one message of similar size out).
 
@@ -51,7 +51,7 @@ CAMERA_INFO = "/bench/camera/camera_info"  # image_transport's sibling of CAMERA
 VOCABULARY = ["mug", "kettle", "person", "chair", "table", "door", "floor", "wall", "book",
               "lamp"]
 # Kind -> the node's pipeline_depth (the relay has none).
-PIPELINE_DEPTHS = {"staged": 3, "staged2": 2, "serial": 1}
+PIPELINE_DEPTHS = {"staged": 2, "serial": 1}
 KINDS = ("relay", *PIPELINE_DEPTHS)
 FOCAL_PX = 600.0
 MOTION_FRAMES = 8  # the instances move back and forth over this many frames, 2 px a frame
