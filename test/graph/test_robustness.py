@@ -271,3 +271,68 @@ def test_sigint_during_a_frame_exits_cleanly(start_node, graph):
     # message of ours is
     assert all("log message to rosout" in line for line in log.splitlines()
                if "context is invalid" in line), log[-3000:]
+
+
+def test_staged_frames_go_out_in_order_each_built_from_one_vocabulary(start_node, graph):
+    """A 30 Hz camera (more than the tiny models segment on this CPU), tracking on and
+    vocabulary changes meanwhile: the staged node publishes frames in the order they were
+    taken, every output of a frame names one vocabulary, and each frame the node received
+    is published or counted as dropped before or after segmentation."""
+    from vision_msgs.msg import Detection2DArray
+
+    start_node({"vocabulary": "[s0a, s0b]", "track": "true"}, name="ovseg_staged",
+               remaps={"image": "/graph/staged/image"})
+    panoptic = graph.collect(PanopticSegmentation, "/ovseg_staged/panoptic", RELIABLE)
+    detections = graph.collect(Detection2DArray, "/ovseg_staged/detections", RELIABLE)
+    semantic = graph.collect(Image, "/ovseg_staged/semantic", RELIABLE)
+    diagnostics = graph.collect(DiagnosticArray, "/diagnostics", 50)
+    camera = graph.node.create_publisher(Image, "/graph/staged/image", RELIABLE)
+    graph.spin_until(lambda: bool(panoptic), STARTUP_TIMEOUT_S,
+                     every=lambda: camera.publish(camera_image(1)), what="a first frame")
+    client = graph.node.create_client(SetParameters, "/ovseg_staged/set_parameters")
+    assert client.wait_for_service(timeout_sec=30.0)
+    first = len(panoptic)
+    for frame in range(100, 400):
+        camera.publish(camera_image(frame))
+        if frame % 30 == 0:
+            names = [f"s{frame}a", f"s{frame}b", f"s{frame}c"][:2 + frame % 2]
+            client.call_async(SetParameters.Request(parameters=[Parameter(
+                name="vocabulary", value=ParameterValue(
+                    type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=names))]))
+        graph.spin_for(1 / 30)
+    last = [999]
+
+    def next_last() -> None:
+        last[0] += 1
+        camera.publish(camera_image(last[0]))
+
+    graph.spin_until(lambda: panoptic[-1].header.stamp.sec >= 1000 and any(
+        msg.header.stamp.sec == panoptic[-1].header.stamp.sec for msg in detections), 120.0,
+        every=next_last, every_s=2.0, what="a last frame, after the stream")
+    stamps = [msg.header.stamp.sec for msg in panoptic[first:]]
+    assert len(stamps) > 10
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), stamps
+    semantic_stamps = [msg.header.stamp.sec for msg in semantic
+                       if msg.header.stamp.sec >= 100]
+    assert semantic_stamps == sorted(semantic_stamps)
+    assert len({tuple(msg.vocabulary) for msg in panoptic[first:]}) > 1  # changes were seen
+    boxes = {msg.header.stamp.sec: msg for msg in detections}
+    for msg in panoptic[first:]:
+        names = list(msg.vocabulary)
+        labels = np.frombuffer(bytes(msg.semantic.data), "<u2")
+        assert labels[labels != 65535].max(initial=0) < max(len(names), 1)
+        assert all(i.label == names[i.class_index] for i in msg.instances)
+        assert {d.results[0].hypothesis.class_id
+                for d in boxes[msg.header.stamp.sec].detections} <= set(names)
+    graph.spin_until(lambda: any(
+        s.name == "ovseg_staged: segmentation" and any(
+            kv.key == "frames received" and int(kv.value) >= 300 for kv in s.values)
+        for d in diagnostics for s in d.status), 30.0, what="diagnostics after the stream")
+    values = next({kv.key: kv.value for kv in s.values} for d in reversed(diagnostics)
+                  for s in d.status if s.name == "ovseg_staged: segmentation")
+    assert values["stages"] == "2"
+    accounted = sum(int(values[key]) for key in (
+        "frames processed", "frames skipped (bad input)",
+        "frames dropped (a newer one arrived)",
+        "results dropped (a newer one was segmented)", "frames failed"))
+    assert int(values["frames received"]) - 2 <= accounted <= int(values["frames received"])
