@@ -161,8 +161,6 @@ class OvsegNode(Node):
             depth_of=depth_of, stages=options["pipeline_depth"])
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
-            self.add_pre_set_parameters_callback(self._empty_lists_as_string_arrays)
 
         self._started = time.monotonic()
         self._no_frame_timer = self.create_timer(NO_FRAME_HINT_S, self._hint_if_no_frames)
@@ -210,13 +208,21 @@ class OvsegNode(Node):
         return option.check(self.declare_parameter(option.name, option.default,
                                                    descriptor).value)
 
-    def _empty_lists_as_string_arrays(self, parameters: list[Parameter]) -> list[Parameter]:
-        """``ros2 param set /ovseg stuff_classes "[]"`` sends an empty BOOL_ARRAY (an empty
-        YAML list has no element type); make it an empty string array so it is validated
-        like any other value instead of failing the type check."""
-        return [Parameter(p.name, Parameter.Type.STRING_ARRAY, [])
-                if p.name in LIST_SETTINGS and p.type_ in ARRAY_TYPES and len(p.value) == 0
-                else p for p in parameters]
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> \
+            SetParametersResult:
+        """What the parameter service calls for ``ros2 param set`` (rclpy's
+        parameter_service.py, Humble and Jazzy alike).
+
+        ``ros2 param set /ovseg vocabulary "[]"`` sends an empty BOOL_ARRAY (an empty YAML
+        list has no element type): it is made an empty string array here, before rclpy's type
+        check, so it is validated like any other value and refused or accepted with the
+        node's own reason ("the vocabulary is empty"; stuff_classes cleared). Humble has no
+        pre-set callbacks, so this is the one place that works on both.
+        """
+        return super().set_parameters_atomically([
+            Parameter(p.name, Parameter.Type.STRING_ARRAY, [])
+            if p.name in LIST_SETTINGS and p.type_ in ARRAY_TYPES and len(p.value) == 0
+            else p for p in parameter_list])
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Validate a change (refusals carry the reason) and hand it to the runner.

@@ -55,7 +55,7 @@ def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> No
 def stuff_names(entries: Iterable[str], *, max_classes: int = 256) -> tuple[str, ...]:
     """The stuff_classes list, stripped and checked like a vocabulary (check_names).
 
-    Blank entries are dropped, so ``['']`` clears the list (the way to clear it on Humble).
+    Blank entries are dropped, so ``['']`` clears the list (as ``[]`` does).
     """
     entries = list(entries)
     for entry in entries:

@@ -210,8 +210,10 @@ def parameter_from_command_line(name: str, text: str) -> Parameter:
 
 
 def ros2_param_set(node: "Node", name: str, text: str):
-    """What ``ros2 param set /node NAME "TEXT"`` does; returns the SetParametersResult."""
-    return node.set_parameters([parameter_from_command_line(name, text)])[0]
+    """What ``ros2 param set /node NAME "TEXT"`` does; returns the SetParametersResult. The
+    parameter service calls ``node.set_parameters_atomically([parameter])`` for each
+    parameter of the request (rclpy parameter_service.py, Humble and Jazzy alike)."""
+    return node.set_parameters_atomically([parameter_from_command_line(name, text)])
 
 
 # ------------------------------------------------------------------------------------- QoS
@@ -597,25 +599,27 @@ class Node:
         self._on_set_callbacks.remove(callback)
 
     def set_parameters(self, parameter_list: list[Parameter]) -> list[Any]:
-        results = []
-        for parameter in parameter_list:
-            batch = [parameter]
-            if self._pre_set_callbacks:
-                batch = []
-                for callback in self._pre_set_callbacks:  # each sees the original list
-                    batch.extend(callback([parameter]))
-                if not batch:
-                    results.append(self._result(
-                        False, "parameter list cannot be empty, this might be due to "
-                               "pre_set_parameters_callback modifying the original "
-                               "parameters list."))
-                    continue
-            undeclared = [p.name for p in batch if p.name not in self._parameters]
-            if undeclared and not self._allow_undeclared:
-                raise ParameterNotDeclaredException(undeclared)
-            results.append(self._set_atomically(batch, None, check_read_only=True,
-                                                allow_not_set=False))
-        return results
+        return [self._set_list([parameter]) for parameter in parameter_list]
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> Any:
+        """All or nothing, with one call of each callback for the whole list."""
+        return self._set_list(list(parameter_list))
+
+    def _set_list(self, parameter_list: list[Parameter]) -> Any:
+        batch = parameter_list
+        if self._pre_set_callbacks:
+            batch = []
+            for callback in self._pre_set_callbacks:  # each sees the original list
+                batch.extend(callback(parameter_list))
+            if not batch:
+                return self._result(
+                    False, "parameter list cannot be empty, this might be due to "
+                           "pre_set_parameters_callback modifying the original "
+                           "parameters list.")
+        undeclared = [p.name for p in batch if p.name not in self._parameters]
+        if undeclared and not self._allow_undeclared:
+            raise ParameterNotDeclaredException(undeclared)
+        return self._set_atomically(batch, None, check_read_only=True, allow_not_set=False)
 
     def _result(self, successful: bool, reason: str = "") -> Any:
         cls = self._registry.get("rcl_interfaces/msg/SetParametersResult")
