@@ -13,6 +13,13 @@ setup(
     package_data={"ovseg_ros": ["msgdefs/*/*.msg"],
                   "ovseg_ros.evaluation": ["classes/*.txt", "classes/*.ids"]},
     python_requires=">=3.10",
+    # Tested on 3.10 (ROS 2 Humble's, Ubuntu 22.04) and 3.11; ROS 2 Jazzy's is 3.12.
+    classifiers=["Programming Language :: Python :: 3",
+                 "Programming Language :: Python :: 3.10",
+                 "Programming Language :: Python :: 3.11",
+                 "Programming Language :: Python :: 3.12",
+                 "Operating System :: POSIX :: Linux",
+                 "Framework :: Robot Framework :: Library"],
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -34,7 +41,8 @@ setup(
     ],
     # "ray": --ray scale-out of ovseg-segment and ovseg-eval. The tests need it too: they
     # run --ray on a real local cluster (skipped, with the reason, where Ray is missing).
-    extras_require={"test": ["pytest>=7", RAY], "ray": [RAY]},
+    # "vermin": the test that no feature newer than python_requires is used.
+    extras_require={"test": ["pytest>=7", "vermin>=1.6", RAY], "ray": [RAY]},
     entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main",
                                     "ovseg-eval=ovseg_ros.evaluation.cli:main"]},
 )

@@ -255,6 +255,10 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     counting = [False]
     outputs = output_types(kind, args.depth)
     watched = next(iter(outputs))  # ~/panoptic (or the relay's image)
+    if args.subscribe != "all":
+        wanted = {name.strip() for name in args.subscribe.split(",")} | {"panoptic"}
+        outputs = {topic: kind_ for topic, kind_ in outputs.items()
+                   if topic == watched or topic.rpartition("/")[2] in wanted}
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     subscriptions = []
     for topic, message_type in outputs.items():
@@ -379,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", action="store_true",
                         help="a registered depth camera with CameraInfo (use_depth)")
     parser.add_argument("--track", action="store_true", help="tracking on")
+    parser.add_argument("--subscribe", default="all",
+                        help="the outputs subscribed to (names under ~/, comma separated; "
+                             "~/panoptic always): 'all' by default")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -410,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                for kind, results in runs.items()}
     print(f"\n{args.width}x{args.height} rgb8 at {args.rate:g} Hz, {args.instances} instances, "
           f"segmenter {args.segmenter_ms:g} ms, depth {'on' if args.depth else 'off'}, "
-          f"tracking {'on' if args.track else 'off'}; median of {args.runs} runs of "
+          f"tracking {'on' if args.track else 'off'}, subscribed: {args.subscribe}; median of "
+          f"{args.runs} runs of "
           f"{args.frames} frames")
     columns = (("published_fps", "fps"), ("latency_median_ms", "lat med"),
                ("latency_p95_ms", "lat p95"), ("cpu_ms_per_published_frame", "CPU/frame"),

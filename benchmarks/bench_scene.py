@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reference/
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # reference/ (after a built ovseg_ros)
 
 from ovseg_ros import bag_types, convert  # noqa: E402
 from ovseg_ros.geometry import back_project, decode_depth  # noqa: E402

@@ -2,13 +2,15 @@
 # The real-graph tests: build the package with colcon in a scratch workspace, source it and run
 # test/graph/ and test/test_launch.py against real ROS 2 on a fresh ROS_DOMAIN_ID.
 #   bash test/graph/run.sh            (from the repository root, .venv made by the test command)
-# Sources $OVSEG_ROS2_SETUP (default ../shared/ros2/setup.sh) where it exists, else uses an
-# already sourced ROS 2.
+# Activates $OVSEG_VENV (default .venv; .venv310 for Humble's Python 3.10) unless a venv is
+# active, then sources $OVSEG_ROS2_SETUP (default ../shared/ros2/setup.sh; Humble:
+# ../shared/ros2-humble/setup.sh) where it exists, else uses an already sourced ROS 2.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 # shellcheck disable=SC1091
-[ -z "${VIRTUAL_ENV:-}" ] && [ -f .venv/bin/activate ] && source .venv/bin/activate
+VENV="${OVSEG_VENV:-.venv}"
+[ -z "${VIRTUAL_ENV:-}" ] && [ -f "$VENV/bin/activate" ] && source "$VENV/bin/activate"
 ROS2_SETUP="${OVSEG_ROS2_SETUP:-../shared/ros2/setup.sh}"
 if [ -f "$ROS2_SETUP" ]; then
   set +u; source "$ROS2_SETUP"; set -u
