@@ -14,7 +14,7 @@ from __future__ import annotations
 import array
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -367,24 +367,70 @@ def depth_image(msg: Any) -> tuple[np.ndarray, str]:
     return depth.astype(dtype, copy=False), msg.encoding
 
 
-def camera_matrix_of(info: Any, width: int, height: int) -> np.ndarray:
-    """sensor_msgs/CameraInfo -> its 3x3 K, checked against the colour image's size (a size of
-    0x0 in the CameraInfo is not checked); DepthError (cause camera_info) otherwise."""
+def intrinsics(k: Any, p: Any) -> tuple[np.ndarray, str]:
+    """CameraInfo's K (9 numbers) and P (12) -> (the 3x3 matrix to back-project with, 'P' or
+    'K'), as image_geometry's PinholeCameraModel (and so depth_image_proc) takes fx, fy, cx,
+    cy: from P, the projection of the rectified image, and from K only where P is all zeros.
+    P's Tx, Ty (a stereo pair's baseline) are not used: points are in this camera's own
+    optical frame, as depth_image_proc puts them."""
+    projection = np.asarray(list(p), dtype=np.float64)
+    if projection.size == 12 and np.any(projection != 0):
+        projection = projection.reshape(3, 4)
+        return camera_matrix([projection[0, 0], 0.0, projection[0, 2],
+                              0.0, projection[1, 1], projection[1, 2], 0.0, 0.0, 1.0]), "P"
+    return camera_matrix(list(k)), "K"
+
+
+def camera_matrix_of(info: Any, width: int, height: int,
+                     note: Callable[[str, str], None] | None = None) -> np.ndarray:
+    """sensor_msgs/CameraInfo -> the 3x3 matrix to back-project with (``intrinsics``),
+    checked against the colour image's size (a size of 0x0 in the CameraInfo is not
+    checked); DepthError (cause camera_info) otherwise. Binning and a region of interest,
+    which change what a pixel of the image is, are refused. ``note(kind, message)`` hears
+    that K stood in for an all-zero P."""
     info_size = (int(info.width), int(info.height))
     if info_size != (0, 0) and info_size != (width, height):
         raise DepthError(f"CameraInfo is for {info_size[0]}x{info_size[1]} images but colour is "
                          f"{width}x{height}: give the colour camera's CameraInfo (the "
                          "camera_info topic next to the colour image)", cause="camera_info")
+    binning = (int(info.binning_x), int(info.binning_y))
+    roi = info.roi
+    roi_values = (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+    if any(b > 1 for b in binning) or (any(roi_values) and roi_values != (0, 0, width,
+                                                                          height)):
+        raise DepthError(f"CameraInfo sets binning {binning[0]}x{binning[1]} or a region of "
+                         f"interest {roi_values}: not supported; give depth and colour at the "
+                         "calibrated resolution, without binning or a region of interest",
+                         cause="camera_info")
     try:
-        return camera_matrix(list(info.k))
+        matrix, source = intrinsics(info.k, info.p)
     except DepthError as err:
         raise DepthError(f"CameraInfo: {err}", cause="camera_info") from None
+    if source == "K" and note is not None:
+        note("K", "the CameraInfo's P is all zeros: back-projecting with its K (right for "
+                  "an image that is not rectified and has no distortion)")
+    return matrix
+
+
+def distortion_note(info: Any, image_topic: str) -> str | None:
+    """Why 3D is only approximate when CameraInfo has distortion coefficients but the image
+    topic is not a rectified one (its name has no 'rect'), else None: back-projection uses
+    the pinhole model and ignores D."""
+    if "rect" in image_topic or not any(float(d) for d in info.d):
+        return None
+    return (f"the CameraInfo has distortion coefficients (D = {[float(d) for d in info.d]}) "
+            f"but {image_topic} is not a rectified image: 3D assumes no distortion, so it is "
+            "only approximate toward the image edges; give rectified colour and depth "
+            "(image_rect) for exact 3D")
 
 
 def registered_depth(colour_header: Any, width: int, height: int, depth_msg: Any,
-                     info_msg: Any, settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+                     info_msg: Any, settings: DepthSettings,
+                     note: Callable[[str, str], None] | None = None) \
+        -> tuple[np.ndarray, np.ndarray]:
     """The depth image of a colour frame, checked to be registered to it, and the colour
-    camera's K: ([H, W] float32 metres with NaN invalid, 3x3 K); DepthError with the reason.
+    camera's intrinsics (camera_matrix_of: P's, or K's where P is all zeros): ([H, W] float32
+    metres with NaN invalid, 3x3 matrix); DepthError with the reason.
 
     Registered means the same size and, where both name one, the same frame_id (depth in the
     depth camera's own frame has the same size on many cameras but other pixels).
@@ -397,7 +443,8 @@ def registered_depth(colour_header: Any, width: int, height: int, depth_msg: Any
             "RealSense's aligned_depth_to_color topic", cause="frame_id")
     depth, encoding = depth_image(depth_msg)
     check_sizes((height, width), depth.shape)
-    return decode_depth(depth, encoding, settings), camera_matrix_of(info_msg, width, height)
+    return decode_depth(depth, encoding, settings), camera_matrix_of(info_msg, width, height,
+                                                                     note)
 
 
 def _located(result: SegmentationResult) -> list[Instance]:

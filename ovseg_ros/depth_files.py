@@ -16,28 +16,38 @@ import cv2
 import numpy as np
 import yaml
 
-from .geometry import DepthError, DepthSettings, camera_matrix, decode_depth
+from .convert import intrinsics
+from .geometry import DepthError, DepthSettings, decode_depth
 
 DEPTH_SUFFIXES = (".png", ".tiff", ".tif", ".npy")
 
 
 def read_camera_info(path: Path) -> np.ndarray:
-    """The 3x3 K of a calibration YAML; DepthError says what is missing."""
+    """The 3x3 matrix to back-project with from a calibration YAML: the projection matrix's
+    fx, fy, cx, cy where the file has one that is not all zeros (``projection_matrix``, or a
+    CameraInfo's ``p``), as image_geometry takes them, else the camera matrix (K);
+    DepthError says what is missing."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise DepthError(f"cannot read --camera-info {path}: {err}") from None
     if isinstance(data, dict) and isinstance(data.get("camera_matrix"), dict):
         values = data["camera_matrix"].get("data")
+        projection = (data.get("projection_matrix") or {}).get("data")
     elif isinstance(data, dict):
         values = data.get("k", data.get("K"))
+        projection = data.get("p", data.get("P"))
     else:
-        values = None
+        values = projection = None
     if not isinstance(values, list) or len(values) != 9:
         raise DepthError(f"--camera-info {path} has no 3x3 camera matrix: expected "
                          "camera_matrix: {rows: 3, cols: 3, data: [9 numbers]} "
                          "(camera_calibration's file) or k: [9 numbers] (a CameraInfo)")
-    return camera_matrix(values)
+    if projection is not None and (not isinstance(projection, list) or len(projection) != 12):
+        raise DepthError(f"--camera-info {path} has a projection matrix that is not 3x4: "
+                         "expected projection_matrix: {rows: 3, cols: 4, data: [12 numbers]} "
+                         "or p: [12 numbers]")
+    return intrinsics(values, projection or [])[0]
 
 
 def find_depth(folder: Path, stem: str) -> Path | None:

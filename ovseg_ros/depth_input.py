@@ -58,17 +58,6 @@ class InputTally:
         self.last = msg
 
 
-def depth_of(frame: SyncedFrame, width: int, height: int,
-             settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The FrameRunner's DepthOf for a SyncedFrame: its metres and K, or DepthError."""
-    if frame.info is None:
-        raise DepthError("no CameraInfo has arrived yet, so depth cannot be back-projected; "
-                         "check the camera_info topic (parameter camera_info_topic, launch "
-                         "argument camera_info:=)", cause="camera_info")
-    return convert.registered_depth(frame.colour.header, width, height, frame.depth, frame.info,
-                            settings)
-
-
 class DepthInput:
     """Subscribes to the colour frames (raw or compressed), 'depth' and the CameraInfo, and
     gives each time-matched pair to ``on_frame`` as a SyncedFrame. Runs in the executor."""
@@ -93,6 +82,7 @@ class DepthInput:
         self.depth.registerCallback(self.tallies["depth"].seen)
         self._sync = ApproximateTimeSynchronizer([self.colour, self.depth], queue_size, slop)
         self._sync.registerCallback(self._on_pair)
+        self._noted: set[str] = set()  # kinds of note logged (depth_of, one thread)
 
     @property
     def colour_topic(self) -> str:
@@ -104,6 +94,27 @@ class DepthInput:
 
     def _on_info(self, msg: CameraInfo) -> None:
         self.tallies["camera_info"].seen(msg)
+
+    def depth_of(self, frame: SyncedFrame, width: int, height: int,
+                 settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+        """The FrameRunner's DepthOf for a SyncedFrame: its metres and the colour camera's
+        intrinsics, or DepthError. Logs once each that K stands in for an all-zero P and
+        that the CameraInfo has distortion for an image that is not rectified."""
+        if frame.info is None:
+            raise DepthError("no CameraInfo has arrived yet, so depth cannot be "
+                             "back-projected; check the camera_info topic (parameter "
+                             "camera_info_topic, launch argument camera_info:=)",
+                             cause="camera_info")
+        distortion = convert.distortion_note(frame.info, self.colour_topic)
+        if distortion:
+            self._note_once("distortion", distortion)
+        return convert.registered_depth(frame.colour.header, width, height, frame.depth,
+                                        frame.info, settings, self._note_once)
+
+    def _note_once(self, kind: str, message: str) -> None:
+        if kind not in self._noted:
+            self._noted.add(kind)
+            self._node.get_logger().warning(message)
 
     def _on_pair(self, colour: Any, depth: Any) -> None:
         self.pairs += 1

@@ -137,12 +137,12 @@ class OvsegNode(Node):
         if use_depth:
             from . import depth_input  # message_filters: needed with depth only
 
-            depth_of = depth_input.depth_of
             self._depth_input = depth_input.DepthInput(
                 self, colour_type, colour_topic, image_qos,
                 camera_info_topic=options["camera_info_topic"],
                 queue_size=options["sync_queue_size"], slop=settings.sync_slop,
                 on_frame=self._on_image)
+            depth_of = self._depth_input.depth_of
             self._image_topic = self._depth_input.colour_topic
         else:
             self._image_sub = self.create_subscription(colour_type, colour_topic,

@@ -103,3 +103,33 @@ def test_track_ids_start_again_at_each_video(tiny_settings, tmp_path):
     for name in ("first_000000", "second_000000"):
         ids = [r["track_id"] for r in records(out, name)]
         assert ids and ids == list(range(1, len(ids) + 1)), name
+
+
+@pytest.mark.parametrize("text, first_row", [
+    # camera_calibration's file: the projection matrix wins over the camera matrix
+    ("camera_matrix: {rows: 3, cols: 3, data: [600, 0, 320, 0, 600, 240, 0, 0, 1]}\n"
+     "projection_matrix: {rows: 3, cols: 4, data: [540, 0, 331, 0, 0, 540, 236, 0, 0, 0, 1, 0]}\n",
+     [540.0, 0.0, 331.0]),
+    # ... unless it is all zeros (no rectification)
+    ("camera_matrix: {rows: 3, cols: 3, data: [600, 0, 320, 0, 600, 240, 0, 0, 1]}\n"
+     "projection_matrix: {rows: 3, cols: 4, data: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]}\n",
+     [600.0, 0.0, 320.0]),
+    # a CameraInfo as ros2 topic echo prints it: lowercase k and p
+    ("k: [600, 0, 320, 0, 600, 240, 0, 0, 1]\np: [540, 0, 331, 0, 0, 540, 236, 0, 0, 0, 1, 0]\n",
+     [540.0, 0.0, 331.0]),
+    ("k: [600, 0, 320, 0, 600, 240, 0, 0, 1]\n", [600.0, 0.0, 320.0]),
+])
+def test_the_calibration_file_gives_p_as_image_geometry_takes_it(tmp_path, text, first_row):
+    from ovseg_ros.depth_files import read_camera_info
+
+    (tmp_path / "info.yaml").write_text(text)
+    assert read_camera_info(tmp_path / "info.yaml")[0].tolist() == first_row
+
+
+def test_a_projection_matrix_that_is_not_3x4_is_refused(tmp_path):
+    from ovseg_ros.depth_files import read_camera_info
+    from ovseg_ros.geometry import DepthError
+
+    (tmp_path / "info.yaml").write_text("k: [600, 0, 320, 0, 600, 240, 0, 0, 1]\np: [1, 2, 3]\n")
+    with pytest.raises(DepthError, match="projection matrix that is not 3x4"):
+        read_camera_info(tmp_path / "info.yaml")

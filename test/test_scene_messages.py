@@ -206,3 +206,56 @@ def test_messages_refilled_from_a_pool_equal_freshly_built_ones(types):
         refilled = build(types, header(sec=2), small, pool=pool)
         assert refilled == build(types, header(sec=2), small), build
         assert refilled != build(types, header(sec=2), big), build
+
+
+# ------------------------------------------------------------------ the camera model
+def rectified_info(width=640, height=480, binning=(0, 0), roi=(0, 0, 0, 0)):
+    """K = (fx 600, cx 320), P = (fx 540, cx 331): usual after rectification with alpha 0."""
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    info = CameraInfo(header=header(), width=width, height=height,
+                      k=[600.0, 0.0, 320.0, 0.0, 600.0, 240.0, 0.0, 0.0, 1.0],
+                      p=[540.0, 0.0, 331.0, 0.0, 0.0, 540.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    info.binning_x, info.binning_y = binning
+    info.roi = RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3])
+    return info
+
+
+def test_depth_is_back_projected_with_p_as_image_geometry_does(types):
+    """A point 3 m away at pixel (500, 240): x = (500 - 331) * 3 / 540 = 0.93889 m with P,
+    where K would give (500 - 320) * 3 / 600 = 0.9 m; y = (240 - 236) * 3 / 540."""
+    from ovseg_ros.geometry import back_project
+
+    notes = []
+    matrix = convert.camera_matrix_of(rectified_info(), 640, 480,
+                                      lambda kind, text: notes.append(kind))
+    points = back_project(np.full((480, 640), 3.0, np.float32), matrix)
+    assert points[240, 500].tolist() == pytest.approx([169 * 3 / 540, 4 * 3 / 540, 3.0])
+    assert notes == []
+
+
+def test_k_stands_in_only_for_an_all_zero_p_and_says_so(types):
+    info = rectified_info()
+    info.p = [0.0] * 12
+    notes = []
+    matrix = convert.camera_matrix_of(info, 640, 480, lambda kind, text: notes.append(text))
+    assert matrix[0].tolist() == [600.0, 0.0, 320.0]
+    assert len(notes) == 1 and "P is all zeros" in notes[0] and "K" in notes[0]
+
+
+@pytest.mark.parametrize("binning, roi", [((2, 2), (0, 0, 0, 0)), ((0, 1), (10, 20, 320, 240))])
+def test_binning_or_a_region_of_interest_is_refused_with_the_reason(types, binning, roi):
+    with pytest.raises(DepthError, match="binning .* or a region of interest") as refused:
+        convert.camera_matrix_of(rectified_info(binning=binning, roi=roi), 640, 480)
+    assert refused.value.cause == "camera_info"
+    # a region of interest that is the whole image is no region of interest
+    convert.camera_matrix_of(rectified_info(roi=(0, 0, 640, 480)), 640, 480)
+
+
+def test_distortion_on_an_image_that_is_not_rectified_is_told(types):
+    info = rectified_info()
+    assert convert.distortion_note(info, "/camera/color/image_raw") is None  # no D
+    info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+    note = convert.distortion_note(info, "/camera/color/image_raw")
+    assert "distortion" in note and "/camera/color/image_raw" in note and "approximate" in note
+    assert convert.distortion_note(info, "/camera/color/image_rect_color") is None
