@@ -76,12 +76,15 @@ def test_track_keeps_the_ids_of_the_same_objects_in_the_next_frame(tiny_settings
     (["--depth", "DEPTH"], "--depth and --camera-info go together"),
     (["--depth", "nowhere", "--camera-info", "K"], "is not a folder"),
     (["--depth", "DEPTH", "--camera-info", "BAD"], "has no 3x3 camera matrix"),
+    (["--depth", "DEPTH", "--camera-info", "TEN"], "has no 3x3 camera matrix"),
 ])
 def test_bad_3d_flags_are_refused_before_models_load(tmp_path, capsys, flags, words):
     frames, info = write_inputs(tmp_path, names=("a",))
     (tmp_path / "depth").mkdir()
     (tmp_path / "bad.yaml").write_text("camera_matrix: {data: [1, 2]}\n")
-    swap = {"DEPTH": str(tmp_path / "depth"), "K": str(info), "BAD": str(tmp_path / "bad.yaml")}
+    (tmp_path / "ten.yaml").write_text("k: [600, 0, 320, 0, 600, 240, 0, 0, 1, 5]\n")
+    swap = {"DEPTH": str(tmp_path / "depth"), "K": str(info), "BAD": str(tmp_path / "bad.yaml"),
+            "TEN": str(tmp_path / "ten.yaml")}
     assert main([str(frames), "--vocab", "mug", "--out", str(tmp_path / "o"),
                  *[swap.get(f, f) for f in flags]]) == 2
     assert words in capsys.readouterr().err

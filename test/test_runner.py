@@ -746,3 +746,39 @@ def test_stop_with_both_stages_busy_returns_and_nothing_is_published_after(start
         assert not thread.is_alive()
     assert h.outputs.results == []
     assert h.log.messages("ERROR") == []
+
+
+def test_a_frame_whose_depth_fails_is_still_tracked_and_its_ids_continue():
+    depth = Depth()
+    h = Harness(vocabulary=["mug"], depth_of=depth, track=True)
+    h.runner.process_vocabulary()
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.frame(1)
+    depth.error = DepthError("depth is 4x3 but colour is 8x6", cause="size")
+    h.frame(2)
+    depth.error = None
+    h.frame(3)
+    assert [result.instances[0].track_id for result, _ in h.outputs.scenes] == [1, 1, 1]
+    assert h.outputs.scenes[1][1] is None  # the middle frame had no 3D
+
+
+def test_track_settings_changed_while_tracking_apply_from_the_next_frame():
+    """min_iou raised above the mug's overlap with its last position ends its track at once;
+    max_age 0 then ends a track after a single miss."""
+    h = Harness(vocabulary=["mug"], track=True)
+    h.runner.process_vocabulary()
+    h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
+    h.frame(1)
+    h.segmenter.mug_box = (slice(0, 6), slice(1, 5))  # IoU 3/5 = 0.6 with the last frame
+    h.frame(2)
+    h.change(track_min_iou=0.7)
+    h.segmenter.mug_box = (slice(0, 6), slice(2, 6))
+    h.frame(3)
+    h.change(track_min_iou=0.3, track_max_age=0)
+    h.segmenter.mug_box = None
+    h.frame(4)
+    h.segmenter.mug_box = (slice(0, 6), slice(2, 6))
+    h.frame(5)
+    ids = [result.instances[0].track_id if result.instances else None
+           for result, _ in h.outputs.scenes]
+    assert ids == [1, 1, 2, None, 3]

@@ -77,3 +77,15 @@ def test_a_track_follows_an_object_that_drifts_far_from_where_it_started():
     tracker = Tracker()
     ids = [tracker.update(frame((5, left, 20, 20)), ["mug"])[0] for left in range(0, 60, 8)]
     assert ids == [1] * len(ids)  # 8 px a frame: IoU 0.43 each step, none with the first box
+
+
+def test_missed_for_exactly_max_age_frames_keeps_the_id_one_more_ends_it():
+    mug = (5, 5, 20, 20)
+    tracker = Tracker(TrackingSettings(max_age=5))
+    assert tracker.update(frame(mug), ["mug"]) == [1]
+    for _ in range(5):
+        tracker.update(frame(), [])
+    assert tracker.update(frame(mug), ["mug"]) == [1]  # away 5 frames: the same object
+    for _ in range(6):
+        tracker.update(frame(), [])
+    assert tracker.update(frame(mug), ["mug"]) == [2]  # away 6 frames: a new track
