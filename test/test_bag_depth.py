@@ -150,3 +150,33 @@ def test_colour_messages_are_not_held_back_without_bound(tmp_path):
         first = next(colour_messages(reader, COLOUR, BagDepth(DEPTH, INFO, 0.05)))
         assert read.count(COLOUR) == QUEUE_SIZE + 1 and DEPTH not in read
     assert stamp_ns(first.message.header) == T0 and first.partners.depth is None
+
+
+def test_depth_logged_out_of_stamp_order_still_gives_the_nearest_depth(tmp_path):
+    """A depth message stamped 30 ms after the colour frame is logged first, one stamped
+    2 ms after it is logged 35 ms later: the frame waits for it and pairs with the nearer."""
+    store = bag_types.typestore()
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    logged = [(T0 + 5 * MS, colour_image(store, T0, rgb)),
+              (T0 + 6 * MS, depth_image(store, T0 + 30 * MS, (4, 4))),
+              (T0 + 40 * MS, depth_image(store, T0 + 2 * MS, (4, 4))),
+              (T0, camera_info(store, T0, size=(4, 4)))]
+    write_bag(tmp_path / "bag", logged)
+    colour, = paired(tmp_path / "bag")
+    assert stamp_ns(colour.partners.depth.header) - T0 == 2 * MS
+
+
+def test_one_depth_message_serves_two_colour_messages_when_depth_is_slower(tmp_path):
+    """Depth at 0 and 100 ms, colour at 5 and 20 ms, slop 50 ms: both colour frames pair with
+    the depth at 0, which is stamped before either of them."""
+    store = bag_types.typestore()
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    logged = [(T0 + 1 * MS, depth_image(store, T0, (4, 4))),
+              (T0 + 6 * MS, colour_image(store, T0 + 5 * MS, rgb)),
+              (T0 + 21 * MS, colour_image(store, T0 + 20 * MS, rgb)),
+              (T0 + 101 * MS, depth_image(store, T0 + 100 * MS, (4, 4))),
+              (T0, camera_info(store, T0, size=(4, 4)))]
+    write_bag(tmp_path / "bag", logged)
+    first, second = paired(tmp_path / "bag")
+    assert stamp_ns(first.partners.depth.header) == T0
+    assert stamp_ns(second.partners.depth.header) == T0
