@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .convert import camera_info_topic, compressed_to_rgb, image_to_rgb, registered_depth
+from .convert import compressed_to_rgb, image_to_rgb
+from .depth_messages import camera_info_topic, registered_depth
 from .geometry import DepthError, DepthSettings
 
 DEPTH_TYPE = "sensor_msgs/msg/Image"
@@ -86,7 +87,7 @@ class Partners:
     def registered(self, width: int, height: int, settings: DepthSettings
                    ) -> tuple[np.ndarray, np.ndarray]:
         """([H, W] float32 metres, NaN invalid; 3x3 K) for the width x height colour image;
-        DepthError with the reason (convert.registered_depth's checks, or no partner)."""
+        DepthError with the reason (depth_messages.registered_depth's checks, or no partner)."""
         if self.depth is None:
             raise DepthError(f"no depth message on {self.pairing.depth_topic} within sync_slop "
                              f"({self.pairing.slop_s:g} s) of the colour stamp",

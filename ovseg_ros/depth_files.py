@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .convert import intrinsics
+from .depth_messages import intrinsics
 from .geometry import DepthError, DepthSettings, decode_depth
 
 DEPTH_SUFFIXES = (".png", ".tiff", ".tif", ".npy")

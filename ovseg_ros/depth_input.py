@@ -20,7 +20,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from . import convert
+from . import depth_messages
 from .geometry import DepthError, DepthSettings
 from .publishers import publishers_of
 
@@ -72,7 +72,7 @@ class DepthInput:
         self.colour = Subscriber(node, colour_type, colour_topic, qos_profile=qos)
         self.depth = Subscriber(node, Image, "depth", qos_profile=qos)
         resolved = self.colour.sub.topic_name
-        self.camera_info_topic = camera_info_topic or convert.camera_info_topic(resolved)
+        self.camera_info_topic = camera_info_topic or depth_messages.camera_info_topic(resolved)
         self._info_sub = node.create_subscription(CameraInfo, self.camera_info_topic,
                                                   self._on_info, qos)
         self.tallies = {"colour": InputTally(), "depth": InputTally(),
@@ -105,11 +105,12 @@ class DepthInput:
                              "back-projected; check the camera_info topic (parameter "
                              "camera_info_topic, launch argument camera_info:=)",
                              cause="camera_info")
-        distortion = convert.distortion_note(frame.info, self.colour_topic)
+        distortion = depth_messages.distortion_note(frame.info, self.colour_topic)
         if distortion:
             self._note_once("distortion", distortion)
-        return convert.registered_depth(frame.colour.header, width, height, frame.depth,
-                                        frame.info, settings, self._note_once)
+        return depth_messages.registered_depth(frame.colour.header, width, height,
+                                               frame.depth, frame.info, settings,
+                                               self._note_once)
 
     def _note_once(self, kind: str, message: str) -> None:
         if kind not in self._noted:

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("rosbags", reason="the ROS stand-in builds its message classes with rosbags")
 
-from ovseg_ros import convert  # noqa: E402
+from ovseg_ros import convert, depth_messages  # noqa: E402
 from ovseg_ros.geometry import DepthError, DepthSettings  # noqa: E402
 from ovseg_ros.panoptic import UNLABELLED  # noqa: E402
 from ovseg_ros.scene import POINT_DTYPE, labelled_points, locate  # noqa: E402
@@ -28,16 +28,16 @@ def camera_info(width=30, height=20, k=K):
 def test_16uc1_depth_is_read_in_its_units_through_padding_and_byte_order(types):
     millimetres = np.arange(12, dtype=np.uint16).reshape(3, 4) * 250
     padded = raw_image(millimetres, "16UC1", step=12)
-    depth, encoding = convert.depth_image(padded)
+    depth, encoding = depth_messages.depth_image(padded)
     np.testing.assert_array_equal(depth, millimetres)
     assert encoding == "16UC1" and depth.dtype == np.uint16
     big = raw_image(millimetres.byteswap(), "16UC1", bigendian=1)
-    np.testing.assert_array_equal(convert.depth_image(big)[0], millimetres)
+    np.testing.assert_array_equal(depth_messages.depth_image(big)[0], millimetres)
 
 
 def test_32fc1_depth_keeps_metres_and_nan(types):
     metres = np.array([[0.5, np.nan], [np.inf, 2.25]], dtype=np.float32)
-    depth, encoding = convert.depth_image(raw_image(metres, "32FC1"))
+    depth, encoding = depth_messages.depth_image(raw_image(metres, "32FC1"))
     assert encoding == "32FC1"
     np.testing.assert_array_equal(depth, metres)
 
@@ -53,28 +53,28 @@ def test_bad_depth_messages_are_refused_with_the_cause(types, change, cause, wor
     for name, value in change.items():
         setattr(msg, name, value if name != "data" else __import__("array").array("B", value))
     with pytest.raises(DepthError, match=words) as refused:
-        convert.depth_image(msg)
+        depth_messages.depth_image(msg)
     assert refused.value.cause == cause
 
 
 def test_camera_info_gives_k_for_its_own_image_size_only(types):
-    np.testing.assert_array_equal(convert.camera_matrix_of(camera_info(), 30, 20),
+    np.testing.assert_array_equal(depth_messages.camera_matrix_of(camera_info(), 30, 20),
                                   np.reshape(K, (3, 3)))
-    np.testing.assert_array_equal(convert.camera_matrix_of(camera_info(0, 0), 30, 20),
+    np.testing.assert_array_equal(depth_messages.camera_matrix_of(camera_info(0, 0), 30, 20),
                                   np.reshape(K, (3, 3)))  # size not given: not checked
     with pytest.raises(DepthError, match="CameraInfo is for 60x40 images but colour is 30x20"):
-        convert.camera_matrix_of(camera_info(60, 40), 30, 20)
+        depth_messages.camera_matrix_of(camera_info(60, 40), 30, 20)
     with pytest.raises(DepthError, match="positive focal lengths") as uncalibrated:
-        convert.camera_matrix_of(camera_info(k=[0.0] * 9), 30, 20)
+        depth_messages.camera_matrix_of(camera_info(k=[0.0] * 9), 30, 20)
     assert uncalibrated.value.cause == "camera_info"
 
 
 def test_registered_depth_is_metres_with_k(types):
     depth_msg = raw_image(np.full((20, 30), 1500, np.uint16), "16UC1")
-    metres, k = convert.registered_depth(header(), 30, 20, depth_msg, camera_info(),
+    metres, k = depth_messages.registered_depth(header(), 30, 20, depth_msg, camera_info(),
                                          DepthSettings(max_range=1.0))
     assert np.isnan(metres).all()  # 1.5 m is beyond max_range
-    metres, k = convert.registered_depth(header(), 30, 20, depth_msg, camera_info(),
+    metres, k = depth_messages.registered_depth(header(), 30, 20, depth_msg, camera_info(),
                                          DepthSettings())
     np.testing.assert_allclose(metres, 1.5)
     assert k[0, 2] == 15.0
@@ -84,11 +84,11 @@ def test_depth_in_another_frame_or_size_is_refused(types):
     depth_msg = raw_image(np.full((20, 30), 1500, np.uint16), "16UC1")
     depth_msg.header.frame_id = "camera_depth_optical_frame"
     with pytest.raises(DepthError, match="is not the colour image's") as other_frame:
-        convert.registered_depth(header(), 30, 20, depth_msg, camera_info(), DepthSettings())
+        depth_messages.registered_depth(header(), 30, 20, depth_msg, camera_info(), DepthSettings())
     assert other_frame.value.cause == "frame_id"
     small = raw_image(np.full((10, 15), 1500, np.uint16), "16UC1")
     with pytest.raises(DepthError, match="depth is 15x10 but colour is 30x20") as other_size:
-        convert.registered_depth(header(), 30, 20, small, camera_info(), DepthSettings())
+        depth_messages.registered_depth(header(), 30, 20, small, camera_info(), DepthSettings())
     assert other_size.value.cause == "size"
 
 
@@ -227,7 +227,7 @@ def test_depth_is_back_projected_with_p_as_image_geometry_does(types):
     from ovseg_ros.geometry import back_project
 
     notes = []
-    matrix = convert.camera_matrix_of(rectified_info(), 640, 480,
+    matrix = depth_messages.camera_matrix_of(rectified_info(), 640, 480,
                                       lambda kind, text: notes.append(kind))
     points = back_project(np.full((480, 640), 3.0, np.float32), matrix)
     assert points[240, 500].tolist() == pytest.approx([169 * 3 / 540, 4 * 3 / 540, 3.0])
@@ -238,7 +238,7 @@ def test_k_stands_in_only_for_an_all_zero_p_and_says_so(types):
     info = rectified_info()
     info.p = [0.0] * 12
     notes = []
-    matrix = convert.camera_matrix_of(info, 640, 480, lambda kind, text: notes.append(text))
+    matrix = depth_messages.camera_matrix_of(info, 640, 480, lambda kind, text: notes.append(text))
     assert matrix[0].tolist() == [600.0, 0.0, 320.0]
     assert len(notes) == 1 and "P is all zeros" in notes[0] and "K" in notes[0]
 
@@ -246,16 +246,16 @@ def test_k_stands_in_only_for_an_all_zero_p_and_says_so(types):
 @pytest.mark.parametrize("binning, roi", [((2, 2), (0, 0, 0, 0)), ((0, 1), (10, 20, 320, 240))])
 def test_binning_or_a_region_of_interest_is_refused_with_the_reason(types, binning, roi):
     with pytest.raises(DepthError, match="binning .* or a region of interest") as refused:
-        convert.camera_matrix_of(rectified_info(binning=binning, roi=roi), 640, 480)
+        depth_messages.camera_matrix_of(rectified_info(binning=binning, roi=roi), 640, 480)
     assert refused.value.cause == "camera_info"
     # a region of interest that is the whole image is no region of interest
-    convert.camera_matrix_of(rectified_info(roi=(0, 0, 640, 480)), 640, 480)
+    depth_messages.camera_matrix_of(rectified_info(roi=(0, 0, 640, 480)), 640, 480)
 
 
 def test_distortion_on_an_image_that_is_not_rectified_is_told(types):
     info = rectified_info()
-    assert convert.distortion_note(info, "/camera/color/image_raw") is None  # no D
+    assert depth_messages.distortion_note(info, "/camera/color/image_raw") is None  # no D
     info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
-    note = convert.distortion_note(info, "/camera/color/image_raw")
+    note = depth_messages.distortion_note(info, "/camera/color/image_raw")
     assert "distortion" in note and "/camera/color/image_raw" in note and "approximate" in note
-    assert convert.distortion_note(info, "/camera/color/image_rect_color") is None
+    assert depth_messages.distortion_note(info, "/camera/color/image_rect_color") is None

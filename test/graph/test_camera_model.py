@@ -13,7 +13,7 @@ image_geometry = pytest.importorskip(
 
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
-from ovseg_ros import convert  # noqa: E402
+from ovseg_ros import depth_messages  # noqa: E402
 from ovseg_ros.geometry import back_project  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
@@ -40,7 +40,7 @@ def test_back_projection_equals_image_geometry(seed):
     model = image_geometry.PinholeCameraModel()
     model.fromCameraInfo(info)
     depth = rng.uniform(0.3, 8.0, (HEIGHT, WIDTH)).astype(np.float32)
-    points = back_project(depth, convert.camera_matrix_of(info, WIDTH, HEIGHT))
+    points = back_project(depth, depth_messages.camera_matrix_of(info, WIDTH, HEIGHT))
     for v, u in zip(rng.integers(0, HEIGHT, 50), rng.integers(0, WIDTH, 50)):
         ray = np.asarray(model.projectPixelTo3dRay((float(u), float(v))))
         expected = ray / ray[2] * depth[v, u]
