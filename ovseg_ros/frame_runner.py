@@ -147,6 +147,7 @@ class Segmented:
     labelled: bool
     received: float
     steps_ms: dict[str, float] = field(default_factory=dict)
+    generation: int = 0  # the runner's pause count when the frame was taken
 
 
 def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
@@ -216,9 +217,12 @@ class FrameRunner:
         self._encoded: EncodedVocabulary | None = None
         self._encoded_key: VocabularyKey | None = None
 
-        # Every output holds this lock and checks _closed, so nothing goes out after stop().
+        # Every output holds this lock and checks _closed, so nothing goes out after stop();
+        # frames are published only while not _paused (a lifecycle node's inactive state).
         self._publishing = threading.Lock()
         self._closed = False
+        self._paused = False
+        self._generation = 0  # pauses so far: a frame taken before one is never published
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -239,12 +243,36 @@ class FrameRunner:
 
     # -------------------------------------------------------------------------- inputs
     def submit_frame(self, frame: Any) -> None:
-        """Keep ``frame`` as the newest one; an older unprocessed one is dropped."""
+        """Keep ``frame`` as the newest one; an older unprocessed one is dropped. Ignored
+        while paused."""
+        if self._paused:
+            return
         with self._work:
             replaced = self._frame is not None
             self._frame = (frame, self._clock())
             self._work.notify_all()
         self._stats.frame_received(replaced)
+
+    def pause(self) -> None:
+        """Stop taking frames: frames waiting for a stage are dropped, and nothing is
+        published from when this returns (a frame being built then is discarded) until
+        resume(). Settings and vocabularies are still applied and encoded."""
+        with self._work, self._publishing:  # waits for a publish in progress
+            self._paused = True
+            self._generation += 1
+            self._frame = None
+        with self._segmented_work:
+            self._segmented = None
+
+    def resume(self) -> None:
+        """Take frames again and publish the label map of the vocabulary in use."""
+        with self._publishing:
+            self._paused = False
+        self.publish_label_info()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def submit_settings(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
         """Hand over validated settings and the vocabulary they describe (None: none set);
@@ -264,6 +292,7 @@ class FrameRunner:
         with self._work:
             pending, self._pending = self._pending, None
             taken, self._frame = self._frame, None
+            generation = self._generation
         if pending is not None:
             try:
                 self._apply(*pending)
@@ -274,7 +303,7 @@ class FrameRunner:
         if taken is None:
             return False
         began = self._clock()
-        segmented = self._segment(*taken)
+        segmented = self._segment(*taken, generation)
         if self._stages == 1:
             self._stats.stage_busy("segment", self._clock() - began)
             if segmented is not None:
@@ -304,8 +333,9 @@ class FrameRunner:
         if not request and settings.unknown_thresh != previous.unknown_thresh:
             self.publish_label_info()
 
-    def _segment(self, frame: Any, received: float) -> Segmented | None:
-        """Decode and segment one frame; None when it was skipped or failed (counted)."""
+    def _segment(self, frame: Any, received: float, generation: int) -> Segmented | None:
+        """Decode and segment one frame taken in pause ``generation``; None when it was
+        skipped or failed (counted)."""
         start = time.perf_counter()
         try:
             rgb = self._decode(frame)
@@ -344,7 +374,7 @@ class FrameRunner:
                       for name, ms in result.timings_ms.items()})
         steps.setdefault("segment", (time.perf_counter() - decoded) * 1000.0)
         return Segmented(frame, rgb, result, self._applied, encoded is not None, received,
-                         steps)
+                         steps, generation)
 
     def _frame_failed(self, err: Exception) -> None:
         if self._closed or self._outputs.closing():
@@ -387,7 +417,7 @@ class FrameRunner:
                                                    points)
             built = time.perf_counter()
             with self._publishing:
-                if self._closed:
+                if self._closed or self._paused or segmented.generation != self._generation:
                     return
                 publish()
         except Exception as err:  # one failing frame must not stop the runner
@@ -477,7 +507,7 @@ class FrameRunner:
         current vocabulary and threshold.
         """
         with self._publishing:
-            if self._closed:
+            if self._closed or self._paused:
                 return
             encoded = self._encoded
             self._outputs.publish_label_info(
@@ -488,13 +518,15 @@ class FrameRunner:
         """The report since the last one (fps, latencies, counts) and what it means: WARN
         while no frame arrived, when none arrived in this window although some did before,
         when every frame of the window was skipped, and while no vocabulary is in use; ERROR
-        when a frame failed in the window. Starts a new window."""
+        when a frame failed in the window; OK "inactive" while paused. Starts a new window."""
         report = self._stats.report()
         encoded = self._encoded
         level, message = Level.OK, f"{report['fps']:.1f} fps"
         if report["window_failed"]:
             level, message = Level.ERROR, (f"{report['window_failed']} frame(s) failed, see "
                                            "the log")
+        elif self._paused:
+            message = "inactive: not taking frames"
         elif not report["received"]:
             level, message = Level.WARN, f"no image received on {self._source}"
         elif not report["window_received"]:
