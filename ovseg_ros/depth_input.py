@@ -84,6 +84,11 @@ class DepthInput:
         self._sync.registerCallback(self._on_pair)
         self._noted: set[str] = set()  # kinds of note logged (depth_of, one thread)
 
+    def destroy(self) -> None:
+        """Destroy the subscriptions (a lifecycle node's cleanup)."""
+        for subscription in (self.colour.sub, self.depth.sub, self._info_sub):
+            self._node.destroy_subscription(subscription)
+
     @property
     def colour_topic(self) -> str:
         return self.colour.sub.topic_name

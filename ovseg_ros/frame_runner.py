@@ -576,6 +576,14 @@ class FrameRunner:
                 f"{report['failed']} so far")
         return Health(level, message, values)
 
+    def report_error(self, reason: str) -> None:
+        """Publish an ERROR diagnostics report with ``reason`` now (a failed lifecycle
+        transition, before the outputs go)."""
+        with self._publishing:
+            if not self._closed:
+                self._outputs.publish_diagnostics(Health(Level.ERROR, reason,
+                                                         {"device": self._device}))
+
     def publish_diagnostics(self) -> None:
         """Report health() through the outputs (the diagnostics timer calls this)."""
         health = self.health()

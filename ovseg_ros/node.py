@@ -23,6 +23,7 @@ instead of starting the threads.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 import threading
@@ -35,6 +36,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -107,25 +109,38 @@ def vocabulary_for(settings: Settings, changed: set[str]) -> Vocabulary | None:
     return Vocabulary.from_settings(settings.vocabulary, settings)
 
 
-class OvsegNode(Node):
-    """Open-vocabulary segmentation of a camera stream (see the module docstring)."""
+class OvsegWork:
+    """The node's work, shared by OvsegNode and OvsegLifecycleNode (mixed in before rclpy's
+    Node or LifecycleNode): parameters (declared at construction, so they can be set in
+    every state), then ``_configure`` (the segmenter, publishers, subscriptions, the
+    FrameRunner and the timers) and ``_teardown`` (all of that released)."""
 
-    def __init__(self, *, make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
-                 **node_options: Any):
-        super().__init__(NODE_NAME, **node_options)
+    def _declare(self, make_segmenter: Callable[[Settings], SegmenterLike]) -> None:
         settings = self._declare_settings()
         vocabulary = vocabulary_for(settings, changed=set())
-        options = {option.name: self._declare_option(option) for option in NODE_OPTIONS}
-        self._compressed = options["image_transport"] == "compressed"
-        self._reliable = options["image_reliability"] == "reliable"
-        use_depth = options["use_depth"]
-        self._segmenter = make_segmenter(settings)
+        self._options = {option.name: self._declare_option(option) for option in NODE_OPTIONS}
+        self._make_segmenter = make_segmenter
         # Latest accepted settings, guarded by _accepting (the set-parameters callback, and
         # the vocabulary thread when it rolls back a vocabulary that could not be encoded).
         self._accepting = threading.RLock()
         self._accepted = (settings, vocabulary)
         self._rolling_back = False
+        self._runner: FrameRunner | None = None
+        self._segmenter: SegmenterLike | None = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._vocabulary_sub = self.create_subscription(
+            String, "~/vocabulary", self._on_vocabulary_message, 10)
 
+    def _configure(self) -> None:
+        """Load the models and create the frame path; raises what keeps it from working
+        (SettingsError, VocabularyError, WeightsError), with nothing left half made."""
+        options = self._options
+        with self._accepting:
+            settings, vocabulary = self._accepted
+        self._compressed = options["image_transport"] == "compressed"
+        self._reliable = options["image_reliability"] == "reliable"
+        use_depth = options["use_depth"]
+        self._segmenter = self._make_segmenter(settings)
         self._outputs = OutputPublishers(self, scene=use_depth,
                                          points_stride=options["points_stride"])
         image_qos = QoSProfile(depth=qos_profile_sensor_data.depth,
@@ -148,8 +163,6 @@ class OvsegNode(Node):
             self._image_sub = self.create_subscription(colour_type, colour_topic,
                                                        self._on_image, image_qos)
             self._image_topic = self._image_sub.topic_name
-        self._vocabulary_sub = self.create_subscription(
-            String, "~/vocabulary", self._on_vocabulary_message, 10)
         how_to_set = (f"ros2 param set {self.get_fully_qualified_name()} vocabulary "
                       "\"[mug, door handle]\"")
         self._runner = FrameRunner(
@@ -159,14 +172,10 @@ class OvsegNode(Node):
             f"{self._image_topic} paired with {self._depth_input.depth_topic}",
             how_to_set_vocabulary=how_to_set, roll_back=self._roll_back_vocabulary,
             depth_of=depth_of, stages=options["pipeline_depth"])
-
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
         self._started = time.monotonic()
         self._no_frame_timer = self.create_timer(NO_FRAME_HINT_S, self._hint_if_no_frames)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
                                                     self._runner.publish_diagnostics)
-        self._runner.publish_label_info()
         depth = self._depth_input
         self.get_logger().info(
             f"listening on {self._image_topic} "
@@ -243,7 +252,8 @@ class OvsegNode(Node):
             except (SettingsError, VocabularyError) as err:
                 return SetParametersResult(successful=False, reason=str(err))
             self._accepted = (candidate, vocabulary)
-            self._runner.submit_settings(candidate, vocabulary)
+            if self._runner is not None:  # else configuring reads _accepted
+                self._runner.submit_settings(candidate, vocabulary)
         return SetParametersResult(successful=True)
 
     def _roll_back_vocabulary(self, failed: VocabularyKey, in_use: VocabularyKey | None) \
@@ -357,7 +367,121 @@ class OvsegNode(Node):
     def stop(self) -> bool:
         """Stop the runner's threads (FrameRunner.stop): returns within STOP_JOIN_S, nothing
         is published after, and True when a frame or an encode is still running."""
-        return self._runner.stop()
+        return self._runner.stop() if self._runner is not None else False
+
+    def _teardown(self) -> bool:
+        """Undo _configure: stop the threads, destroy the publishers, subscriptions and
+        timers, and let the models go (their GPU memory back to CUDA's cache, then to the
+        device). True when a thread was still busy (its result is discarded)."""
+        busy = self.stop()
+        for timer in (getattr(self, "_no_frame_timer", None),
+                      getattr(self, "_diagnostics_timer", None)):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._no_frame_timer = self._diagnostics_timer = None
+        if getattr(self, "_depth_input", None) is not None:
+            self._depth_input.destroy()
+        elif getattr(self, "_image_sub", None) is not None:
+            self.destroy_subscription(self._image_sub)
+        self._depth_input = self._image_sub = None
+        if getattr(self, "_outputs", None) is not None:
+            self._outputs.destroy()
+        self._outputs = self._runner = self._segmenter = None
+        gc.collect()
+        release_device_memory()
+        return busy
+
+
+def release_device_memory() -> None:
+    """Give CUDA's cached blocks back to the device (no-op without torch or CUDA)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class OvsegNode(OvsegWork, Node):
+    """Open-vocabulary segmentation of a camera stream (see the module docstring): models
+    loaded and the frame path made at construction, frames taken once start() runs."""
+
+    def __init__(self, *, make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
+                 **node_options: Any):
+        super().__init__(NODE_NAME, **node_options)
+        self._declare(make_segmenter)
+        self._configure()
+        self._runner.publish_label_info()
+
+
+class OvsegLifecycleNode(OvsegWork, LifecycleNode):
+    """The same node, managed (``ros2 lifecycle set``, nav2's lifecycle manager): parameters
+    at construction; models loaded and the frame path made at *configure*; frames taken and
+    outputs published only while *active*; the models let go at *cleanup* (and *shutdown*).
+    A configure that cannot load the models fails with the reason and leaves the node
+    unconfigured; any other error in a transition goes through *errorprocessing* back to
+    *unconfigured*, with the reason in the log and /diagnostics."""
+
+    def __init__(self, *, make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
+                 **node_options: Any):
+        super().__init__(NODE_NAME, **node_options)
+        self._declare(make_segmenter)
+        self._error = ""
+
+    def on_configure(self, state: Any) -> TransitionCallbackReturn:
+        from .weights import WeightsError
+
+        def configure() -> TransitionCallbackReturn:
+            try:
+                self._configure()
+            except (SettingsError, VocabularyError, WeightsError) as err:
+                self.get_logger().error(f"cannot configure: {start_error(err)}; the node "
+                                        "stays unconfigured (configure again once that is "
+                                        "fixed)")
+                self._teardown()
+                return TransitionCallbackReturn.FAILURE
+            self._runner.pause()
+            self._runner.start()
+            return TransitionCallbackReturn.SUCCESS
+        return self._transition("configure", configure)
+
+    def on_activate(self, state: Any) -> TransitionCallbackReturn:
+        def activate() -> TransitionCallbackReturn:
+            self._runner.resume()
+            return super(OvsegLifecycleNode, self).on_activate(state)
+        return self._transition("activate", activate)
+
+    def on_deactivate(self, state: Any) -> TransitionCallbackReturn:
+        def deactivate() -> TransitionCallbackReturn:
+            self._runner.pause()
+            return super(OvsegLifecycleNode, self).on_deactivate(state)
+        return self._transition("deactivate", deactivate)
+
+    def on_cleanup(self, state: Any) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._released)
+
+    def on_shutdown(self, state: Any) -> TransitionCallbackReturn:
+        return self._transition("shutdown", self._released)
+
+    def on_error(self, state: Any) -> TransitionCallbackReturn:
+        reason = self._error or f"a transition from {state.label} failed"
+        self.get_logger().error(f"{reason}; back to unconfigured")
+        if self._runner is not None:
+            self._runner.report_error(reason)
+        self._teardown()
+        self._error = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def _released(self) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _transition(self, name: str, step: Callable[[], TransitionCallbackReturn]) \
+            -> TransitionCallbackReturn:
+        """Run a transition; an exception becomes ERROR with its reason kept for on_error
+        (rclpy turns it into ERROR without a word)."""
+        try:
+            return step()
+        except Exception as err:  # whatever it is, the node goes to errorprocessing
+            self._error = f"{name} failed: {type(err).__name__}: {err}"
+            return TransitionCallbackReturn.ERROR
 
 
 def start_error(err: Exception) -> str:
@@ -372,6 +496,32 @@ def start_error(err: Exception) -> str:
                        "point, e.g. granularity:=1.0)"
         return message
     return str(err)
+
+
+def lifecycle_main(args: list[str] | None = None) -> int:
+    """ros2 run ovseg_ros ovseg_lifecycle_node: an unconfigured managed node, spun until
+    Ctrl-C, its threads stopped on the way out."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = OvsegLifecycleNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (SettingsError, VocabularyError, InvalidParameterTypeException,
+            InvalidParameterValueException) as err:
+        get_logger(NODE_NAME).fatal(f"cannot start: {start_error(err)}")
+        return 1
+    finally:
+        busy = node.stop() if node is not None else False
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        if busy:  # as in main()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+    return 0
 
 
 def main(args: list[str] | None = None) -> int:

@@ -124,6 +124,11 @@ class OutputPublishers:
                 publisher.publish(msg)
         return publish
 
+    def destroy(self) -> None:
+        """Destroy every publisher (a lifecycle node's cleanup)."""
+        for publisher in [*self._frame_outputs, self._label_info, self._diagnostics]:
+            self._node.destroy_publisher(publisher)
+
     def closing(self) -> bool:
         return not self._node.context.ok()
 

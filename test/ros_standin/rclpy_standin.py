@@ -68,6 +68,7 @@ import enum
 import sys
 import time
 import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -717,6 +718,18 @@ class Node:
     def get_publishers_info_by_topic(self, topic_name: str) -> list[EndpointInfo]:
         return list(GRAPH.publishers.get(self._expand(topic_name), []))
 
+    def destroy_publisher(self, publisher: "Publisher") -> bool:
+        self._publishers.remove(publisher)
+        return True
+
+    def destroy_subscription(self, subscription: "Subscription") -> bool:
+        self._subscriptions.remove(subscription)
+        return True
+
+    def destroy_timer(self, timer: "Timer") -> bool:
+        self._timers.remove(timer)
+        return True
+
     def destroy_node(self) -> None:
         for timer in self._timers:
             timer.cancel()
@@ -773,6 +786,82 @@ def spin(node: Node, executor: Any = None) -> None:
     raise KeyboardInterrupt
 
 
+# ------------------------------------------------------------------------------ lifecycle
+class TransitionCallbackReturn(enum.IntEnum):
+    """rclpy.lifecycle.TransitionCallbackReturn (lifecycle_msgs Transition's return codes)."""
+
+    SUCCESS = 97
+    FAILURE = 98
+    ERROR = 99
+
+
+def lifecycle_node_class(base: type) -> type:
+    """rclpy.lifecycle.LifecycleNode over ``base``, with the state machine as rclpy's
+    ``LifecycleNodeMixin.__change_state`` runs it (read in Humble's and Jazzy's rclpy): a
+    transition calls its ``on_*`` callback with the state it starts from; SUCCESS goes to the
+    goal state, FAILURE back to the start state; ERROR, and any exception from the callback
+    (rclpy turns it into ERROR without logging it), goes through ``on_error``, whose SUCCESS
+    leads to unconfigured (anything else: finalized). The base ``on_*`` return SUCCESS.
+    ``trigger_*`` is what ``ros2 lifecycle set`` does through the change_state service."""
+
+    class State(typing.NamedTuple):
+        state_id: int
+        label: str
+
+    ids = {"unconfigured": 1, "inactive": 2, "active": 3, "finalized": 4}
+    # transition: (callback, states it may start from, goal state)
+    transitions = {
+        "configure": ("on_configure", ("unconfigured",), "inactive"),
+        "cleanup": ("on_cleanup", ("inactive",), "unconfigured"),
+        "activate": ("on_activate", ("inactive",), "active"),
+        "deactivate": ("on_deactivate", ("active",), "inactive"),
+        "shutdown": ("on_shutdown", ("unconfigured", "inactive", "active"), "finalized"),
+    }
+
+    class LifecycleNode(base):
+        def __init__(self, node_name: str, **kwargs: Any):
+            super().__init__(node_name, **kwargs)
+            self.lifecycle_state = "unconfigured"
+
+        def _change(self, transition: str) -> TransitionCallbackReturn:
+            callback, sources, goal = transitions[transition]
+            start = self.lifecycle_state
+            if start not in sources:
+                raise RuntimeError(f"no transition {transition} from {start}")
+            previous = State(ids[start], start)
+            try:
+                result = getattr(self, callback)(previous)
+            except Exception:  # as rclpy: an exception is an ERROR, not logged
+                result = TransitionCallbackReturn.ERROR
+            if result == TransitionCallbackReturn.SUCCESS:
+                self.lifecycle_state = goal
+            elif result == TransitionCallbackReturn.FAILURE:
+                self.lifecycle_state = start
+            else:
+                try:
+                    handled = self.on_error(previous)
+                except Exception:
+                    handled = TransitionCallbackReturn.ERROR
+                self.lifecycle_state = "unconfigured" \
+                    if handled == TransitionCallbackReturn.SUCCESS else "finalized"
+            return result
+
+        def trigger_configure(self): return self._change("configure")  # noqa: E704
+        def trigger_cleanup(self): return self._change("cleanup")  # noqa: E704
+        def trigger_activate(self): return self._change("activate")  # noqa: E704
+        def trigger_deactivate(self): return self._change("deactivate")  # noqa: E704
+        def trigger_shutdown(self): return self._change("shutdown")  # noqa: E704
+
+        def on_configure(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+        def on_cleanup(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+        def on_activate(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+        def on_deactivate(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+        def on_shutdown(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+        def on_error(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+
+    return LifecycleNode
+
+
 def modules(distro: str = "humble") -> dict[str, types.ModuleType]:
     """The sys.modules entries that make ``import rclpy`` (and the message packages) resolve
     to this stand-in for one distro's message definitions and rclpy flavour."""
@@ -803,6 +892,9 @@ def modules(distro: str = "humble") -> dict[str, types.ModuleType]:
             InvalidParameterTypeException=InvalidParameterTypeException,
             InvalidParameterValueException=InvalidParameterValueException),
         "rclpy.logging": module("rclpy.logging", get_logger=get_logger),
+        "rclpy.lifecycle": module("rclpy.lifecycle",
+                                  LifecycleNode=lifecycle_node_class(node_cls),
+                                  TransitionCallbackReturn=TransitionCallbackReturn),
     }
     for name, submodule in submodules.items():
         setattr(rclpy, name.split(".")[1], submodule)
