@@ -4,6 +4,7 @@
         vocabulary:="[mug, kettle, person]" rviz:=true
     ros2 launch ovseg_ros segment.launch.py image:=/camera/color/image_raw \\
         depth:=/camera/aligned_depth_to_color/image_raw vocabulary:="[mug, chair]"
+    ros2 launch ovseg_ros segment.launch.py lifecycle:=true autostart:=true   # managed node
     ros2 launch ovseg_ros segment.launch.py --show-args     # every argument, described
 
 Settings come from params_file (config/params.yaml by default); the vocabulary, device and
@@ -17,9 +18,13 @@ from pathlib import Path
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from ovseg_ros.config import settings_fields
 from ovseg_ros.vocabulary_text import parse_names
@@ -77,6 +82,16 @@ ARGUMENTS = [
                     "best_effort (SensorDataQoS) matches every camera; reliable receives "
                     "nothing from best-effort publishers."),
     DeclareLaunchArgument(
+        "lifecycle", default_value="false", choices=["true", "false"],
+        description="true: a managed (lifecycle) node, unconfigured at start: configure "
+                    "loads the models, activate starts the frames, deactivate stops them, "
+                    "cleanup frees the models (ros2 lifecycle set NODE configure, or a "
+                    "lifecycle manager). false: a plain node that runs from start to exit."),
+    DeclareLaunchArgument(
+        "autostart", default_value="false", choices=["true", "false"],
+        description="With lifecycle:=true: configure, then activate, the node at launch (as "
+                    "nav2's lifecycle manager does with autostart)."),
+    DeclareLaunchArgument(
         "rviz", default_value="false", choices=["true", "false"],
         description="true: also start rviz2 showing the camera image, the overlay and the "
                     "semantic image."),
@@ -118,6 +133,18 @@ def rviz_config(image_topic: str, node: str, depth: bool) -> str:
     return write_temporary(yaml.safe_dump(config, sort_keys=False), ".rviz")
 
 
+def autostart(node: LifecycleNode) -> list:
+    """Configure the managed node at once, and activate it when it reaches inactive."""
+    def transition(transition_id: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+
+    return [RegisterEventHandler(OnStateTransition(
+                target_lifecycle_node=node, goal_state="inactive",
+                entities=[transition(Transition.TRANSITION_ACTIVATE)])),
+            transition(Transition.TRANSITION_CONFIGURE)]
+
+
 def launch_setup(context, *args, **kwargs):
     def argument(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
@@ -138,12 +165,18 @@ def launch_setup(context, *args, **kwargs):
     overrides_file = write_temporary(
         yaml.safe_dump({"/**": {"ros__parameters": overrides}}), ".yaml")
 
-    actions = [Node(
-        package=PACKAGE, executable="ovseg_node", name=argument("node_name"),
-        namespace=argument("namespace"), output="screen", emulate_tty=True,
-        parameters=[argument("params_file"), overrides_file],
+    common = dict(
+        package=PACKAGE, name=argument("node_name"), namespace=argument("namespace"),
+        output="screen", emulate_tty=True, parameters=[argument("params_file"), overrides_file],
         remappings=[("image", image), ("image/compressed", f"{image}/compressed"),
-                    *([("depth", depth)] if depth else [])])]
+                    *([("depth", depth)] if depth else [])])
+    if argument("lifecycle").lower() in TRUE:
+        node = LifecycleNode(executable="ovseg_lifecycle_node", **common)
+        actions = [node]
+        if argument("autostart").lower() in TRUE:
+            actions += autostart(node)
+    else:
+        actions = [Node(executable="ovseg_node", **common)]
     if argument("rviz").lower() in TRUE:
         config = rviz_config(image, node_path(argument("namespace"), argument("node_name")),
                              bool(depth))

@@ -45,7 +45,8 @@ class NodeProcess:
     """The real ovseg node in a child process; its log lines are collected as they come."""
 
     def __init__(self, config_dir: Path, parameters: dict[str, str], *, name: str = "ovseg",
-                 namespace: str = "", remaps: dict[str, str] | None = None):
+                 namespace: str = "", remaps: dict[str, str] | None = None,
+                 lifecycle: bool = False):
         arguments = ["--ros-args", "-r", f"__node:={name}"]
         if namespace:
             arguments += ["-r", f"__ns:={namespace}"]
@@ -57,7 +58,7 @@ class NodeProcess:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(TEST_DIR / "launch_tiny_node.py"), str(config_dir),
-             *arguments],
+             *(["--lifecycle"] if lifecycle else []), *arguments],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"})
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -94,7 +95,8 @@ class NodeProcess:
 
 @pytest.fixture
 def start_node(tiny_setup) -> Iterator[Callable[..., NodeProcess]]:
-    """start_node(parameters=..., name=..., namespace=..., remaps=...) -> NodeProcess."""
+    """start_node(parameters=..., name=..., namespace=..., remaps=..., lifecycle=False) ->
+    NodeProcess (with lifecycle: the managed node, unconfigured)."""
     config_dir, base = tiny_setup  # graph_support's tiny checkpoints and parameters
     started: list[NodeProcess] = []
 

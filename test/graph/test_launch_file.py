@@ -246,3 +246,44 @@ def test_both_launches_stop_cleanly_on_ctrl_c(launched):
     for key, process in launches.items():
         assert interrupt(process) == 0, log(key)
         assert "Traceback" not in log(key), log(key)
+
+
+@pytest.mark.parametrize("autostart", [True, False])
+def test_a_managed_node_from_the_launch_file(tiny_setup, tmp_path, ros, autostart):
+    """lifecycle:=true starts the managed node unconfigured; autostart:=true configures and
+    activates it, so frames are answered without anyone calling ros2 lifecycle."""
+    config_dir, parameters = tiny_setup
+    prefix = f"{sys.executable} {HERE / 'tiny_clip_prefix.py'} {config_dir}"
+    spec = dict(namespace="managed", node_name="seg_lc", image="/managed/camera",
+                frame_id="managed_cam", size=(48, 64), sec=300)
+    log = tmp_path / "managed.log"
+    launch = start(
+        ["ros2", "launch", "--launch-prefix", prefix, "ovseg_ros", "segment.launch.py",
+         "namespace:=managed", "node_name:=seg_lc", f"image:={spec['image']}",
+         "vocabulary:=[mug, kettle]", f"params_file:={params_file(tmp_path, parameters)}",
+         "device:=cpu", "lifecycle:=true", f"autostart:={'true' if autostart else 'false'}"],
+        log)
+    try:
+        answered: list = []
+        ros.create_subscription(PanopticSegmentation, "/managed/seg_lc/panoptic",
+                                answered.append, 10)
+        camera = ros.create_publisher(Image, spec["image"], qos_profile_sensor_data)
+
+        def lifecycle_state() -> str:
+            done = subprocess.run(["ros2", "lifecycle", "get", "/managed/seg_lc"],
+                                  capture_output=True, text=True, timeout=60)
+            return (done.stdout + done.stderr).strip()
+
+        expected = "active" if autostart else "unconfigured"
+        assert spin_until(ros, lambda: lifecycle_state().startswith(expected) or
+                          launch.poll() is not None, STARTUP_TIMEOUT_S), \
+            f"never {expected}: {lifecycle_state()}\n{log.read_text()[-3000:]}"
+        if autostart:
+            assert spin_until(ros, lambda: bool(answered), STARTUP_TIMEOUT_S,
+                              every=lambda: camera.publish(camera_image(spec, 1))), \
+                log.read_text()[-3000:]
+            assert answered[0].header.frame_id == "managed_cam"
+        else:
+            assert ros.count_publishers("/managed/seg_lc/panoptic") == 0
+    finally:
+        interrupt(launch)
