@@ -22,6 +22,7 @@ instead of starting the threads.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import os
@@ -393,10 +394,16 @@ class OvsegWork:
 
 
 def release_device_memory() -> None:
-    """Give CUDA's cached blocks back to the device (no-op without torch or CUDA)."""
+    """Give CUDA's cached blocks back to the device, and the C heap's free pages back to the
+    system (glibc keeps freed model tensors in its heap once its mmap threshold has grown;
+    malloc_trim hands them back). Each is skipped where it does not exist."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class OvsegNode(OvsegWork, Node):
