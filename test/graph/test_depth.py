@@ -141,6 +141,14 @@ def graph(start_node, ros):
     assert spin_until(ros, lambda: all(c.colour.get_subscription_count()
                                        for c in cameras.values()), STARTUP_TIMEOUT_S), \
         "a node never subscribed:\n" + "\n".join(n.log()[-2000:] for n in nodes.values())
+    # A driver's CameraInfo is out before the first frames (the drivers then publish the
+    # three in any order): a pair before any CameraInfo is a start-up case of its own.
+    with_info = [c for c in cameras.values() if c.info is not None]
+    assert spin_until(ros, lambda: all(c.info.get_subscription_count() for c in with_info),
+                      STARTUP_TIMEOUT_S)
+    for camera in with_info:
+        camera.info.publish(camera.info_msg)
+    spin_until(ros, lambda: False, 0.5)
     yield nodes, cameras, received
 
 
