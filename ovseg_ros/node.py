@@ -12,6 +12,10 @@ Topics (relative names; the launch file remaps ``image``):
        while subscribed), ``/diagnostics``; with use_depth also ``~/points``, ``~/markers``
        and ``~/detections_3d``. Every output carries the input frame's header.
 
+Two nodes share one implementation (OvsegWork): OvsegNode (``ovseg_node``) loads the models
+and runs from construction to exit; OvsegLifecycleNode (``ovseg_lifecycle_node``) is managed:
+models at configure, frames while active, models released at cleanup.
+
 The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.outputs) and the
 diagnostics timer. The threads and the state they share (newest frame, pending settings,
 vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.frame_runner). The
@@ -126,8 +130,14 @@ class OvsegWork:
         self._accepting = threading.RLock()
         self._accepted = (settings, vocabulary)
         self._rolling_back = False
+        # Made by _configure, released by _teardown.
         self._runner: FrameRunner | None = None
         self._segmenter: SegmenterLike | None = None
+        self._outputs: OutputPublishers | None = None
+        self._depth_input: Any = None
+        self._image_sub: Any = None
+        self._no_frame_timer: Any = None
+        self._diagnostics_timer: Any = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._vocabulary_sub = self.create_subscription(
             String, "~/vocabulary", self._on_vocabulary_message, 10)
@@ -375,17 +385,16 @@ class OvsegWork:
         timers, and let the models go (their GPU memory back to CUDA's cache, then to the
         device). True when a thread was still busy (its result is discarded)."""
         busy = self.stop()
-        for timer in (getattr(self, "_no_frame_timer", None),
-                      getattr(self, "_diagnostics_timer", None)):
+        for timer in (self._no_frame_timer, self._diagnostics_timer):
             if timer is not None:
                 self.destroy_timer(timer)
         self._no_frame_timer = self._diagnostics_timer = None
-        if getattr(self, "_depth_input", None) is not None:
+        if self._depth_input is not None:
             self._depth_input.destroy()
-        elif getattr(self, "_image_sub", None) is not None:
+        elif self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
         self._depth_input = self._image_sub = None
-        if getattr(self, "_outputs", None) is not None:
+        if self._outputs is not None:
             self._outputs.destroy()
         self._outputs = self._runner = self._segmenter = None
         gc.collect()
