@@ -28,7 +28,10 @@ vocabulary) while a new one is encoded. Tests may drive ``process_pending``,
 
 Every output goes through ``Outputs`` under one lock with a closed flag: nothing is published
 after ``stop()`` returns, and the label map is published from one place, so the last one
-published names the vocabulary in use.
+published names the vocabulary in use. ``pause()`` (a managed node's inactive state) stops
+taking frames and publishing them until ``resume()``; a frame taken before a pause is never
+published. The runner is one file because the stages, the vocabulary thread and the
+diagnostics share its state and locks; its counters live in frame_stats.py.
 """
 
 from __future__ import annotations
