@@ -42,7 +42,7 @@ def main() -> int:
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    from ovseg_ros.node import OvsegLifecycleNode
+    from ovseg_ros.lifecycle_node import OvsegLifecycleNode
     from ovseg_ros.pipeline import Segmenter
     from workload import load_models
 

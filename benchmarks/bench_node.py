@@ -195,7 +195,6 @@ def stamp_of(raw: bytes) -> int:
 
 def output_types(kind: str, depth: bool) -> dict[str, Any]:
     """Topic -> message type of every output of the node under test."""
-    from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401
     from sensor_msgs.msg import Image, PointCloud2
     from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
     from visualization_msgs.msg import MarkerArray

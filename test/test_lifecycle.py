@@ -23,7 +23,7 @@ def make_lifecycle(monkeypatch):
 
     def make(distro="humble", segmenter=FakeSegmenter, **parameters):
         ros_standin.install(monkeypatch, distro)
-        from ovseg_ros.node import OvsegLifecycleNode
+        from ovseg_ros.lifecycle_node import OvsegLifecycleNode
 
         made = []
 

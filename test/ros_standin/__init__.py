@@ -15,8 +15,8 @@ from . import messages, rclpy_standin
 from .rclpy_standin import GRAPH, LOG, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set
 
 # The package's modules that import ROS at module level: imported afresh with each distro.
-ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.outputs", "ovseg_ros.depth_input",
-               "ovseg_ros.publishers")
+ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.lifecycle_node", "ovseg_ros.outputs",
+               "ovseg_ros.depth_input", "ovseg_ros.publishers")
 
 __all__ = ["GRAPH", "LOG", "Parameter", "QoSProfile", "ReliabilityPolicy", "install",
            "messages", "ros2_param_set"]
