@@ -15,7 +15,8 @@ Topics (relative names; the launch file remaps ``image``):
 Two nodes share one implementation (OvsegWork, here): OvsegNode (``ovseg_node``) loads the
 models and runs from construction to exit; OvsegLifecycleNode (ovseg_ros.lifecycle_node,
 ``ovseg_lifecycle_node``) is managed: models at configure, frames while active, models
-released at cleanup.
+released at cleanup. This file is a little past 450 lines because the parameters, the
+subscriptions, the hints and the callbacks that use them are one piece of state.
 
 The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.outputs) and the
 diagnostics timer. The threads and the state they share (newest frame, pending settings,
