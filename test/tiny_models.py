@@ -7,6 +7,7 @@ them exactly as the real checkpoints are laid out, and load them through ovseg_r
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +32,11 @@ def register_tiny_clip(folder: Path) -> str:
     """Make the tiny CLIP architecture known to open_clip's factory under TINY_CLIP."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / f"{TINY_CLIP}.json"
-    config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    # Node processes started together each register it, and open_clip reads every *.json
+    # of the folder: replace the file in one step, never leave it half written.
+    partial = folder / f".{TINY_CLIP}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(TINY_CLIP_CONFIG))
+    os.replace(partial, config)
     open_clip.add_model_config(config)
     return TINY_CLIP
 
