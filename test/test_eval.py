@@ -13,7 +13,8 @@ pytest.importorskip("torchmetrics")
 
 from ovseg_ros.evaluation import cli as eval_cli  # noqa: E402
 from ovseg_ros.evaluation.datasets import DATASETS, Dataset, DatasetError  # noqa: E402
-from ovseg_ros.evaluation.metrics import IGNORE, PanopticMetrics, SemanticMetrics  # noqa: E402
+from ovseg_ros.evaluation.metrics import (  # noqa: E402
+    IGNORE, PanopticMetrics, Segment, SemanticMetrics)
 from ovseg_ros.panoptic import UNLABELLED  # noqa: E402
 
 U = UNLABELLED
@@ -47,13 +48,14 @@ def test_panoptic_quality_matches_hand_computation():
     """Things {0}: GT instances A, B, C; A found exactly (IoU 1), B with 3 of its 4 pixels
     (IoU 3/4), C left unlabelled (a miss): SQ 0.875, RQ 2 / (2 + 0.5) = 0.8. Stuff {1}: 12 GT
     pixels, predicted on those plus B's lost pixel: IoU 12/13, RQ 1."""
-    gt_c = np.array([[0] * 6] * 2 + [[1] * 6] * 2)
-    gt_i = np.array([[1, 1, 2, 2, 3, 3]] * 2 + [[0] * 6] * 2)
-    pred_c, pred_i = gt_c.copy(), gt_i.copy()
+    gt_ids = np.array([[1, 1, 2, 2, 3, 3]] * 2 + [[4] * 6] * 2)
+    segments = {1: Segment(0), 2: Segment(0), 3: Segment(0), 4: Segment(1)}
+    pred_c = np.array([[0] * 6] * 2 + [[1] * 6] * 2)
+    pred_i = np.array([[1, 1, 2, 2, 3, 3]] * 2 + [[0] * 6] * 2)
     pred_c[1, 3], pred_i[1, 3] = 1, 0
     pred_c[:2, 4:], pred_i[:2, 4:] = U, 0
     metrics = PanopticMetrics(things={0}, stuffs={1})
-    metrics.update(pred_c, pred_i, gt_c, gt_i)
+    metrics.update(pred_c, pred_i, gt_ids, segments)
     scores = metrics.compute()
     assert scores.sq == pytest.approx(100 * (0.875 + 12 / 13) / 2)
     assert scores.rq == pytest.approx(100 * (0.8 + 1.0) / 2)
@@ -206,8 +208,8 @@ def test_ovseg_eval_end_to_end_on_tiny_models(tmp_path, tiny_settings, capsys):
 
 def test_ade20k_panoptic_ground_truth_is_read_and_scored(tmp_path):
     """COCO-format panoptic GT (ade20k_panoptic_val.json + PNGs, id = R + 256 G + 256^2 B):
-    a perfect prediction scores PQ 100; dropping one of two thing segments gives RQ 2/3 for
-    its class; a crowd segment is void."""
+    a perfect prediction scores PQ 100, and so does one that also covers the crowd region
+    with its class; dropping one of two thing segments gives RQ 2/3 for its class."""
     from types import SimpleNamespace
 
     from ovseg_ros.evaluation.evaluate import score
@@ -227,11 +229,21 @@ def test_ade20k_panoptic_ground_truth_is_read_and_scored(tmp_path):
         "annotations": [{"file_name": "a.png", "segments_info": segments}]}))
     dataset = Dataset("ade20k-150", root)
     assert dataset.has_panoptic and dataset.things == {12}
-    classes, instances = dataset.panoptic_label(dataset.samples[0])
-    assert classes[0, 0] == 12 and classes[23, 31] == 0 and classes[23, 0] == IGNORE
-    perfect = SimpleNamespace(semantic=np.where(classes == IGNORE, U, classes),
-                              instance_map=instances)
+    ids, segments = dataset.panoptic_label(dataset.samples[0])
+    assert ids[0, 0] == 300 and ids[23, 31] == 5 and ids[23, 0] == 77
+    assert segments == {300: Segment(12), 301: Segment(12), 5: Segment(0),
+                        77: Segment(12, iscrowd=True)}
+    classes = np.full(ids.shape, U, dtype=np.int64)
+    instances = np.zeros(ids.shape, dtype=np.int64)
+    for number, (segment_id, segment) in enumerate(segments.items(), start=1):
+        if not segment.iscrowd:
+            classes[ids == segment_id], instances[ids == segment_id] = segment.class_index, number
+    perfect = SimpleNamespace(semantic=classes, instance_map=instances)
     assert score(dataset, [(0, perfect)]).panoptic.pq == pytest.approx(100.0)
+    # The crowd region predicted as its own class is forgiven, not a false positive.
+    on_crowd = SimpleNamespace(semantic=np.where(ids == 77, 12, classes),
+                               instance_map=np.where(ids == 77, 9, instances))
+    assert score(dataset, [(0, on_crowd)]).panoptic.pq == pytest.approx(100.0)
     missed = SimpleNamespace(semantic=perfect.semantic.copy(), instance_map=instances.copy())
     missed.semantic[:12, 16:], missed.instance_map[:12, 16:] = U, 0
     panoptic = score(dataset, [(0, missed)]).panoptic

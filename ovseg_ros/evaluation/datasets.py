@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .metrics import IGNORE
+from .metrics import IGNORE, Segment
 
 CLASSES_DIR = Path(__file__).resolve().parent / "classes"
 
@@ -227,22 +227,16 @@ class Dataset:
         """[H, W] int64 class indices 0..C-1, IGNORE elsewhere."""
         return self.spec.decode(read_raw_label(sample.label_path), len(self.names))
 
-    def panoptic_label(self, sample: Sample) -> tuple[np.ndarray, np.ndarray] | None:
-        """([H, W] class indices or IGNORE, [H, W] segment ids) from the COCO panoptic PNG
-        (segment id = R + 256 G + 256^2 B); crowd and unlisted segments are void."""
+    def panoptic_label(self, sample: Sample) -> tuple[np.ndarray, dict[int, Segment]] | None:
+        """([H, W] segment ids from the COCO panoptic PNG (id = R + 256 G + 256^2 B, 0 =
+        void), {id: Segment} in the annotation's order), crowd segments included."""
         if sample.segments is None or sample.panoptic_path is None:
             return None
         rgb = read_image(sample.panoptic_path).astype(np.int64)
         ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-        classes = np.full(ids.shape, IGNORE, dtype=np.int64)
-        instances = np.zeros(ids.shape, dtype=np.int64)
-        for number, segment in enumerate(sample.segments, start=1):
-            if segment.get("iscrowd"):
-                continue
-            where = ids == segment["id"]
-            classes[where] = segment["class_index"]
-            instances[where] = number
-        return classes, instances
+        segments = {int(s["id"]): Segment(s["class_index"], bool(s.get("iscrowd")))
+                    for s in sample.segments}
+        return ids, segments
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)

@@ -1,20 +1,27 @@
 """Segmentation metrics: mIoU / per-class IoU / pixel accuracy, and PQ / SQ / RQ.
 
-The counting is torchmetrics' (MulticlassConfusionMatrix and PanopticQuality); this module
-only maps our label images onto them and reduces the totals the way detectron2's
-SemSegEvaluator does (the protocol OVSeg's tables were produced with): IoU and accuracy are
-computed from one confusion matrix summed over the whole dataset, and the mean IoU is over
-the classes that occur in the ground truth or in the predictions of at least one image.
+Semantic segmentation is scored as OVSeg's evaluator scores it
+(``open_vocab_seg/evaluation/generalized_sem_seg_evaluation.py``, built on detectron2's
+SemSegEvaluator of its time): one confusion matrix summed over the whole dataset, IoU and
+accuracy per class from it, and the mean IoU over the classes that occur in the ground truth
+or in the predictions (a class only predicted counts 0). Where it differs: OVSeg takes an
+argmax, so every pixel has a class; ours may leave pixels unlabelled, and those count as
+misses of the ground-truth class. OVSeg also reports frequency-weighted IoU and a seen/unseen
+split; this module does not. The confusion matrix is torchmetrics'.
+
+Panoptic quality is panopticapi's ``pq_compute`` (the COCO panoptic reference), crowd
+regions included; torchmetrics' PanopticQuality has no crowd regions, so the counting here
+is our own, pinned to panopticapi's numbers by tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.detection import PanopticQuality
 
 IGNORE = -1  # ground-truth value of pixels that are not scored
 
@@ -87,48 +94,120 @@ class PanopticScores:
     rq: float
 
 
-class PanopticMetrics:
-    """COCO panoptic quality (segments match at IoU > 0.5), counted by torchmetrics.
+@dataclass(frozen=True)
+class Segment:
+    """One ground-truth segment of a COCO panoptic annotation."""
 
-    Inputs per image are [H, W] class and [H, W] instance-id maps. Ground-truth pixels with
-    class IGNORE are void, as in COCO: predicted segments lying mostly on them are not false
-    positives. Unlabelled predicted pixels are NOT void (torchmetrics would then forgive the
-    ground-truth segments they cover): they form one extra stuff category, so a segment left
-    unlabelled is a miss; that category is left out of the averages.
+    class_index: int
+    iscrowd: bool = False
+
+
+class PanopticMetrics:
+    """Panoptic quality as panopticapi's ``pq_compute`` counts it, image by image.
+
+    Ground truth per image: [H, W] segment ids (0 = void) and the listed segments (id ->
+    Segment, in the annotation's order). Prediction: [H, W] class and instance maps; each
+    distinct (class, instance) pair with a class in 0..C-1 is one segment, and unlabelled
+    pixels are the prediction's void. The rules, as panopticapi's:
+
+    - a ground-truth and a predicted segment of one class match when their IoU > 0.5, the
+      union leaving out the predicted pixels on ground-truth void (crowd pixels stay in it);
+    - crowd segments never match and are never missed;
+    - an unmatched predicted segment is a false positive unless more than half of it lies
+      on void plus the crowd region of its own class (the last crowd segment of that class
+      listed, as panopticapi keeps one per class);
+    - ground-truth pixels of an id that is not listed are neither void nor a segment.
+
+    Segment areas are counted from the maps (panopticapi reads the ground truth's from the
+    annotation's ``area``, which COCO files keep equal to the PNG's).
     """
 
     def __init__(self, things: set[int], stuffs: set[int]):
         self.num_classes = len(things) + len(stuffs)
-        self._unlabelled = self.num_classes
-        self._void = self.num_classes + 1  # neither thing nor stuff: torchmetrics' void
-        self._metric = PanopticQuality(things=set(things), stuffs={*stuffs, self._unlabelled})
+        self.things = set(things)
+        self._tp = np.zeros(self.num_classes, dtype=np.int64)
+        self._fp = np.zeros(self.num_classes, dtype=np.int64)
+        self._fn = np.zeros(self.num_classes, dtype=np.int64)
+        self._iou = np.zeros(self.num_classes, dtype=np.float64)
         self.images = 0
 
-    def _stack(self, classes: np.ndarray, instances: np.ndarray, outside: int) -> torch.Tensor:
-        category = torch.from_numpy(classes.astype(np.int64))
-        category[(category < 0) | (category >= self.num_classes)] = outside
-        return torch.stack([category, torch.from_numpy(instances.astype(np.int64))], dim=-1)
-
     def update(self, pred_classes: np.ndarray, pred_instances: np.ndarray,
-               gt_classes: np.ndarray, gt_instances: np.ndarray) -> None:
-        """Add one image: [H, W] class and instance ids of the prediction and the ground
-        truth (classes outside the vocabulary count as unlabelled / void)."""
-        self._metric.update(self._stack(pred_classes, pred_instances, self._unlabelled)[None],
-                            self._stack(gt_classes, gt_instances, self._void)[None])
+               gt_ids: np.ndarray, gt_segments: Mapping[int, Segment]) -> None:
+        """Add one image (all maps [H, W]; classes outside 0..C-1 are unlabelled)."""
+        if not pred_classes.shape == pred_instances.shape == gt_ids.shape:
+            raise ValueError(f"prediction {pred_classes.shape} / {pred_instances.shape} and "
+                             f"ground truth {gt_ids.shape} differ in shape")
+        # Predicted segments: compact ids, 0 = void.
+        classes = pred_classes.astype(np.int64).ravel()
+        labelled = (classes >= 0) & (classes < self.num_classes)
+        span = int(pred_instances.max(initial=0)) + 1
+        key = np.where(labelled, classes * span + pred_instances.astype(np.int64).ravel() + 1,
+                       0)
+        pred_keys, pred = np.unique(key, return_inverse=True)
+        if pred_keys[0] != 0:  # no void pixel: index 0 stays the void all the same
+            pred_keys, pred = np.concatenate([[0], pred_keys]), pred + 1
+        n_pred = len(pred_keys)
+        pred_class = np.where(pred_keys > 0, (pred_keys - 1) // span, -1)
+        # Ground-truth segments: listed ones get 1..n in their order; 0 = void, and one more
+        # index for pixels of unlisted ids.
+        listed = list(gt_segments.items())
+        ids = gt_ids.astype(np.int64).ravel()
+        gt_keys = np.array([0] + [segment_id for segment_id, _ in listed], dtype=np.int64)
+        order = np.argsort(gt_keys, kind="stable")
+        position = np.searchsorted(gt_keys[order], ids).clip(max=len(gt_keys) - 1)
+        found = gt_keys[order][position] == ids
+        unlisted = len(gt_keys)
+        gt = np.where(found, order[position], unlisted)
+        n_gt = len(gt_keys) + 1
+        joint = np.bincount(gt * n_pred + pred, minlength=n_gt * n_pred).reshape(n_gt, n_pred)
+        pred_area = joint.sum(axis=0)
+        gt_area = joint.sum(axis=1)
+        gt_class = np.array([-1] + [s.class_index for _, s in listed] + [-1], dtype=np.int64)
+        crowd = np.array([False] + [bool(s.iscrowd) for _, s in listed] + [False])
+
+        # Matches: same class, not crowd, IoU > 0.5 (at most one per segment, so greedy is
+        # exact).
+        g, p = np.nonzero(joint[1:unlisted, 1:])
+        g, p = g + 1, p + 1
+        keep = (~crowd[g]) & (gt_class[g] == pred_class[p])
+        g, p = g[keep], p[keep]
+        inter = joint[g, p]
+        union = pred_area[p] + gt_area[g] - inter - joint[0, p]
+        iou = inter / union
+        hit = iou > 0.5
+        g, p, iou = g[hit], p[hit], iou[hit]
+        np.add.at(self._tp, gt_class[g], 1)
+        np.add.at(self._iou, gt_class[g], iou)
+
+        gt_matched = np.zeros(n_gt, dtype=bool)
+        gt_matched[g] = True
+        missed = np.nonzero(~gt_matched[1:unlisted] & ~crowd[1:unlisted])[0] + 1
+        np.add.at(self._fn, gt_class[missed], 1)
+
+        crowd_of_class: dict[int, int] = {}
+        for index in np.nonzero(crowd)[0]:
+            crowd_of_class[int(gt_class[index])] = int(index)  # the last one listed wins
+        pred_matched = np.zeros(n_pred, dtype=bool)
+        pred_matched[p] = True
+        for segment in np.nonzero(~pred_matched[1:])[0] + 1:
+            forgiven = joint[0, segment]
+            region = crowd_of_class.get(int(pred_class[segment]))
+            if region is not None:
+                forgiven += joint[region, segment]
+            if forgiven / pred_area[segment] <= 0.5:
+                self._fp[pred_class[segment]] += 1
         self.images += 1
 
     def compute(self) -> PanopticScores:
-        """Means over the real categories with any segment (panopticapi's rule)."""
-        m = self._metric
-        n = self.num_classes  # torchmetrics orders things then stuffs; ours comes last
-        tp, fp, fn = (getattr(m, k)[:n].double() for k in
-                      ("true_positives", "false_positives", "false_negatives"))
-        iou = m.iou_sum[:n].double()
+        """Means over the categories with any segment (TP + FP + FN > 0), as panopticapi:
+        a category only missed or only predicted counts 0 in every mean."""
+        tp, fp, fn = (v.astype(np.float64) for v in (self._tp, self._fp, self._fn))
         seen = (tp + fp + fn) > 0
         if not seen.any():
             return PanopticScores(float("nan"), float("nan"), float("nan"))
-        sq = torch.where(tp > 0, iou / tp.clamp(min=1), torch.zeros_like(iou))
-        rq = tp / (tp + 0.5 * fp + 0.5 * fn).clamp(min=1e-12)
-        return PanopticScores(pq=100.0 * float((sq * rq)[seen].mean()),
+        sq = np.where(tp > 0, self._iou / np.maximum(tp, 1), 0.0)
+        rq = tp / np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12)
+        pq = self._iou / np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12)
+        return PanopticScores(pq=100.0 * float(pq[seen].mean()),
                               sq=100.0 * float(sq[seen].mean()),
                               rq=100.0 * float(rq[seen].mean()))
