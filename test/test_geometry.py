@@ -141,3 +141,55 @@ def test_the_mask_border_is_eroded_away_before_measuring():
     assert measure(back_project(depth, k), mask).extent[2] == pytest.approx(0.0, abs=1e-6)
     uneroded = measure(back_project(depth, k), mask, DepthSettings(erode_px=0))
     assert uneroded.extent[2] == pytest.approx(0.04, abs=1e-3)
+
+
+def test_an_instance_too_thin_for_the_erosion_is_measured_on_its_whole_mask():
+    """A 4 px wide pole at 2 m beside a wide box at 1.5 m: the 2 px erosion would empty the
+    pole, so it is measured un-eroded (its 4 columns x 40 rows), not left without 3D."""
+    depth, _ = box_scene()
+    depth[40:80, 20:24] = 2.0
+    instances = np.zeros(depth.shape, dtype=np.uint16)
+    instances[40:80, 50:110] = 1
+    instances[40:80, 20:24] = 2
+    k = [100.0, 0, 80.0, 0, 100.0, 60.0, 0, 0, 1]
+    box, pole = measure_instances(back_project(depth, k), instances, 2)
+    assert pole.valid_points == 4 * 40
+    assert pole.centroid[2] == pytest.approx(2.0)
+    assert pole.centroid[0] == pytest.approx((21.5 - 80) * 2.0 / 100, abs=0.011)
+    assert box.valid_points == 36 * 56  # the wide one is eroded
+
+
+def test_a_few_stray_points_within_the_inlier_band_do_not_stretch_the_extent():
+    """1 % of a flat box's pixels 5 cm behind it (inliers: within 3 x 2 cm): the default
+    extent runs from the 2nd to the 98th percentile, so its depth extent stays 0; the full
+    range would be 5 cm."""
+    depth, mask = box_scene()
+    rng = np.random.default_rng(3)
+    inner = np.argwhere(mask)
+    inner = inner[(inner[:, 0] >= 43) & (inner[:, 0] < 77) & (inner[:, 1] >= 53)
+                  & (inner[:, 1] < 107)]
+    stray = inner[rng.choice(len(inner), 20, replace=False)]
+    depth[stray[:, 0], stray[:, 1]] = 1.55
+    k = [100.0, 0, 80.0, 0, 100.0, 60.0, 0, 0, 1]
+    points = back_project(depth, k)
+    assert measure(points, mask).extent[2] == pytest.approx(0.0, abs=1e-6)
+    assert measure(points, mask, DepthSettings(extent_percentile=0.0)).extent[2] == \
+        pytest.approx(0.05, abs=1e-6)
+
+
+def test_an_instance_inside_another_ones_box_is_not_measured_with_it():
+    """A mug at 1 m in front of a book at 1.5 m, inside the book's box (the book's mask has
+    the mug's hole): each centroid and extent comes only from its own pixels."""
+    depth, book = box_scene()
+    depth[50:70, 70:90] = 1.0
+    instances = np.zeros(depth.shape, dtype=np.uint16)
+    instances[book] = 1
+    instances[50:70, 70:90] = 2
+    k = [100.0, 0, 80.0, 0, 100.0, 60.0, 0, 0, 1]
+    book_geometry, mug = measure_instances(back_project(depth, k), instances, 2)
+    assert book_geometry.centroid[2] == pytest.approx(1.5)
+    assert book_geometry.extent[2] == pytest.approx(0.0, abs=1e-6)
+    assert mug.centroid[2] == pytest.approx(1.0)
+    assert mug.extent[2] == pytest.approx(0.0, abs=1e-6)
+    assert mug.valid_points == 16 * 16
+    assert book_geometry.valid_points == 36 * 56 - 24 * 24
