@@ -62,11 +62,16 @@ def find_depth(folder: Path, stem: str) -> Path | None:
 def read_depth(path: Path, settings: DepthSettings = DepthSettings()) -> np.ndarray:
     """A depth file -> [H, W] float32 metres, NaN invalid; DepthError when unusable."""
     if path.suffix == ".npy":
-        depth = np.load(path, allow_pickle=False)
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DepthError(f"{path} is not a readable .npy array ({err})",
+                             cause="unreadable depth file") from None
     else:
         depth = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
         if depth is None:
-            raise DepthError(f"{path} is not a readable depth image")
+            raise DepthError(f"{path} is not a readable depth image",
+                             cause="unreadable depth file")
     if depth.dtype == np.uint16:
         return decode_depth(depth, "16UC1", settings)
     if depth.dtype == np.float32:

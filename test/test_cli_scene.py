@@ -136,3 +136,37 @@ def test_a_projection_matrix_that_is_not_3x4_is_refused(tmp_path):
     (tmp_path / "info.yaml").write_text("k: [600, 0, 320, 0, 600, 240, 0, 0, 1]\np: [1, 2, 3]\n")
     with pytest.raises(DepthError, match="projection matrix that is not 3x4"):
         read_camera_info(tmp_path / "info.yaml")
+
+
+def test_frames_without_3d_are_logged_once_per_cause_and_counted(tiny_settings, tmp_path,
+                                                                 caplog, capsys):
+    """a: depth at 2 m; b, c: no depth file; d: a truncated (undecodable) depth PNG; e: a
+    truncated .npy. All five are segmented and written; b and d are logged (the first of
+    each cause), c and e are only counted in the summary; their instances have null 3D; the
+    run does not fail."""
+    frames, info = write_inputs(tmp_path, names=("a", "b", "c", "d", "e"))
+    depth = tmp_path / "depth"
+    depth.mkdir()
+    cv2.imwrite(str(depth / "a.png"), np.full((120, 160), 2000, np.uint16))
+    whole = cv2.imencode(".png", np.full((120, 160), 2000, np.uint16))[1].tobytes()
+    (depth / "d.png").write_bytes(whole[: len(whole) // 2])
+    np.save(depth / "e.npy", np.full((120, 160), 2.0, np.float32))
+    (depth / "e.npy").write_bytes((depth / "e.npy").read_bytes()[:200])
+    out = tmp_path / "out"
+    code = main([str(frames), "--vocab", "mug, book, table", "--out", str(out), "--quiet",
+                 "--depth", str(depth), "--camera-info", str(info), *settings_flags(tiny_settings)])
+    assert code == 0
+    check_at_2_m(records(out, "a"))
+    for name in ("b", "c", "d", "e"):
+        assert records(out, name), name
+        assert all(r["centroid"] is None and r["valid_depth_points"] == 0
+                   for r in records(out, name)), name
+    logged = [r.getMessage() for r in caplog.records if "no 3D geometry" in r.getMessage()]
+    assert len(logged) == 2, logged
+    assert logged[0].startswith(f"{frames / 'b.png'}: no 3D geometry: no depth file")
+    assert logged[1].startswith(f"{frames / 'd.png'}: no 3D geometry: {depth / 'd.png'} is not "
+                                "a readable depth image")
+    summary = capsys.readouterr().err
+    assert "4 frame(s) without 3D geometry" in summary
+    assert f"2 no depth file, first: {frames / 'b.png'}" in summary
+    assert f"2 unreadable depth file, first: {frames / 'd.png'}" in summary
