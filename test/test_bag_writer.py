@@ -167,3 +167,12 @@ def test_ovseg_segment_bag_out(tmp_path, tiny_settings, capsys):
     picture.write_bytes((REPO / "examples" / "desk.jpg").read_bytes())
     assert cli.main([str(picture), "--bag-out", str(tmp_path / "x"), *flags]) == 2
     assert "every input must be a rosbag2 bag" in capsys.readouterr().err
+    # An input bag that yields no frame (its only image cannot be read) fails the run
+    # (exit 1), and the other bag is still written.
+    camera_bag(tmp_path / "dead", frames=1, corrupt=0)
+    both = tmp_path / "both"
+    assert cli.main([str(tmp_path / "in"), str(tmp_path / "dead"), "--bag-out", str(both),
+                     *flags]) == 1
+    capsys.readouterr()
+    with AnyReader([both / "in"], default_typestore=bag_types.typestore()) as reader:
+        assert {c.topic: c.msgcount for c in reader.connections}["/ovseg/panoptic"] == 2

@@ -116,6 +116,10 @@ def test_bag_out_with_depth_and_track_writes_markers_and_3d_detections(tiny_sett
 @pytest.mark.parametrize("flags, words", [
     (["IMAGE", "--depth-topic", DEPTH],
      "--depth-topic reads depth from rosbag2 bags: every input must be a bag"),
+    (["BAG", "IMAGE", "--depth-topic", DEPTH],
+     "--depth-topic reads depth from rosbag2 bags: every input must be a bag"),
+    (["BAG", "VIDEO", "--depth-topic", DEPTH],
+     "--depth-topic reads depth from rosbag2 bags: every input must be a bag"),
     (["BAG", "--depth-topic", "/nope"],
      f"has no sensor_msgs/msg/Image topic '/nope' for --depth-topic; its Image topics: {DEPTH}, "
      f"{COLOUR}"),
@@ -143,7 +147,10 @@ def test_bad_3d_flags_for_bags_are_refused_before_models_load(tmp_path, capsys, 
         (tmp_path / folder).mkdir()
         cv2.imwrite(str(tmp_path / folder / "a.png"), np.zeros((12, 16, 3), np.uint8))
     (tmp_path / "depth").mkdir()
-    swap = {"BAG": tmp_path / "bag", "NO_INFO": tmp_path / "no_info", "DIR": tmp_path / "depth",
+    video = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 12))
+    video.write(np.zeros((12, 16, 3), np.uint8))
+    video.release()
+    swap = {"VIDEO": tmp_path / "v.avi", "BAG": tmp_path / "bag", "NO_INFO": tmp_path / "no_info", "DIR": tmp_path / "depth",
             "IMAGE": tmp_path / "images/a.png", "OTHER/a.png": tmp_path / "other/a.png",
             "OUT": tmp_path / "out"}
     # weights that are missing would be refused after the flags: the message tells which

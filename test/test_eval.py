@@ -163,6 +163,20 @@ def test_ovseg_eval_reports_a_clear_error_for_a_bad_root(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ end to end
+def test_ovseg_eval_takes_a_dataset_with_more_names_than_max_classes(tmp_path, tiny_settings,
+                                                                    capsys):
+    """ADE20K-847 has 847 names, more than the default max_classes (256): ovseg-eval
+    scores it without the user raising the setting."""
+    root = make_dataset(tmp_path / "ade847", "ade20k-847", stems=("a",))
+    settings = tiny_settings.replace(templates="single")
+    assert settings.max_classes < 847
+    out = tmp_path / "eval"
+    assert eval_cli.main(["--dataset", "ade20k-847", "--root", str(root), "--out", str(out),
+                          "--quiet"], settings=settings) == 0, capsys.readouterr().err
+    report = json.loads((out / "ade20k-847.json").read_text())
+    assert report["images"] == 1 and len(report["semantic"]["per_class_iou"]) == 847
+
+
 def test_ovseg_eval_end_to_end_on_tiny_models(tmp_path, tiny_settings, capsys):
     """The command's numbers equal a plain numpy count over the segmenter's own outputs."""
     from ovseg_ros.evaluation.evaluate import dataset_vocabulary

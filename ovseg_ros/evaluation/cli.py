@@ -46,7 +46,6 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
     except (SettingsError, DatasetError) as err:
         print(f"ovseg-eval: error: {err}", file=sys.stderr)
         return 2
-    settings = settings.replace(max_classes=max(settings.max_classes, len(dataset.names)))
 
     from ..weights import WeightsError, missing_weights
 
