@@ -24,7 +24,7 @@ from rclpy.duration import Duration
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from sensor_msgs_py import point_cloud2
-from vision_msgs.msg import Detection3DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ovseg_ros.msg import PanopticSegmentation
@@ -132,10 +132,11 @@ def graph(start_node, ros):
         cameras[name] = Camera(ros, name, depth_size, offset, info,
                                reliable_node="image_reliability" in parameters,
                                compressed=compressed)
-        received[name] = {topic: [] for topic in ("panoptic", "points", "markers",
-                                                  "detections_3d")}
-        for topic, msg_type in (("panoptic", PanopticSegmentation), ("points", PointCloud2),
-                                ("markers", MarkerArray), ("detections_3d", Detection3DArray)):
+        outputs = (("panoptic", PanopticSegmentation), ("points", PointCloud2),
+                   ("markers", MarkerArray), ("detections_3d", Detection3DArray),
+                   ("semantic", Image), ("detections", Detection2DArray))
+        received[name] = {topic: [] for topic, _ in outputs}
+        for topic, msg_type in outputs:
             ros.create_subscription(msg_type, f"/{name}/{topic}",
                                     received[name][topic].append, 10)
     assert spin_until(ros, lambda: all(c.colour.get_subscription_count()
@@ -246,7 +247,32 @@ def test_no_camera_info_gives_a_hint_and_frames_without_3d(graph, ros):
         "panoptic"]), node.log()[-3000:]
     assert "no CameraInfo on /graph_depth_noinfo/color/camera_info, so nothing is placed in " \
         "3D: nothing publishes it" in node.log()
+    # Each pair is segmented and published without 3D; the cause is logged once.
+    assert node.log().count("no CameraInfo has arrived yet") == 1, node.log()[-3000:]
     assert all(math.isnan(i.centroid.z) for i in out["panoptic"][-1].instances)
+    every_output_but_points(ros, cameras, out)
+
+
+def every_output_but_points(ros, cameras, out) -> None:
+    """A frame without 3D, with ~/points subscribed: its semantic image, panoptic,
+    detections, markers (DELETEALL: the last boxes go) and 3D detections (none) are
+    published; only the point cloud is left out."""
+    topics = ("panoptic", "semantic", "detections", "markers", "detections_3d")
+
+    def stamp_of(msg) -> tuple[int, int]:
+        header = msg.markers[0].header if isinstance(msg, MarkerArray) else msg.header
+        return header.stamp.sec, header.stamp.nanosec
+
+    def common() -> set[tuple[int, int]]:
+        stamps = [{stamp_of(m) for m in out[t] if not isinstance(m, MarkerArray) or m.markers}
+                  for t in topics]
+        return set.intersection(*stamps)
+
+    assert publish_until(ros, cameras, lambda: common())
+    stamp = max(common())
+    markers = next(m for m in out["markers"] if m.markers and stamp_of(m) == stamp)
+    assert [m.action for m in markers.markers] == [Marker.DELETEALL]
+    assert all(not d.detections for d in out["detections_3d"])
     assert not out["points"]
 
 
@@ -257,6 +283,7 @@ def test_depth_of_another_size_is_refused_once_and_frames_go_on(graph, ros):
     assert publish_until(ros, cameras, lambda: len(out["panoptic"]) >= 3), node.log()[-3000:]
     assert node.log().count("depth is 32x24 but colour is 64x48") == 1
     assert all(math.isnan(i.centroid.z) for p in out["panoptic"] for i in p.instances)
+    every_output_but_points(ros, cameras, out)
     assert node.process.poll() is None  # still running
 
 
