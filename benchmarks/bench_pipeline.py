@@ -320,7 +320,7 @@ class Bench:
         start = self.clock.now()
         image_t = torch.from_numpy(image).to(self.device)
         if reused:
-            crop_probs, crop_ms = classified
+            (crop_probs, _), crop_ms = classified
         else:
             crop_probs = self.segmenter.classifier.classify(image_t, stock_props.masks,
                                                             stock_props.boxes, text)

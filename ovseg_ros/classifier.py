@@ -98,9 +98,7 @@ class MaskClassifier:
                  text_embeddings: torch.Tensor) -> torch.Tensor:
         """[N, C] class probabilities: softmax(100 * embed_masks(...) @ text_embeddings.T),
         text_embeddings [C, D] unit rows."""
-        embeddings = self.embed_masks(image, masks, boxes)
-        logits = LOGIT_SCALE * embeddings @ text_embeddings.to(embeddings).T
-        return logits.softmax(dim=-1)
+        return class_probabilities(self.embed_masks(image, masks, boxes), text_embeddings)
 
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] on the 0-255 scale -> CLIP input."""
@@ -149,3 +147,11 @@ class MaskClassifier:
             with autocast(self.precision, image.device):
                 features.append(mask_token_features(visual, pixels, part))
         return torch.cat(features)
+
+
+def class_probabilities(embeddings: torch.Tensor, text_embeddings: torch.Tensor
+                        ) -> torch.Tensor:
+    """[N, D] unit mask embeddings and [C, D] unit text embeddings -> [N, C] probabilities,
+    softmax(100 * cosine similarity), as CLIP scores an image against its prompts."""
+    logits = LOGIT_SCALE * embeddings @ text_embeddings.to(embeddings).T
+    return logits.softmax(dim=-1)

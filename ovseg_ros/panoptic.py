@@ -54,6 +54,9 @@ class Instance:
     area: int
     track_id: int = 0
     geometry: InstanceGeometry = NO_GEOMETRY
+    # [D] float32 unit CLIP embedding of its mask(s) (the mean of a merged stuff region's),
+    # for tracking by appearance; None where none was computed.
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -89,13 +92,17 @@ def select_masks(probs: torch.Tensor, granularity: float) -> torch.Tensor:
 
 def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
          vocabulary: Vocabulary, *, granularity: float = 0.8, unknown_thresh: float = 0.0,
-         vocabulary_version: int = 0) -> SegmentationResult:
+         vocabulary_version: int = 0, embeddings: torch.Tensor | None = None
+         ) -> SegmentationResult:
     """Turn classified masks into a SegmentationResult.
 
     masks: [N, H, W] bool; probs: [N, C] class probabilities (rows sum to 1 over the
     vocabulary, plus an 'others' column when C == len(vocabulary) + 1: it never selects a
-    mask, and pixels it wins stay unlabelled); mask_quality: [N] SAM predicted IoU. ``unknown_thresh``: pixels whose winning
-    class has a mean probability below it over the kept masks covering them stay unlabelled.
+    mask, and pixels it wins stay unlabelled); mask_quality: [N] SAM predicted IoU.
+    ``unknown_thresh``: pixels whose winning class has a mean probability below it over the
+    kept masks covering them stay unlabelled. ``embeddings``: [N, D] unit CLIP embeddings of
+    the masks; each instance gets its mask's (a stuff region the normalised mean of its
+    masks').
     """
     height, width = masks.shape[-2:]
     num_classes = len(vocabulary)
@@ -151,7 +158,21 @@ def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
     owner += 1
     np.take(instance_of, owner, out=instance_map)
     _measure(instances, instance_map)
+    if embeddings is not None:
+        _attach_embeddings(instances, instance_of[1:], embeddings[kept_index])
     return SegmentationResult(semantic, instance_map, instances, vocabulary, vocabulary_version)
+
+
+def _attach_embeddings(instances: list[Instance], instance_of: np.ndarray,
+                       embeddings: torch.Tensor) -> None:
+    """Each instance's unit embedding: the normalised sum of its kept masks' ([K] instance
+    id per kept mask, 0: none; [K, D] embeddings)."""
+    ids = torch.from_numpy(instance_of.astype(np.int64)).to(embeddings.device)
+    sums = torch.zeros(len(instances) + 1, embeddings.shape[1], device=embeddings.device)
+    sums.index_add_(0, ids, embeddings.float())
+    unit = torch.nn.functional.normalize(sums[1:], dim=-1).cpu().numpy()
+    for instance in instances:
+        instance.embedding = unit[instance.id - 1]
 
 
 def _fuse_band(masks: torch.Tensor, probs: torch.Tensor, own_class: torch.Tensor,

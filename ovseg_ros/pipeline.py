@@ -8,23 +8,32 @@ both go through this class and nothing else.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
 from . import panoptic
-from .classifier import MaskClassifier
+from .classifier import MaskClassifier, class_probabilities
 from .config import Settings, SettingsError, start_only_changes
 from .panoptic import SegmentationResult
 from .proposals import MaskProposals, MaskProposer
 from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
 from .weights import ClipBundle, load_clip, load_sam, model_device
 
+
+class Classified(NamedTuple):
+    """The classify stage's output: [N, C] class probabilities and the [N, D] unit CLIP
+    embeddings they came from (each instance keeps its own, for tracking by appearance)."""
+
+    probs: torch.Tensor
+    embeddings: torch.Tensor
+
+
 StageCallback = Callable[[str, float, Any], None]
 """Called by ``Segmenter.segment`` after each stage, in order: ``(stage, milliseconds, output)``
-with stage 'proposals' (output: MaskProposals), 'classify' (probabilities [masks, classes]),
+with stage 'proposals' (output: MaskProposals), 'classify' (Classified),
 'fuse' (the SegmentationResult) and 'total' (the same result). The milliseconds are those of
 ``result.timings_ms``, read after a device sync."""
 
@@ -109,8 +118,9 @@ class Segmenter:
         work = np.ascontiguousarray(image) if (work_h, work_w) == (height, width) else \
             cv2.resize(image, (work_w, work_h), interpolation=cv2.INTER_AREA)
         proposals = self._timed(timings, "proposals", self.proposer.propose, work)
-        probs = self._timed(timings, "classify", self._classify, work, proposals, vocabulary)
-        result = self._timed(timings, "fuse", self._fuse, proposals, probs, vocabulary,
+        classified = self._timed(timings, "classify", self._classify, work, proposals,
+                                 vocabulary)
+        result = self._timed(timings, "fuse", self._fuse, proposals, classified, vocabulary,
                              (height, width))
         timings["total"] = (time.perf_counter() - start) * 1000.0
         result.timings_ms = timings
@@ -119,24 +129,26 @@ class Segmenter:
         return result
 
     def _classify(self, work: np.ndarray, proposals: MaskProposals,
-                  vocabulary: EncodedVocabulary) -> torch.Tensor:
-        """[masks, classes] probabilities of the proposals on the working image."""
+                  vocabulary: EncodedVocabulary) -> Classified:
+        """The proposals' CLIP embeddings and class probabilities on the working image."""
         if not len(proposals):
-            return torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device)
+            width = self.classifier.clip.model.visual.output_dim
+            return Classified(torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device),
+                              torch.zeros(0, width, device=self.device))
         # A frame may be a read-only view of message bytes; torch wants writable.
         pixels = work if work.flags.writeable else work.copy()
         image_t = torch.from_numpy(pixels).to(self.device)
-        return self.classifier.classify(image_t, proposals.masks, proposals.boxes,
-                                        vocabulary.embeddings)
+        embeddings = self.classifier.embed_masks(image_t, proposals.masks, proposals.boxes)
+        return Classified(class_probabilities(embeddings, vocabulary.embeddings), embeddings)
 
-    def _fuse(self, proposals: MaskProposals, probs: torch.Tensor,
+    def _fuse(self, proposals: MaskProposals, classified: Classified,
               vocabulary: EncodedVocabulary, size: tuple[int, int]) -> SegmentationResult:
         """Label and instance images at the input size ``(height, width)``."""
         settings = self._settings
         result = panoptic.fuse(
-            proposals.masks, probs, proposals.predicted_iou, vocabulary.vocabulary,
+            proposals.masks, classified.probs, proposals.predicted_iou, vocabulary.vocabulary,
             granularity=settings.granularity, unknown_thresh=settings.unknown_thresh,
-            vocabulary_version=vocabulary.version)
+            vocabulary_version=vocabulary.version, embeddings=classified.embeddings)
         if result.semantic.shape != size:
             result = panoptic.resized(result, *size)
         return result

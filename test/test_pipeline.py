@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from ovseg_ros.config import SettingsError
 from ovseg_ros.panoptic import UNLABELLED
@@ -49,9 +50,37 @@ def test_on_stage_is_told_each_stage_its_time_and_output(segmenter):
         segmenter.on_stage = None
     assert [c[0] for c in calls] == ["proposals", "classify", "fuse", "total"]
     assert {stage: ms for stage, ms, _ in calls} == result.timings_ms
-    proposals, probs = calls[0][2], calls[1][2]
+    proposals, (probs, embeddings) = calls[0][2], calls[1][2]
     assert len(proposals) > 0 and tuple(probs.shape) == (len(proposals), 3)
+    assert embeddings.shape[0] == len(proposals)
     assert calls[2][2] is result and calls[3][2] is result
+
+
+def test_each_instance_carries_the_clip_embedding_its_class_came_from(segmenter):
+    """A thing's embedding is its mask's unit CLIP embedding: scored against the vocabulary's
+    text embeddings it gives the instance's class and score; a stuff region's is the
+    normalised mean of its masks'."""
+    from ovseg_ros.classifier import class_probabilities
+
+    encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle, person"))
+    calls = []
+    segmenter.on_stage = lambda stage, ms, output: calls.append(output)
+    try:
+        result = segmenter.segment(synthetic_image(), encoded)
+    finally:
+        segmenter.on_stage = None
+    assert result.instances
+    embeddings = calls[1].embeddings.cpu().numpy()
+    for instance in result.instances:
+        assert instance.embedding.shape == (embeddings.shape[1],)
+        assert np.linalg.norm(instance.embedding) == pytest.approx(1.0, abs=1e-5)
+        probs = class_probabilities(torch.from_numpy(instance.embedding)[None],
+                                    encoded.embeddings.cpu())[0]
+        if instance.is_thing:
+            assert int(probs.argmax()) == instance.class_index
+            assert float(probs[instance.class_index]) == pytest.approx(instance.score, abs=1e-4)
+            # the embedding is one of the proposals'
+            assert np.abs(embeddings @ instance.embedding - 1).min() < 1e-5
 
 
 def test_large_images_are_processed_small_and_returned_full_size(segmenter):
