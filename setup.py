@@ -42,7 +42,8 @@ setup(
     # "ray": --ray scale-out of ovseg-segment and ovseg-eval. The tests need it too: they
     # run --ray on a real local cluster (skipped, with the reason, where Ray is missing).
     # "vermin": the test that no feature newer than python_requires is used.
-    extras_require={"test": ["pytest>=7", "vermin>=1.6", RAY], "ray": [RAY]},
+    # motmetrics: benchmarks/bench_tracking.py and the tracking tests score ids with MOT metrics
+    extras_require={"test": ["pytest>=7", "vermin>=1.6", "motmetrics>=1.4", RAY], "ray": [RAY]},
     entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.cli:main",
                                     "ovseg-eval=ovseg_ros.evaluation.cli:main"]},
 )

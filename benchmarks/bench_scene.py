@@ -41,12 +41,18 @@ def synthetic_frame(instances: int, shift: int, height=480, width=640, seed=0):
     rows = int(np.ceil(instances / columns))
     cell_h, cell_w = height // rows, width // columns
     instance_map = np.zeros((height, width), np.uint16)
+    # A CLIP-sized unit embedding per object (the same objects every frame) plus noise.
+    objects = np.random.default_rng(1).normal(size=(instances, 768))
+    embeddings = objects + 0.02 * rng.normal(size=objects.shape)
+    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(
+        np.float32)
     records = []
     for index in range(instances):
         top, left = (index // columns) * cell_h, (index % columns) * cell_w + shift
         instance_map[top + 2:top + cell_h - 2, left + 2:min(left + cell_w - 2, width)] = index + 1
         records.append(Instance(index + 1, index % 10, f"class{index % 10}", 0.9, 0.9, True,
-                                (left, top, cell_w, cell_h), cell_w * cell_h))
+                                (left, top, cell_w, cell_h), cell_w * cell_h,
+                                embedding=embeddings[index]))
     depth = rng.integers(800, 4000, (height, width)).astype(np.uint16)
     depth[rng.random((height, width)) < 0.05] = 0  # holes
     vocabulary = Vocabulary(tuple(f"class{i}" for i in range(10)))
@@ -88,10 +94,10 @@ def main() -> None:
         return value
 
     for repeat in range(args.repeats + 1):
-        result, raw = synthetic_frame(args.instances, shift=repeat % 3)
+        result, raw = synthetic_frame(args.instances, shift=repeat % 3, seed=repeat)
         depth = lap("3D and tracking", "decode_depth", lambda: decode_depth(raw, "16UC1"))
         points = lap("3D and tracking", "locate", lambda: locate(result, depth, k))
-        lap("3D and tracking", "track", lambda: track(result, tracker))
+        lap("3D and tracking", "track", lambda: track(result, tracker, stamp=repeat / 30))
         lap("3D and tracking", "reference locate", lambda: reference_measure_instances(
             back_project(depth, k), result.instance_map, len(result.instances)))
         lap("3D and tracking", "reference track", lambda: reference_tracker.update(

@@ -211,10 +211,10 @@ def segment_bag(segmenter, encoded, in_bag: Path, topic: str, writer: BagWriter,
                 continue
             depth = None if colour.partners is None else partial(
                 colour.partners.registered, rgb.shape[1], rgb.shape[0], geometry)
-            problem = place(result, depth, geometry, tracker)
+            header = colour.message.header
+            problem = place(result, depth, geometry, tracker, stamp_ns(header) / 1e9)
             if problem is not None:
                 writer.unlocated(problem.cause, f"{where}: {problem}")
-            header = colour.message.header
             writer.write_result(writer.header(stamp_ns(header), header.frame_id),
                                 colour.log_time, rgb, result)
     return writer.stats

@@ -27,7 +27,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from .bag_depth import BagDepth, Partners, bag_depth, check_depth_topic, colour_messages
+from .bag_depth import (BagDepth, Partners, bag_depth, check_depth_topic, colour_messages,
+                        stamp_ns)
 from .config import Settings, SettingsError, settings_fields
 from .convert import FrameError, opencv_frame_error
 from .depth_files import DEPTH_SUFFIXES, find_depth, read_camera_info, read_depth
@@ -58,6 +59,7 @@ class Frame:
     problem: str = ""
     stream: str = ""  # frames of one stream are tracked together: a bag's or video's path
     partners: Partners | None = None  # the depth and CameraInfo of a bag frame
+    stamp: float | None = None  # seconds: a bag frame's header stamp, a video frame's time
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +264,8 @@ def bag_frames(path: Path, topic: str, stem: str, pairing: BagDepth | None = Non
                 continue
             try:
                 yield Frame(name, source, colour.rgb(), stream=str(path),
-                            partners=colour.partners)
+                            partners=colour.partners,
+                            stamp=stamp_ns(colour.message.header) / 1e9)
             except FrameError as err:
                 yield Frame(name, source, None, str(err), stream=str(path))
 
@@ -334,6 +337,7 @@ def video_frames(path: Path, stem: str) -> Iterator[Frame]:
     """A video's frames named <stem>_<index:06d>; an OpenCV failure ends the video with a
     problem frame (what was read before is kept)."""
     capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
     index = 0
     try:
         if not capture.isOpened():
@@ -349,7 +353,8 @@ def video_frames(path: Path, stem: str) -> Iterator[Frame]:
                 return
             if rgb is None:
                 break
-            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb, stream=str(path))
+            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb, stream=str(path),
+                        stamp=index / fps if fps > 0 else None)
             index += 1
         if index == 0:
             yield Frame(stem, str(path), None, "the video has no readable frame")
@@ -565,7 +570,8 @@ def segment_frames(segmenter, encoded, frames: Iterable[Frame], out: Path,
         if scene is not None:
             if scene.tracking is not None and (tracker is None or frame.stream != stream):
                 tracker, stream = Tracker(scene.tracking), frame.stream  # ids from 1 again
-            problem = place(result, scene.depth(frame), scene.depth_settings, tracker)
+            problem = place(result, scene.depth(frame), scene.depth_settings, tracker,
+                            frame.stamp)
             if problem is not None:
                 unlocated = (problem.cause, str(problem))
         try:

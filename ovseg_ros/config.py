@@ -123,14 +123,26 @@ class Settings:
 
     # Tracking across frames.
     track: bool = _setting(
-        False, "Give instances track ids that follow them from frame to frame (mask IoU "
-        "within a class name, Hungarian assignment). Off: track ids are 0.", live=True)
+        False, "Give instances track ids that follow them from frame to frame (motion, mask "
+        "overlap, CLIP appearance and, with depth, 3D position, within a class name). Off: "
+        "track ids are 0.", live=True)
     track_min_iou: float = _setting(
-        0.3, "Least mask IoU between an instance and a track's last mask to continue it.",
-        live=True, minimum=0.01, maximum=1.0)
+        0.3, "Least overlap (IoU of the predicted box, or of the last mask) between an "
+        "instance and a track to continue it.", live=True, minimum=0.01, maximum=1.0)
     track_max_age: int = _setting(
-        5, "Frames a track survives without a match before it ends.", live=True, minimum=0,
-        maximum=10000)
+        5, "Frames a track is followed by its motion after it was last seen.", live=True,
+        minimum=0, maximum=10000)
+    track_min_similarity: float = _setting(
+        0.8, "Least cosine similarity of CLIP appearance for an instance to continue a track "
+        "it does not overlap (fast motion, a camera pan) or to re-identify one.", live=True,
+        minimum=0.0, maximum=1.0)
+    track_reid_age: int = _setting(
+        90, "Frames a track is kept after it was last seen, to be re-identified by its "
+        "appearance (0: none beyond track_max_age).", live=True, minimum=0, maximum=100000)
+    track_max_speed: float = _setting(
+        3.0, "Metres per second a tracked object's 3D centroid may move between two matches "
+        "(with depth and stamped frames; 0: no 3D gate).", live=True, minimum=0.0,
+        maximum=1000.0)
 
     # 3D from a depth image registered to the colour image.
     depth_scale: float = _setting(

@@ -153,6 +153,15 @@ class Segmented:
     generation: int = 0  # the runner's pause count when the frame was taken
 
 
+def frame_stamp(frame: Any) -> float | None:
+    """A frame message's header stamp in seconds; None when it has no (or a zero) stamp."""
+    stamp = getattr(getattr(frame, "header", None), "stamp", None)
+    if stamp is None:
+        return None
+    seconds = stamp.sec + stamp.nanosec * 1e-9
+    return seconds if seconds > 0 else None
+
+
 def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
     """The default roll_back: nothing outside the runner names the vocabulary."""
     return False
@@ -404,18 +413,18 @@ class FrameRunner:
         result, steps = segmented.result, dict(segmented.steps_ms)
         try:
             start = time.perf_counter()
-            if segmented.labelled:
-                self._track(result, segmented.settings)
-                tracked = time.perf_counter()
-                steps["track"] = (tracked - start) * 1000.0
-            else:
-                tracked = start
             points = None
-            if self._depth_of is not None:
+            if self._depth_of is not None:  # first: tracking gates on the 3D centroids
                 points = self._locate(segmented.frame, result, segmented.settings)
             located = time.perf_counter()
             if self._depth_of is not None:
-                steps["locate"] = (located - tracked) * 1000.0
+                steps["locate"] = (located - start) * 1000.0
+            if segmented.labelled:
+                self._track(result, segmented.settings, frame_stamp(segmented.frame))
+                tracked = time.perf_counter()
+                steps["track"] = (tracked - located) * 1000.0
+            else:
+                tracked = located
             publish = self._outputs.prepare_result(segmented.frame, segmented.rgb, result,
                                                    points)
             built = time.perf_counter()
@@ -426,12 +435,13 @@ class FrameRunner:
         except Exception as err:  # one failing frame must not stop the runner
             self._frame_failed(err)
             return
-        steps["build"] = (built - located) * 1000.0
+        steps["build"] = (built - tracked) * 1000.0
         steps["publish"] = (time.perf_counter() - built) * 1000.0
         steps["total"] = (self._clock() - segmented.received) * 1000.0
         self._stats.frame_done(steps)
 
-    def _track(self, result: SegmentationResult, settings: Settings) -> None:
+    def _track(self, result: SegmentationResult, settings: Settings,
+               stamp: float | None) -> None:
         """Track ids while the frame's track setting is on (the output stage only); turning
         it off ends every track, and turning it on again continues with ids never used."""
         if not settings.track:
@@ -441,7 +451,7 @@ class FrameRunner:
         if self._tracker is None:
             self._tracker = Tracker(tracking_settings(settings))
         self._tracker.settings = tracking_settings(settings)
-        track(result, self._tracker)
+        track(result, self._tracker, stamp)
 
     def _locate(self, frame: Any, result: SegmentationResult,
                 settings: Settings) -> np.ndarray | None:

@@ -25,17 +25,39 @@ def locate(result: SegmentationResult, depth_m: np.ndarray, k: np.ndarray,
     return points
 
 
-def track(result: SegmentationResult, tracker: Tracker) -> None:
-    """Set every instance's track_id (the tracker keeps the state between frames)."""
-    ids = tracker.update(result.instance_map, [instance.label for instance in result.instances])
-    for instance, track_id in zip(result.instances, ids):
+def track(result: SegmentationResult, tracker: Tracker, stamp: float | None = None) -> None:
+    """Set every instance's track_id (the tracker keeps the state between frames) from its
+    mask, box, CLIP embedding and 3D centroid (where located: locate first); ``stamp``: the
+    frame's time in seconds (None: unknown, no 3D speed gate)."""
+    instances = result.instances
+    looks = [instance.embedding for instance in instances]
+    embeddings = None
+    if any(look is not None for look in looks):
+        shape = next(look.shape for look in looks if look is not None)
+        if all(look is not None and look.shape == shape for look in looks):
+            embeddings = np.stack(looks)
+        else:  # rows of NaN: no appearance
+            embeddings = np.full((len(looks), *shape), np.nan, dtype=np.float32)
+            for row, look in enumerate(looks):
+                if look is not None and look.shape == shape:
+                    embeddings[row] = look
+    ids = tracker.update(
+        result.instance_map, [instance.label for instance in instances],
+        boxes=np.array([instance.bbox for instance in instances], dtype=np.float64),
+        embeddings=embeddings,
+        centroids=np.array([instance.geometry.centroid for instance in instances],
+                           dtype=np.float64).reshape(len(instances), 3),
+        stamp=stamp)
+    for instance, track_id in zip(instances, ids):
         instance.track_id = track_id
 
 
 def place(result: SegmentationResult, depth: Callable[[], tuple[np.ndarray, np.ndarray]] | None,
-          settings: DepthSettings, tracker: Tracker | None) -> DepthError | None:
+          settings: DepthSettings, tracker: Tracker | None,
+          stamp: float | None = None) -> DepthError | None:
     """Locate the result with the (depth in metres, K) that ``depth()`` returns, when depth is
-    given, then track it, when a tracker is; the DepthError that left it without geometry."""
+    given, then track it, when a tracker is (``stamp``: the frame's time in seconds, or
+    None); the DepthError that left it without geometry."""
     problem = None
     if depth is not None:
         try:
@@ -43,7 +65,7 @@ def place(result: SegmentationResult, depth: Callable[[], tuple[np.ndarray, np.n
         except DepthError as err:
             problem = err
     if tracker is not None:
-        track(result, tracker)
+        track(result, tracker, stamp)
     return problem
 
 

@@ -763,8 +763,8 @@ def test_a_frame_whose_depth_fails_is_still_tracked_and_its_ids_continue():
 
 
 def test_track_settings_changed_while_tracking_apply_from_the_next_frame():
-    """min_iou raised above the mug's overlap with its last position ends its track at once;
-    max_age 0 then ends a track after a single miss."""
+    """min_iou raised above the mug's overlap with its predicted position ends its track at
+    once; max_age 0 then ends a track after a single miss."""
     h = Harness(vocabulary=["mug"], track=True)
     h.runner.process_vocabulary()
     h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
@@ -772,12 +772,13 @@ def test_track_settings_changed_while_tracking_apply_from_the_next_frame():
     h.segmenter.mug_box = (slice(0, 6), slice(1, 5))  # IoU 3/5 = 0.6 with the last frame
     h.frame(2)
     h.change(track_min_iou=0.7)
-    h.segmenter.mug_box = (slice(0, 6), slice(2, 6))
+    # predicted at columns 2-5 (1 px a frame): IoU 3/5 with columns 3-6
+    h.segmenter.mug_box = (slice(0, 6), slice(3, 7))
     h.frame(3)
     h.change(track_min_iou=0.3, track_max_age=0)
     h.segmenter.mug_box = None
     h.frame(4)
-    h.segmenter.mug_box = (slice(0, 6), slice(2, 6))
+    h.segmenter.mug_box = (slice(0, 6), slice(3, 7))
     h.frame(5)
     ids = [result.instances[0].track_id if result.instances else None
            for result, _ in h.outputs.scenes]
