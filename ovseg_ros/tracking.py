@@ -218,11 +218,11 @@ class Tracker:
         score = overlap.copy()
         similarity = self._similarity(tracks, embeddings)
         if similarity is not None:
-            centre = (predicted[:, :2] + predicted[:, 2:]) / 2
-            found_centre = (found[:, :2] + found[:, 2:]) / 2
-            diagonal = np.hypot(*(predicted[:, 2:] - predicted[:, :2]).T)
-            distance = np.hypot(*(centre[:, None] - found_centre[None]).transpose(2, 0, 1))
-            near = distance <= MAX_JUMP * np.maximum(diagonal, 1.0)[:, None]
+            centre, found_centre = _centres(predicted), _centres(found)
+            dx = centre[:, 0, None] - found_centre[None, :, 0]
+            dy = centre[:, 1, None] - found_centre[None, :, 1]
+            diagonal = np.maximum(np.hypot(*(predicted[:, 2:] - predicted[:, :2]).T), 1.0)
+            near = dx * dx + dy * dy <= ((MAX_JUMP * diagonal) ** 2)[:, None]
             by_appearance = near & (similarity >= self.settings.min_similarity)
             by_overlap |= by_appearance
             score += APPEARANCE_WEIGHT * np.nan_to_num(similarity, nan=0.0)
@@ -280,9 +280,8 @@ class Tracker:
         positions = np.array([tracks[row].position for row in rows])
         limit = self.settings.max_speed * np.abs(
             stamp - np.array([tracks[row].stamp for row in rows])) + GATE_SLACK_M
-        gap = positions[:, None] - centroids[None]
-        distance = np.sqrt(np.einsum("tnk,tnk->tn", gap, gap))
-        reach[rows] = ~(distance > limit[:, None])  # NaN (a position unknown) passes
+        squared = sum((positions[:, k, None] - centroids[None, :, k]) ** 2 for k in range(3))
+        reach[rows] = ~(squared > (limit ** 2)[:, None])  # NaN (a position unknown) passes
         return reach
 
     def _continue(self, rows: np.ndarray, seen: np.ndarray, predicted: np.ndarray,
