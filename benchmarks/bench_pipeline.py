@@ -74,6 +74,7 @@ from benchmarks.workload import (CALIBRATION_PROMPTS, CLASSES, FRAME_HEIGHT,  # 
 from ovseg_ros import panoptic  # noqa: E402
 from ovseg_ros.classifier import LOGIT_SCALE, MaskClassifier  # noqa: E402
 from ovseg_ros.config import PRECISIONS, Settings  # noqa: E402
+from ovseg_ros.params_file import settings_from_yaml  # noqa: E402
 from ovseg_ros.pipeline import Segmenter  # noqa: E402
 from ovseg_ros.precision import autocast, compute_dtype  # noqa: E402
 from ovseg_ros.proposals import MaskProposals, MaskProposer  # noqa: E402
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None, base_settings: Settings | None = Non
     if unknown or not stages:
         raise SystemExit(f"--stages: unknown {unknown}; choose from {', '.join(STAGES)}")
     if base_settings is None:
-        base_settings = Settings.from_yaml(args.config) if args.config else Settings()
+        base_settings = settings_from_yaml(args.config) if args.config else Settings()
     device = torch.device(base_settings.replace(device=args.device).resolved_device())
     on_gpu = device.type == "cuda"
     frames_n = args.frames if args.frames is not None else (30 if on_gpu else 2)

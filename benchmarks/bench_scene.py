@@ -64,9 +64,10 @@ def message_types():
     try:
         from std_msgs.msg import Header
 
+        from ovseg_ros.message_types import ros_message_types
         from ovseg_ros.outputs import points_message
 
-        return convert.MessageTypes.from_ros(), Header(frame_id="camera"), points_message, \
+        return ros_message_types(), Header(frame_id="camera"), points_message, \
             "rclpy"
     except ImportError:
         header = bag_types.header(bag_types.typestore(), 0, "camera")

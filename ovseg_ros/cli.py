@@ -30,6 +30,7 @@ import numpy as np
 from .bag_depth import (BagDepth, Partners, bag_depth, check_depth_topic, colour_messages,
                         stamp_ns)
 from .config import Settings, SettingsError, settings_fields
+from .params_file import settings_from_yaml
 from .convert import FrameError, opencv_frame_error
 from .depth_files import DEPTH_SUFFIXES, find_depth, read_camera_info, read_depth
 from .geometry import DepthError, DepthSettings, depth_settings
@@ -457,7 +458,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         overrides["stuff_classes"] = [name for name in parse_names(args.stuff, "--stuff ")
                                       if name]
     if args.config:
-        return Settings.from_yaml(args.config, node_name=args.node_name, **overrides)
+        return settings_from_yaml(args.config, node_name=args.node_name, **overrides)
     return Settings().replace(**overrides)
 
 

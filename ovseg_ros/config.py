@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import SettingsError
 from .templates import TEMPLATE_SETS
+
+__all__ = ["Settings", "SettingsError", "field_names", "settings_fields",
+           "start_only_changes"]
 
 SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 CLASSIFIER_MODES = ("crop", "mask_token")
@@ -24,10 +28,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES_HELP = "'auto' (GPU when there is one), 'cpu', 'cuda' or 'cuda:N'"
 
 CACHE_ENV = "OVSEG_CACHE"
-
-
-class SettingsError(ValueError):
-    """A setting has a value that cannot work; the message says which and why."""
 
 
 def _setting(default: Any, description: str, *, live: bool, **extra: Any) -> Any:
@@ -216,15 +216,6 @@ class Settings:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, node_name: str = "ovseg",
-                  **overrides: Any) -> "Settings":
-        """Read a YAML file: a flat mapping, or a ROS 2 params file (the sections for
-        node_name; see params_file)."""
-        from .params_file import read_settings_file
-
-        return cls().replace(**{**read_settings_file(path, node_name), **overrides})
 
 
 # The settings read once, when the pipeline is made (live=False): changing one means a restart.

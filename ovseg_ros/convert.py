@@ -1,7 +1,7 @@
 """Conversions between ROS messages and the pipeline's numpy arrays and SegmentationResult.
 
 Nothing from ROS is imported at module level: message classes come in through a
-``MessageTypes`` namespace (``MessageTypes.from_ros()`` imports rclpy's generated classes, or
+``MessageTypes`` namespace (the node's ``ros_message_types()`` holds rclpy's generated classes, or
 whatever stand-ins are installed under the same module names in tests). The converters rely
 only on what rclpy's classes guarantee: keyword construction with defaults for missing fields,
 and assignments checked by type. rclpy refuses numpy scalars in integer and float fields and
@@ -135,30 +135,6 @@ class MessageTypes:
     Detection3D: Any
     BoundingBox3D: Any
 
-    @classmethod
-    def from_ros(cls) -> "MessageTypes":
-        """The classes of the ROS installation (or of the stand-in modules in tests)."""
-        from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Quaternion, Vector3
-        from sensor_msgs.msg import Image, RegionOfInterest
-        from std_msgs.msg import ColorRGBA
-        from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D,
-                                     Detection2DArray, Detection3D, Detection3DArray,
-                                     LabelInfo, ObjectHypothesis, ObjectHypothesisWithPose,
-                                     Point2D, Pose2D, VisionClass)
-        from visualization_msgs.msg import Marker, MarkerArray
-
-        from ovseg_ros.msg import PanopticSegmentation, SegmentedInstance
-
-        return cls(Image=Image, RegionOfInterest=RegionOfInterest, Point=Point, Vector3=Vector3,
-                   PanopticSegmentation=PanopticSegmentation,
-                   SegmentedInstance=SegmentedInstance, Detection2DArray=Detection2DArray,
-                   Detection2D=Detection2D, ObjectHypothesisWithPose=ObjectHypothesisWithPose,
-                   ObjectHypothesis=ObjectHypothesis, BoundingBox2D=BoundingBox2D,
-                   Pose2D=Pose2D, Point2D=Point2D, LabelInfo=LabelInfo,
-                   VisionClass=VisionClass, Pose=Pose, Quaternion=Quaternion,
-                   PoseWithCovariance=PoseWithCovariance, ColorRGBA=ColorRGBA, Marker=Marker,
-                   MarkerArray=MarkerArray, Detection3DArray=Detection3DArray,
-                   Detection3D=Detection3D, BoundingBox3D=BoundingBox3D)
 
 
 def byte_view(data: Any) -> np.ndarray:

@@ -8,11 +8,12 @@ image, pixel for pixel, as RealSense's ``aligned_depth_to_color`` and ZED's dept
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from .panoptic import NO_GEOMETRY, InstanceGeometry
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed depths.
 MAD_TO_SIGMA = 1.4826
@@ -47,18 +48,6 @@ class DepthSettings:
     extent_percentile: float = 2.0
 
 
-@dataclass(frozen=True)
-class InstanceGeometry:
-    """centroid: (x, y, z) median of the inlier points; extent: (dx, dy, dz) size of the
-    axis-aligned box around them; both NaN without valid depth. valid_points: the number of
-    inlier points behind the two (0 when NaN)."""
-
-    centroid: tuple[float, float, float]
-    extent: tuple[float, float, float]
-    valid_points: int
-
-
-NO_GEOMETRY = InstanceGeometry((math.nan,) * 3, (math.nan,) * 3, 0)
 
 
 def decode_depth(depth: np.ndarray, encoding: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import SettingsError
+from .errors import SettingsError
 
 
 @dataclass(frozen=True)

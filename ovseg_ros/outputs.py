@@ -24,6 +24,7 @@ from visualization_msgs.msg import MarkerArray
 from ovseg_ros.msg import PanopticSegmentation
 
 from . import convert
+from .message_types import ros_message_types
 from .frame_runner import Health, Level
 from .panoptic import SegmentationResult
 from .scene import POINT_DTYPE, labelled_points
@@ -59,7 +60,7 @@ class OutputPublishers:
 
     def __init__(self, node: Node, *, scene: bool = False, points_stride: int = 1):
         self._node = node
-        self._types = convert.MessageTypes.from_ros()
+        self._types = ros_message_types()
         self._points_stride = points_stride
         reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

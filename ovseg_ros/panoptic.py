@@ -17,6 +17,7 @@ one region.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -24,7 +25,6 @@ import cv2
 import numpy as np
 import torch
 
-from .geometry import NO_GEOMETRY, InstanceGeometry
 from .vocabulary import Vocabulary
 
 UNLABELLED = 65535  # semantic image value of pixels with no class
@@ -33,6 +33,20 @@ NO_INSTANCE = 0  # instance image value of pixels with no instance
 # what fusion and box measurement need beyond their inputs and outputs.
 FUSE_BAND_BYTES = 64 * 2 ** 20
 MEASURE_BAND_PIXELS = 2 ** 20
+
+
+@dataclass(frozen=True)
+class InstanceGeometry:
+    """centroid: (x, y, z) median of the inlier points; extent: (dx, dy, dz) size of the
+    axis-aligned box around them; both NaN without valid depth. valid_points: the number of
+    inlier points behind the two (0 when NaN)."""
+
+    centroid: tuple[float, float, float]
+    extent: tuple[float, float, float]
+    valid_points: int
+
+
+NO_GEOMETRY = InstanceGeometry((math.nan,) * 3, (math.nan,) * 3, 0)
 
 
 @dataclass

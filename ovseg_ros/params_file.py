@@ -19,13 +19,21 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .config import SettingsError, field_names
+from .config import Settings, field_names
+from .errors import SettingsError
 from .node_options import NODE_OPTION_NAMES
 
 PARAMETERS_KEY = "ros__parameters"
 DEFAULT_NODE_NAME = "ovseg"
 # Parameters of every rclpy node (the node's own options are NODE_OPTION_NAMES).
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service", "qos_overrides")
+
+
+def settings_from_yaml(path: str | os.PathLike, node_name: str = DEFAULT_NODE_NAME,
+                       **overrides: Any) -> Settings:
+    """Settings from a YAML file (a flat mapping, or a ROS 2 params file: the sections for
+    node_name), then ``overrides``; validated."""
+    return Settings().replace(**{**read_settings_file(path, node_name), **overrides})
 
 
 def read_settings_file(path: str | os.PathLike, node_name: str = DEFAULT_NODE_NAME

@@ -3,6 +3,7 @@
 import pytest
 
 from ovseg_ros.config import Settings, SettingsError, settings_fields
+from ovseg_ros.params_file import settings_from_yaml
 
 
 def test_defaults_are_valid_and_every_field_is_described():
@@ -39,24 +40,24 @@ def test_replace_coerces_yaml_and_ros_types():
 def test_yaml_flat_and_ros_params_layouts(tmp_path):
     flat = tmp_path / "flat.yaml"
     flat.write_text("points_per_side: 16\ngranularity: 0.5\n")
-    assert Settings.from_yaml(flat).points_per_side == 16
+    assert settings_from_yaml(flat).points_per_side == 16
     ros = tmp_path / "ros.yaml"
     ros.write_text("ovseg:\n  ros__parameters:\n    points_per_side: 12\n    device: cpu\n")
-    loaded = Settings.from_yaml(ros, granularity=0.3)
+    loaded = settings_from_yaml(ros, granularity=0.3)
     assert (loaded.points_per_side, loaded.device, loaded.granularity) == (12, "cpu", 0.3)
 
 
 def test_yaml_errors_name_the_file(tmp_path):
     with pytest.raises(SettingsError, match="config file not found"):
-        Settings.from_yaml(tmp_path / "missing.yaml")
+        settings_from_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("points_per_side: [unclosed\n")
     with pytest.raises(SettingsError, match="bad.yaml is not valid YAML"):
-        Settings.from_yaml(bad)
+        settings_from_yaml(bad)
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("points_per_side: many\n")
     with pytest.raises(SettingsError, match="points_per_side must be an integer"):
-        Settings.from_yaml(wrong)
+        settings_from_yaml(wrong)
 
 
 def test_cache_dir_resolution(monkeypatch, tmp_path):

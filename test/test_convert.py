@@ -21,7 +21,9 @@ from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
 @pytest.fixture
 def types(monkeypatch):
     ros_standin.install(monkeypatch)
-    return convert.MessageTypes.from_ros()
+    from ovseg_ros.message_types import ros_message_types
+
+    return ros_message_types()
 
 
 @pytest.fixture

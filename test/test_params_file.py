@@ -1,4 +1,4 @@
-"""--config / Settings.from_yaml on ordinary ROS 2 parameters files."""
+"""--config / settings_from_yaml on ordinary ROS 2 parameters files."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from ovseg_ros.config import Settings, SettingsError, settings_fields
 from ovseg_ros.node_options import NODE_OPTION_NAMES, NODE_OPTIONS
-from ovseg_ros.params_file import node_settings, read_settings_file
+from ovseg_ros.params_file import node_settings, read_settings_file, settings_from_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ def load(tmp_path, text, **kwargs):
 
 
 def test_the_shipped_params_file_loads_as_the_defaults():
-    assert Settings.from_yaml(REPO / "config" / "params.yaml") == Settings()
+    assert settings_from_yaml(REPO / "config" / "params.yaml") == Settings()
 
 
 def test_ros_level_parameters_and_node_options_are_ignored(tmp_path):

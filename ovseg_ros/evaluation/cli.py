@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import Settings, SettingsError
+from ..params_file import settings_from_yaml
 from .datasets import DATASETS, Dataset, DatasetError
 from .evaluate import DatasetShard, score, segment_samples, table
 
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
     args = build_parser().parse_args(argv)
     try:
         if settings is None:
-            settings = Settings.from_yaml(args.config) if args.config else Settings()
+            settings = settings_from_yaml(args.config) if args.config else Settings()
         dataset = Dataset(args.dataset, args.root)
     except (SettingsError, DatasetError) as err:
         print(f"ovseg-eval: error: {err}", file=sys.stderr)
