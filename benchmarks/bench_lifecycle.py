@@ -18,7 +18,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # workload.py
 
 import torch  # noqa: E402
 
-from ovseg_ros.config import Settings  # noqa: E402
+from ovseg_ros.settings.config import Settings  # noqa: E402
 
 MIB = 2 ** 20
 
@@ -42,8 +42,8 @@ def main() -> int:
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    from ovseg_ros.lifecycle_node import OvsegLifecycleNode
-    from ovseg_ros.pipeline import Segmenter
+    from ovseg_ros.node.lifecycle_node import OvsegLifecycleNode
+    from ovseg_ros.segmentation.pipeline import Segmenter
     from workload import load_models
 
     def random_segmenter(settings: Settings) -> Segmenter:

@@ -67,7 +67,7 @@ def _measure(step: Callable[[], Any], repeats: int) -> dict[str, float]:
 def _text_case(clip_model: str, classes: int, templates: str, repeats: int) -> dict:
     import open_clip
 
-    from ovseg_ros.vocabulary import TextEmbedder
+    from ovseg_ros.segmentation.vocabulary import TextEmbedder
 
     torch.set_grad_enabled(False)
     model = open_clip.create_model(clip_model, pretrained=None).eval()
@@ -98,8 +98,8 @@ def _blob_masks(count: int, height: int, width: int) -> torch.Tensor:
 def _fuse_case(part: str, count: int, height: int, width: int, repeats: int) -> dict:
     """part 'fuse': panoptic.fuse keeping every mask (granularity 0, the most work for this
     many masks); part 'measure': the box measurement of an instance image of those masks."""
-    from ovseg_ros import panoptic
-    from ovseg_ros.vocabulary import Vocabulary
+    from ovseg_ros.segmentation import panoptic
+    from ovseg_ros.segmentation.vocabulary import Vocabulary
 
     torch.set_grad_enabled(False)
     vocabulary = Vocabulary.parse(", ".join(f"class {i}" for i in range(20)),
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--threads", type=int, default=0, help="torch threads (0: all)")
     args = parser.parse_args(argv)
     if args.what == "text":
-        from ovseg_ros.templates import TEMPLATE_SETS
+        from ovseg_ros.settings.templates import TEMPLATE_SETS
 
         cases = [(_text_case, args.clip_model, n, t, args.repeats)
                  for t in args.templates or TEMPLATE_SETS for n in args.classes]

@@ -61,7 +61,7 @@ def fixed_result(height: int, width: int, instances: int, vocabulary: Any, versi
                  shift: int = 0):
     """A SegmentationResult of realistic size: ``instances`` blocks tiling the frame, moved
     ``shift`` pixels right."""
-    from ovseg_ros.panoptic import Instance, SegmentationResult
+    from ovseg_ros.segmentation.panoptic import Instance, SegmentationResult
 
     semantic = np.full((height, width), 65535, np.uint16)
     instance_map = np.zeros((height, width), np.uint16)
@@ -101,13 +101,13 @@ class MovingSegmenter:
     def encode_vocabulary(self, vocabulary: Any):
         import torch
 
-        from ovseg_ros.vocabulary import EncodedVocabulary
+        from ovseg_ros.segmentation.vocabulary import EncodedVocabulary
 
         self._version += 1
         return EncodedVocabulary(vocabulary, torch.zeros(len(vocabulary), 4), self._version)
 
     def segment(self, image: np.ndarray, vocabulary: Any):
-        from ovseg_ros.panoptic import SegmentationResult
+        from ovseg_ros.segmentation.panoptic import SegmentationResult
 
         if self._delay_s:
             time.sleep(self._delay_s)
@@ -151,7 +151,7 @@ def run_child(kind: str, args: argparse.Namespace) -> None:
             depth=5, reliability=ReliabilityPolicy.RELIABLE))
         node.create_subscription(Image, "image", out.publish, qos_profile_sensor_data)
     else:
-        from ovseg_ros.node import OvsegNode
+        from ovseg_ros.node.node import OvsegNode
 
         node = OvsegNode(make_segmenter=lambda settings: MovingSegmenter(
             settings, args.instances, args.segmenter_ms))

@@ -71,14 +71,14 @@ from benchmarks.report import ROWS, format_table, summarise  # noqa: E402,F401
 from benchmarks.workload import (CALIBRATION_PROMPTS, CLASSES, FRAME_HEIGHT,  # noqa: E402
                                  FRAME_WIDTH, STUFF, Models, iou_threshold_keeping,
                                  load_models, synthetic_frame)
-from ovseg_ros import panoptic  # noqa: E402
-from ovseg_ros.classifier import LOGIT_SCALE, MaskClassifier  # noqa: E402
-from ovseg_ros.config import PRECISIONS, Settings  # noqa: E402
-from ovseg_ros.params_file import settings_from_yaml  # noqa: E402
-from ovseg_ros.pipeline import Segmenter  # noqa: E402
-from ovseg_ros.precision import autocast, compute_dtype  # noqa: E402
-from ovseg_ros.proposals import MaskProposals, MaskProposer  # noqa: E402
-from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
+from ovseg_ros.segmentation import panoptic  # noqa: E402
+from ovseg_ros.segmentation.classifier import LOGIT_SCALE, MaskClassifier  # noqa: E402
+from ovseg_ros.settings.config import PRECISIONS, Settings  # noqa: E402
+from ovseg_ros.settings.params_file import settings_from_yaml  # noqa: E402
+from ovseg_ros.segmentation.pipeline import Segmenter  # noqa: E402
+from ovseg_ros.models.precision import autocast, compute_dtype  # noqa: E402
+from ovseg_ros.segmentation.proposals import MaskProposals, MaskProposer  # noqa: E402
+from ovseg_ros.segmentation.vocabulary import Vocabulary  # noqa: E402
 from reference.ovseg_crops import reference_crop_embeddings  # noqa: E402
 
 STAGES = ("proposals", "classify", "end_to_end")
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None, base_settings: Settings | None = Non
     models = load_models(base_settings, device, random_weights=args.random_weights,
                          mask_prompt=args.mask_prompt)
     frames = [synthetic_frame(seed, height, width) for seed in range(frames_n)]
-    # fp16 on the CPU runs fp32 (ovseg_ros.precision); say so rather than mislabel.
+    # fp16 on the CPU runs fp32 (ovseg_ros.models.precision); say so rather than mislabel.
     precision = args.precision if compute_dtype(args.precision, device) != torch.float32 \
         else "fp32"
     overrides: dict[str, Any] = dict(

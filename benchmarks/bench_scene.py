@@ -23,13 +23,14 @@ import numpy as np
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # reference/ (after a built ovseg_ros)
 
-from ovseg_ros import bag_types, convert  # noqa: E402
-from ovseg_ros.geometry import back_project, decode_depth  # noqa: E402
-from ovseg_ros.panoptic import Instance, SegmentationResult  # noqa: E402
-from ovseg_ros.scene import labelled_points, locate, track  # noqa: E402
-from ovseg_ros.tracking import Tracker  # noqa: E402
-from ovseg_ros.visualize import overlay  # noqa: E402
-from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
+from ovseg_ros.offline import bag_types  # noqa: E402
+from ovseg_ros.messages import convert  # noqa: E402
+from ovseg_ros.scene.geometry import back_project, decode_depth  # noqa: E402
+from ovseg_ros.segmentation.panoptic import Instance, SegmentationResult  # noqa: E402
+from ovseg_ros.scene.placement import labelled_points, locate, track  # noqa: E402
+from ovseg_ros.scene.tracking import Tracker  # noqa: E402
+from ovseg_ros.segmentation.visualize import overlay  # noqa: E402
+from ovseg_ros.segmentation.vocabulary import Vocabulary  # noqa: E402
 from reference.iou_tracker import ReferenceTracker  # noqa: E402
 from reference.overlay import reference_overlay  # noqa: E402
 from reference.scene_geometry import reference_measure_instances  # noqa: E402
@@ -64,8 +65,8 @@ def message_types():
     try:
         from std_msgs.msg import Header
 
-        from ovseg_ros.message_types import ros_message_types
-        from ovseg_ros.outputs import points_message
+        from ovseg_ros.node.message_types import ros_message_types
+        from ovseg_ros.node.outputs import points_message
 
         return ros_message_types(), Header(frame_id="camera"), points_message, \
             "rclpy"

@@ -1,6 +1,6 @@
 """Tracking quality on synthetic sequences with ground-truth identities (MOTA, IDF1, ID
 switches by py-motmetrics): the mask-IoU tracker this package had (reference/iou_tracker.py)
-and the current one (ovseg_ros/tracking.py: motion, appearance, re-identification) side by
+and the current one (ovseg_ros/scene/tracking.py: motion, appearance, re-identification) side by
 side on the same frames. Ground-truth masks are the detections, so only the ids are scored.
 
     python benchmarks/bench_tracking.py [--json out.json]
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # reference/
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from ovseg_ros.tracking import Tracker  # noqa: E402
+from ovseg_ros.scene.tracking import Tracker  # noqa: E402
 from reference.iou_tracker import ReferenceTracker  # noqa: E402
 from tracking_sequences import SEQUENCES, score  # noqa: E402
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ovseg_ros.proposals import MaskProposals
+from ovseg_ros.segmentation.proposals import MaskProposals
 
 # Masks are "the same" when each stock mask has a fast mask with at least this IoU.
 MASK_IOU_TARGET = 0.95

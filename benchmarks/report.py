@@ -20,7 +20,7 @@ import torch
 
 from benchmarks.instrument import MASK_IOU_TARGET, PROB_TOLERANCE_FP32, Samples
 from benchmarks.workload import Models
-from ovseg_ros.config import Settings
+from ovseg_ros.settings.config import Settings
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 ROWS = ("preprocess", "encoder", "post_encoder", "proposals", "classify_crop",

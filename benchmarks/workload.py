@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import torch
 
-from ovseg_ros.config import Settings
-from ovseg_ros.proposals import grid_prompts
-from ovseg_ros.weights import SAM_CHECKPOINTS, ClipBundle, WeightsError, load_clip, load_sam
+from ovseg_ros.settings.config import Settings
+from ovseg_ros.segmentation.proposals import grid_prompts
+from ovseg_ros.models.weights import SAM_CHECKPOINTS, ClipBundle, WeightsError, load_clip, load_sam
 
 FRAME_HEIGHT, FRAME_WIDTH = 480, 640
 # A robot's everyday vocabulary; the last three are stuff (merged regions).

@@ -26,8 +26,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
-from ovseg_ros.config import settings_fields
-from ovseg_ros.vocabulary_text import parse_names
+from ovseg_ros.settings.config import settings_fields
+from ovseg_ros.segmentation.vocabulary_text import parse_names
 
 PACKAGE = "ovseg_ros"
 SHARE = Path(get_package_share_directory(PACKAGE))

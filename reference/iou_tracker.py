@@ -1,5 +1,5 @@
 """Mask-IoU tracking with one pass over each track's pixels per frame: the oracle that the
-tests and benchmarks/bench_scene.py hold ovseg_ros.tracking.Tracker against (the same
+tests and benchmarks/bench_scene.py hold ovseg_ros.scene.tracking.Tracker against (the same
 assignments on the same inputs). Not part of the package.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from ovseg_ros.tracking import TrackingSettings
+from ovseg_ros.scene.tracking import TrackingSettings
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The overlay drawn one instance at a time (a full-image mask and OpenCV contours per
-instance): the oracle that the tests and the benchmark hold ovseg_ros.visualize.overlay
+instance): the oracle that the tests and the benchmark hold ovseg_ros.segmentation.visualize.overlay
 against. Not part of the package.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ovseg_ros.panoptic import UNLABELLED, SegmentationResult
-from ovseg_ros.visualize import class_colours
+from ovseg_ros.segmentation.panoptic import UNLABELLED, SegmentationResult
+from ovseg_ros.segmentation.visualize import class_colours
 
 
 def reference_overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ovseg_ros.crops import crop_boxes, fill_colour
-from ovseg_ros.mask_forwards import mask_prompt_features
+from ovseg_ros.segmentation.crops import crop_boxes, fill_colour
+from ovseg_ros.models.mask_forwards import mask_prompt_features
 
 
 def reference_crop_embeddings(model: torch.nn.Module, image: np.ndarray, masks: np.ndarray,

@@ -1,6 +1,6 @@
 """Per-instance 3D geometry one instance at a time (erode its mask, median and MAD, then
 percentiles with NumPy): the exact oracle that the tests and benchmarks/bench_scene.py hold
-ovseg_ros.geometry's vectorised measure_instances against. Not part of the package.
+ovseg_ros.scene.geometry's vectorised measure_instances against. Not part of the package.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from ovseg_ros.geometry import (MAD_TO_SIGMA, NO_GEOMETRY, DepthSettings, InstanceGeometry,
+from ovseg_ros.scene.geometry import (MAD_TO_SIGMA, NO_GEOMETRY, DepthSettings, InstanceGeometry,
                                 check_sizes)
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny random-weight models saved in the real checkpoint formats.
 
 Built once per session (a few seconds on a CPU). Paths point to files laid out exactly as the
-real ones are, so loading goes through the same code in ovseg_ros.weights. The model
+real ones are, so loading goes through the same code in ovseg_ros.models.weights. The model
 fixtures are the originals the files were saved from, for comparison: do not modify them.
 """
 
@@ -21,7 +21,7 @@ for folder in (TEST_DIR, TEST_DIR.parent):
         sys.path.insert(0, str(folder))
 
 import tiny_models  # noqa: E402
-from ovseg_ros.config import Settings  # noqa: E402
+from ovseg_ros.settings.config import Settings  # noqa: E402
 
 # Distinct seeds so a test can tell which weights were loaded.
 SAM_SEED = 0

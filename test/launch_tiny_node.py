@@ -2,20 +2,20 @@
 
     python3 launch_tiny_node.py CLIP_CONFIG_DIR [--lifecycle] --ros-args -p clip_model:=...
 
-With --lifecycle, the managed node (ovseg_ros.lifecycle_node.lifecycle_main), unconfigured at
+With --lifecycle, the managed node (ovseg_ros.node.lifecycle_node.lifecycle_main), unconfigured at
 start.
 
 The tiny CLIP is not one of open_clip's architectures: registering its config here (in the
 node's own process) is what the installed ovseg_node executable cannot do. Everything else is
-the real node: ovseg_ros.node.main with rclpy and the generated messages.
+the real node: ovseg_ros.node.node.main with rclpy and the generated messages.
 """
 
 import sys
 from pathlib import Path
 
 import tiny_models
-from ovseg_ros.lifecycle_node import lifecycle_main
-from ovseg_ros.node import main
+from ovseg_ros.node.lifecycle_node import lifecycle_main
+from ovseg_ros.node.node import main
 
 if __name__ == "__main__":
     tiny_models.register_tiny_clip(Path(sys.argv[1]))

@@ -21,7 +21,7 @@ class InjectedFailure(RuntimeError):
 
 def install() -> None:
     import tiny_models
-    from ovseg_ros import bag_writer, cli
+    from ovseg_ros.offline import bag_writer, cli
     from ovseg_ros.evaluation import evaluate
 
     tiny_models.register_tiny_clip(Path(os.environ["OVSEG_TEST_CLIP_CONFIGS"]))

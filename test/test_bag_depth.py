@@ -12,9 +12,9 @@ pytest.importorskip("rosbags")
 from rosbags.highlevel import AnyReader  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 
-from ovseg_ros import bag_types  # noqa: E402
-from ovseg_ros.bag_depth import QUEUE_SIZE, BagDepth, colour_messages, stamp_ns  # noqa: E402
-from ovseg_ros.depth_messages import camera_info_topic  # noqa: E402
+from ovseg_ros.offline import bag_types  # noqa: E402
+from ovseg_ros.offline.bag_depth import QUEUE_SIZE, BagDepth, colour_messages, stamp_ns  # noqa: E402
+from ovseg_ros.messages.depth_messages import camera_info_topic  # noqa: E402
 from test_cli_scene import CX, CY, FX, FY  # noqa: E402  the same camera as the files' tests
 
 COLOUR = "/camera/color/image_raw"

@@ -13,8 +13,8 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 
-from ovseg_ros import bag_types  # noqa: E402
-from ovseg_ros.bag_writer import BagWriter, segment_bag  # noqa: E402
+from ovseg_ros.offline import bag_types  # noqa: E402
+from ovseg_ros.offline.bag_writer import BagWriter, segment_bag  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "/camera/color/image_raw"
@@ -50,8 +50,8 @@ def camera_bag(path: Path, frames: int = 3, corrupt: int | None = None) -> list[
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_settings):
-    from ovseg_ros.pipeline import Segmenter
-    from ovseg_ros.vocabulary import Vocabulary
+    from ovseg_ros.segmentation.pipeline import Segmenter
+    from ovseg_ros.segmentation.vocabulary import Vocabulary
 
     settings = tiny_settings.replace(templates="single")
     segmenter = Segmenter(settings)
@@ -144,7 +144,7 @@ def test_existing_output_folder_is_refused(tmp_path):
 def test_ovseg_segment_bag_out(tmp_path, tiny_settings, capsys):
     """--bag-out: one input bag -> that folder is the bag (sqlite3 on request), the corrupt
     message reported; an existing output or a non-bag input is refused before any work."""
-    from ovseg_ros import cli
+    from ovseg_ros.offline import cli
 
     s = tiny_settings
     flags = ["--cache-dir", s.cache_dir, "--clip-model", s.clip_model, "--clip-pretrained",

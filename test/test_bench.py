@@ -117,8 +117,8 @@ def test_bench_node_moving_segmenter_gives_consistent_results_that_move_a_little
     """benchmarks/bench_node.py's stand-in segmenter: as many instances as asked, each with
     the area and box of its pixels; fresh Instance objects every frame (the node writes into
     them); every instance moves at most 2 px a frame, and does move, so tracking works."""
-    from ovseg_ros.tracking import Tracker
-    from ovseg_ros.vocabulary import Vocabulary
+    from ovseg_ros.scene.tracking import Tracker
+    from ovseg_ros.segmentation.vocabulary import Vocabulary
 
     spec = importlib.util.spec_from_file_location(
         "bench_node", BENCH.parent / "bench_node.py")

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
 
-from ovseg_ros import classifier as classifier_module
-from ovseg_ros import clip_vit, mask_forwards
-from ovseg_ros.classifier import MaskClassifier
-from ovseg_ros.clip_vit import crop_image_features
-from ovseg_ros.crops import crop_boxes, fill_colour, masked_crops, masked_crops_per_box
-from ovseg_ros.weights import ClipBundle
+from ovseg_ros.segmentation import classifier as classifier_module
+from ovseg_ros.models import clip_vit, mask_forwards
+from ovseg_ros.segmentation.classifier import MaskClassifier
+from ovseg_ros.models.clip_vit import crop_image_features
+from ovseg_ros.segmentation.crops import crop_boxes, fill_colour, masked_crops, masked_crops_per_box
+from ovseg_ros.models.weights import ClipBundle
 from reference import ovseg_crops
 from reference.ovseg_crops import reference_crop_embeddings
 
@@ -454,7 +454,7 @@ def test_crop_boxes_are_the_hand_written_ones(scene):
 
 
 def test_every_classifier_mode_setting_has_one_features_method():
-    from ovseg_ros.config import CLASSIFIER_MODES
+    from ovseg_ros.settings.config import CLASSIFIER_MODES
     assert tuple(MaskClassifier._FEATURES) == CLASSIFIER_MODES
     assert all(callable(getattr(MaskClassifier, name))
                for name in MaskClassifier._FEATURES.values())

@@ -12,9 +12,9 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from image_files import oversized_png
-from ovseg_ros.cli import (InputError, bag_frames, build_parser, expand_inputs, load_settings, main,
+from ovseg_ros.offline.cli import (InputError, bag_frames, build_parser, expand_inputs, load_settings, main,
                            read_frames)
-from ovseg_ros.panoptic import UNLABELLED
+from ovseg_ros.segmentation.panoptic import UNLABELLED
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "desk.jpg"
@@ -360,7 +360,7 @@ def test_missing_weights_give_one_clear_message_and_no_traceback(tmp_path):
     """The README's main command on a machine without weights (offline so nothing is tried)."""
     empty_cache = tmp_path / "cache"
     run = subprocess.run(
-        [sys.executable, "-m", "ovseg_ros.cli", str(EXAMPLE), "--vocab", "mug, book",
+        [sys.executable, "-m", "ovseg_ros.offline.cli", str(EXAMPLE), "--vocab", "mug, book",
          "--out", str(tmp_path / "out"), "--cache-dir", str(empty_cache), "--offline",
          "--device", "cpu"],
         capture_output=True, text=True, cwd=REPO, timeout=300)

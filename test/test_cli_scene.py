@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ovseg_ros.cli import main
+from ovseg_ros.offline.cli import main
 from test_cli import EXAMPLE, settings_flags
 
 FX, FY, CX, CY = 200.0, 180.0, 80.0, 60.0
@@ -123,15 +123,15 @@ def test_track_ids_start_again_at_each_video(tiny_settings, tmp_path):
     ("k: [600, 0, 320, 0, 600, 240, 0, 0, 1]\n", [600.0, 0.0, 320.0]),
 ])
 def test_the_calibration_file_gives_p_as_image_geometry_takes_it(tmp_path, text, first_row):
-    from ovseg_ros.depth_files import read_camera_info
+    from ovseg_ros.offline.depth_files import read_camera_info
 
     (tmp_path / "info.yaml").write_text(text)
     assert read_camera_info(tmp_path / "info.yaml")[0].tolist() == first_row
 
 
 def test_a_projection_matrix_that_is_not_3x4_is_refused(tmp_path):
-    from ovseg_ros.depth_files import read_camera_info
-    from ovseg_ros.geometry import DepthError
+    from ovseg_ros.offline.depth_files import read_camera_info
+    from ovseg_ros.scene.geometry import DepthError
 
     (tmp_path / "info.yaml").write_text("k: [600, 0, 320, 0, 600, 240, 0, 0, 1]\np: [1, 2, 3]\n")
     with pytest.raises(DepthError, match="projection matrix that is not 3x4"):

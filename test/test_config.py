@@ -2,8 +2,8 @@
 
 import pytest
 
-from ovseg_ros.config import Settings, SettingsError, settings_fields
-from ovseg_ros.params_file import settings_from_yaml
+from ovseg_ros.settings.config import Settings, SettingsError, settings_fields
+from ovseg_ros.settings.params_file import settings_from_yaml
 
 
 def test_defaults_are_valid_and_every_field_is_described():

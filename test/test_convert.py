@@ -13,15 +13,15 @@ pytest.importorskip("rosbags", reason="the ROS stand-in builds its message class
 
 import ros_standin  # noqa: E402
 from image_files import oversized_png  # noqa: E402
-from ovseg_ros import convert  # noqa: E402
-from ovseg_ros.panoptic import NO_INSTANCE, UNLABELLED, fuse  # noqa: E402
-from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
+from ovseg_ros.messages import convert  # noqa: E402
+from ovseg_ros.segmentation.panoptic import NO_INSTANCE, UNLABELLED, fuse  # noqa: E402
+from ovseg_ros.segmentation.vocabulary import Vocabulary  # noqa: E402
 
 
 @pytest.fixture
 def types(monkeypatch):
     ros_standin.install(monkeypatch)
-    from ovseg_ros.message_types import ros_message_types
+    from ovseg_ros.node.message_types import ros_message_types
 
     return ros_message_types()
 
@@ -318,8 +318,8 @@ def test_standin_messages_check_fields_like_rclpy(types):
 
 
 def test_3d_geometry_and_track_ids_reach_the_panoptic_and_detection_messages(types, registry):
-    from ovseg_ros.scene import locate, track
-    from ovseg_ros.tracking import Tracker
+    from ovseg_ros.scene.placement import locate, track
+    from ovseg_ros.scene.tracking import Tracker
 
     result = two_object_result()
     depth = np.full((20, 30), np.nan, dtype=np.float32)

@@ -15,7 +15,7 @@ from ovseg_ros.evaluation import cli as eval_cli  # noqa: E402
 from ovseg_ros.evaluation.datasets import DATASETS, Dataset, DatasetError  # noqa: E402
 from ovseg_ros.evaluation.metrics import (  # noqa: E402
     IGNORE, PanopticMetrics, Segment, SemanticMetrics)
-from ovseg_ros.panoptic import UNLABELLED  # noqa: E402
+from ovseg_ros.segmentation.panoptic import UNLABELLED  # noqa: E402
 
 U = UNLABELLED
 I = IGNORE
@@ -181,7 +181,7 @@ def test_ovseg_eval_end_to_end_on_tiny_models(tmp_path, tiny_settings, capsys):
     """The command's numbers equal a plain numpy count over the segmenter's own outputs."""
     from ovseg_ros.evaluation.evaluate import dataset_vocabulary
     from ovseg_ros.evaluation.datasets import read_image
-    from ovseg_ros.pipeline import Segmenter
+    from ovseg_ros.segmentation.pipeline import Segmenter
 
     root = make_dataset(tmp_path / "ade", "ade20k-150", stems=("a", "b", "c"))
     rng = np.random.default_rng(5)

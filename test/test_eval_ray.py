@@ -24,7 +24,7 @@ def ade_dataset(root, stems):
 def test_ray_path_equals_the_plain_path_after_a_retry(tmp_path, tiny_settings, ray_cluster):
     """The image b_flaky fails on its first read in a worker: its shard is retried."""
     from ovseg_ros.evaluation import cli as eval_cli
-    from ovseg_ros.scale import shards
+    from ovseg_ros.segmentation.scale import shards
 
     assert shards(5, 2) == [[0, 1, 2], [3, 4]]
     root = ade_dataset(tmp_path / "ade", ("a", "b_flaky", "c"))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ovseg_ros.geometry import (DepthError, DepthSettings, back_project, camera_matrix,
+from ovseg_ros.scene.geometry import (DepthError, DepthSettings, back_project, camera_matrix,
                                 decode_depth, measure, measure_instances)
 
 K = [500.0, 0.0, 2.0, 0.0, 400.0, 1.0, 0.0, 0.0, 1.0]  # fx 500, fy 400, cx 2, cy 1

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from ovseg_ros.geometry import DepthSettings, back_project, measure_instances
+from ovseg_ros.scene.geometry import DepthSettings, back_project, measure_instances
 from reference.scene_geometry import reference_measure_instances
 
 K = [300.0, 0.0, 160.0, 0.0, 300.0, 120.0, 0.0, 0.0, 1.0]

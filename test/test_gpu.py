@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovseg_ros.classifier import MaskClassifier
+from ovseg_ros.segmentation.classifier import MaskClassifier
 from reference.ovseg_crops import reference_crop_embeddings
-from ovseg_ros.panoptic import UNLABELLED
-from ovseg_ros.pipeline import Segmenter
-from ovseg_ros.proposals import MaskProposals
-from ovseg_ros.vocabulary import Vocabulary
+from ovseg_ros.segmentation.panoptic import UNLABELLED
+from ovseg_ros.segmentation.pipeline import Segmenter
+from ovseg_ros.segmentation.proposals import MaskProposals
+from ovseg_ros.segmentation.vocabulary import Vocabulary
 from test_classifier import MEAN, SIZE, STD, boxes_of, bundle, scene  # noqa: F401 (fixture)
 from test_pipeline import synthetic_image
 from test_proposals import (PARITY_CASES, assert_matches, proposals, synthetic_frame,

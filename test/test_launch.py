@@ -3,7 +3,7 @@
 Needs a sourced ROS 2 Humble or Jazzy and the built package (colcon test runs it through
 add_launch_test; or: launch_test test/test_launch.py). Skipped, with the reason, where rclpy
 cannot be imported. The node runs in its own process from launch_tiny_node.py, which only
-registers the tiny CLIP architecture with open_clip before calling ovseg_ros.node.main.
+registers the tiny CLIP architecture with open_clip before calling ovseg_ros.node.node.main.
 """
 
 import sys

@@ -23,7 +23,7 @@ def make_lifecycle(monkeypatch):
 
     def make(distro="humble", segmenter=FakeSegmenter, **parameters):
         ros_standin.install(monkeypatch, distro)
-        from ovseg_ros.lifecycle_node import OvsegLifecycleNode
+        from ovseg_ros.node.lifecycle_node import OvsegLifecycleNode
 
         made = []
 
@@ -117,7 +117,7 @@ def test_the_states_from_configure_to_shutdown(make_lifecycle, distro):
 
 
 def test_a_configure_that_cannot_load_the_models_fails_and_can_be_retried(make_lifecycle):
-    from ovseg_ros.weights import WeightsError
+    from ovseg_ros.models.weights import WeightsError
 
     missing = [True]
 

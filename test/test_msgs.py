@@ -11,7 +11,7 @@ pytest.importorskip("rosbags", reason="the message checks parse definitions with
 from rosbags.interfaces import Nodetype  # noqa: E402
 from rosbags.typesys import get_types_from_msg  # noqa: E402
 
-from ovseg_ros import panoptic  # noqa: E402
+from ovseg_ros.segmentation import panoptic  # noqa: E402
 from ros_standin import messages  # noqa: E402
 
 MSG_DIR = Path(__file__).resolve().parent.parent / "msg"

@@ -22,11 +22,11 @@ pytest.importorskip("rosbags", reason="the ROS stand-in builds its message class
 
 import ros_standin  # noqa: E402
 from ros_standin import GRAPH, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set  # noqa: E402
-from ovseg_ros import panoptic  # noqa: E402
-from ovseg_ros.config import Settings, SettingsError, settings_fields  # noqa: E402
-from ovseg_ros.params_file import settings_from_yaml  # noqa: E402
-from ovseg_ros.vocabulary import EncodedVocabulary  # noqa: E402
-from ovseg_ros.vocabulary_text import parse_names  # noqa: E402
+from ovseg_ros.segmentation import panoptic  # noqa: E402
+from ovseg_ros.settings.config import Settings, SettingsError, settings_fields  # noqa: E402
+from ovseg_ros.settings.params_file import settings_from_yaml  # noqa: E402
+from ovseg_ros.segmentation.vocabulary import EncodedVocabulary  # noqa: E402
+from ovseg_ros.segmentation.vocabulary_text import parse_names  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 30.0  # generous bound for thread hand-offs on a loaded machine (not a timing check)
@@ -108,7 +108,7 @@ def make_node(monkeypatch):
     def make(distro="humble", segmenter=FakeSegmenter, subscribed=PLANNER_OUTPUTS,
              **parameters):
         ros_standin.install(monkeypatch, distro)
-        from ovseg_ros.node import OvsegNode
+        from ovseg_ros.node.node import OvsegNode
 
         made = []
         node = OvsegNode(make_segmenter=lambda s: made.append(segmenter(s)) or made[-1],
@@ -192,7 +192,7 @@ def test_every_setting_is_a_typed_described_parameter(make_node):
     assert node.describe_parameter("points_per_side").integer_range[0].to_value == 128
     assert "one of: crop, mask_token" in \
         node.describe_parameter("classifier_mode").additional_constraints
-    from ovseg_ros.node_options import NODE_OPTIONS
+    from ovseg_ros.settings.node_options import NODE_OPTIONS
 
     option_kinds = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
                     str: Parameter.Type.STRING}
@@ -227,7 +227,7 @@ def test_start_values_come_from_overrides_and_are_validated(make_node):
     assert node.process_vocabulary()
     assert fake.encoded[-1].vocabulary.names == ("mug", "kettle")
     assert fake.encoded[-1].vocabulary.stuff == frozenset({"kettle"})
-    from ovseg_ros.vocabulary import VocabularyError
+    from ovseg_ros.segmentation.vocabulary import VocabularyError
 
     with pytest.raises(VocabularyError, match="appears twice"):
         make_node(vocabulary=["mug", "MUG"])
@@ -327,7 +327,7 @@ def test_stuff_classes_are_refused_like_a_vocabulary(make_node, text, reason):
 
 
 def test_bad_stuff_classes_at_start_are_refused(make_node):
-    from ovseg_ros.vocabulary import VocabularyError
+    from ovseg_ros.segmentation.vocabulary import VocabularyError
 
     with pytest.raises(VocabularyError, match="stuff_classes entry 1"):
         make_node(stuff_classes=["mug\tkettle"])
@@ -371,7 +371,7 @@ def test_vocabulary_topic_sets_the_parameter(make_node):
 def test_topic_launch_argument_and_cli_read_a_vocabulary_list_alike(make_node, tmp_path, text):
     import argparse
 
-    from ovseg_ros.cli import read_vocabulary
+    from ovseg_ros.offline.cli import read_vocabulary
 
     node, fake = make_node()
     from std_msgs.msg import String
@@ -481,8 +481,8 @@ def test_the_overlay_is_drawn_only_for_a_subscriber(make_node, monkeypatch):
     import sys
 
     drawn = []
-    draw = sys.modules["ovseg_ros.outputs"].overlay
-    monkeypatch.setattr(sys.modules["ovseg_ros.outputs"], "overlay",
+    draw = sys.modules["ovseg_ros.node.outputs"].overlay
+    monkeypatch.setattr(sys.modules["ovseg_ros.node.outputs"], "overlay",
                         lambda rgb, result: drawn.append(rgb.shape) or draw(rgb, result))
     overlay_pub = publishers(node)["/ovseg/overlay"]
     for second in (1, 2):
@@ -571,7 +571,7 @@ def test_bad_frames_are_skipped_and_logged_once_per_cause(make_node):
 def test_any_decoding_error_is_a_counted_skip(make_node, monkeypatch):
     node, fake = make_node(vocabulary=["mug"])
     node.process_vocabulary()
-    from ovseg_ros import convert
+    from ovseg_ros.messages import convert
 
     def over_the_pixel_limit(msg):
         raise cv2.error("OpenCV(4.11) error: (-215:Assertion failed) pixels <= limit")
@@ -896,7 +896,7 @@ def test_the_worker_thread_drops_stale_frames_under_a_slow_pipeline(make_node):
 # ----------------------------------------------------------------- the real Segmenter
 def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
     node, fake = make_node(vocabulary=["mug"])
-    from ovseg_ros import frame_runner
+    from ovseg_ros.runner import frame_runner
 
     monkeypatch.setattr(frame_runner, "STOP_JOIN_S", 0.1)
     node.process_vocabulary()
@@ -916,7 +916,7 @@ def test_nothing_is_published_after_stop_returns(make_node, monkeypatch):
 
 
 def real_segmenter(settings):
-    from ovseg_ros.node import load_segmenter  # the node's own factory, once ROS is in place
+    from ovseg_ros.node.node import load_segmenter  # the node's own factory, once ROS is in place
 
     return load_segmenter(settings)
 
@@ -954,14 +954,14 @@ def test_real_segmenter_with_tiny_models_end_to_end(make_node, tiny_settings):
 
 
 def run_main(monkeypatch, ros_arguments, spin=None):
-    """ovseg_ros.node.main as `ros2 run ovseg_ros ovseg_node --ros-args ...` runs it; spin is
+    """ovseg_ros.node.node.main as `ros2 run ovseg_ros ovseg_node --ros-args ...` runs it; spin is
     what happens while the node spins (then Ctrl-C)."""
     ros_standin.install(monkeypatch)
     from ros_standin import rclpy_standin
 
     if spin is not None:
         rclpy_standin.SPIN.append(spin)
-    from ovseg_ros.node import main
+    from ovseg_ros.node.node import main
 
     return main(["ovseg_node", "--ros-args", *ros_arguments])
 
@@ -1120,7 +1120,7 @@ def test_outputs_nobody_subscribes_to_are_not_built(make_node, monkeypatch):
     without the panoptic message around it."""
     node, fake = make_node(vocabulary=["mug"], subscribed=())
     node.process_vocabulary()
-    outputs = sys.modules["ovseg_ros.outputs"]
+    outputs = sys.modules["ovseg_ros.node.outputs"]
     built = []
     for name in ("panoptic_message", "detections_message", "image_message"):
         original = getattr(outputs.convert, name)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.panoptic import NO_INSTANCE, UNLABELLED, fuse, resized, select_masks
-from ovseg_ros.vocabulary import Vocabulary
+from ovseg_ros.segmentation.panoptic import NO_INSTANCE, UNLABELLED, fuse, resized, select_masks
+from ovseg_ros.segmentation.vocabulary import Vocabulary
 
 
 def box_mask(h, w, y0, y1, x0, x1):
@@ -158,7 +158,7 @@ def test_a_merged_stuff_region_scores_its_best_member_also_when_not_the_first():
 
 
 def test_fusion_band_by_band_equals_one_band(monkeypatch):
-    from ovseg_ros import panoptic
+    from ovseg_ros.segmentation import panoptic
     generator = torch.Generator().manual_seed(5)
     vocab = Vocabulary.parse("a, b, c, d", stuff=["c", "d"])
     masks = torch.rand(9, 23, 19, generator=generator) > 0.5
@@ -178,7 +178,7 @@ def test_fusion_band_by_band_equals_one_band(monkeypatch):
 def test_box_measurement_needs_little_more_than_the_instance_image():
     import tracemalloc
 
-    from ovseg_ros.panoptic import Instance, _measure
+    from ovseg_ros.segmentation.panoptic import Instance, _measure
     instance_map = np.zeros((2000, 3000), dtype=np.uint16)
     instance_map[100:900, 2999] = 1  # one column at the right border
     instance_map[1500:, :40] = 2

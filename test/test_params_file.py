@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ovseg_ros.config import Settings, SettingsError, settings_fields
-from ovseg_ros.node_options import NODE_OPTION_NAMES, NODE_OPTIONS
-from ovseg_ros.params_file import node_settings, read_settings_file, settings_from_yaml
+from ovseg_ros.settings.config import Settings, SettingsError, settings_fields
+from ovseg_ros.settings.node_options import NODE_OPTION_NAMES, NODE_OPTIONS
+from ovseg_ros.settings.params_file import node_settings, read_settings_file, settings_from_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.config import SettingsError
-from ovseg_ros.panoptic import UNLABELLED
-from ovseg_ros.pipeline import ImageError, Segmenter, working_size
-from ovseg_ros.vocabulary import Vocabulary
+from ovseg_ros.settings.config import SettingsError
+from ovseg_ros.segmentation.panoptic import UNLABELLED
+from ovseg_ros.segmentation.pipeline import ImageError, Segmenter, working_size
+from ovseg_ros.segmentation.vocabulary import Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_each_instance_carries_the_clip_embedding_its_class_came_from(segmenter)
     """A thing's embedding is its mask's unit CLIP embedding: scored against the vocabulary's
     text embeddings it gives the instance's class and score; a stuff region's is the
     normalised mean of its masks'."""
-    from ovseg_ros.classifier import class_probabilities
+    from ovseg_ros.segmentation.classifier import class_probabilities
 
     encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle, person"))
     calls = []
@@ -152,7 +152,7 @@ def test_a_cuda_device_that_does_not_exist_is_refused_with_the_devices_there(
         tiny_settings, monkeypatch, device, gpus):
     import torch
 
-    from ovseg_ros.weights import WeightsError
+    from ovseg_ros.models.weights import WeightsError
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     with pytest.raises(WeightsError) as err:
@@ -167,7 +167,7 @@ def test_the_cli_ends_a_missing_device_in_one_line(tiny_settings, monkeypatch, t
                                                   capsys):
     import torch
 
-    from ovseg_ros.cli import main
+    from ovseg_ros.offline.cli import main
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     s = tiny_settings
     image = tmp_path / "frame.png"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ovseg_ros.precision import autocast, compute_dtype
+from ovseg_ros.models.precision import autocast, compute_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -18,10 +18,10 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.amg import batched_mask_to_box, is_box_near_crop_edge
 
-from ovseg_ros.config import Settings, SettingsError
-from ovseg_ros.proposals import (GPU_MEMORY_CAP_BYTES, MaskProposals, MaskProposer, chunk_sizes,
+from ovseg_ros.settings.config import Settings, SettingsError
+from ovseg_ros.segmentation.proposals import (GPU_MEMORY_CAP_BYTES, MaskProposals, MaskProposer, chunk_sizes,
                                  frame_memory_budget)
-from ovseg_ros.sam_decoder import MULTIMASK_TOKENS, multimask_predictions, two_way_transformer
+from ovseg_ros.models.sam_decoder import MULTIMASK_TOKENS, multimask_predictions, two_way_transformer
 from tiny_models import build_tiny_sam
 
 
@@ -136,7 +136,7 @@ def test_fast_returns_the_stock_masks(height, width, seed, settings, least):
     stock = proposals(sam, image, "stock", **settings)
     fast = proposals(sam, image, "fast", **settings)
     assert len(stock) >= least
-    # The fast decoder reassociates the attention products (ovseg_ros/sam_decoder.py): the
+    # The fast decoder reassociates the attention products (ovseg_ros/models/sam_decoder.py): the
     # same values in real arithmetic, not bit for bit, so the criterion applies.
     assert_matches(stock, fast)
 

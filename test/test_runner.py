@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.config import Settings
-from ovseg_ros.convert import FrameError
-from ovseg_ros.frame_runner import FrameRunner, Level
-from ovseg_ros.geometry import DepthError
-from ovseg_ros.panoptic import UNLABELLED, Instance, SegmentationResult
-from ovseg_ros.vocabulary import EncodedVocabulary, Vocabulary
+from ovseg_ros.settings.config import Settings
+from ovseg_ros.messages.convert import FrameError
+from ovseg_ros.runner.frame_runner import FrameRunner, Level
+from ovseg_ros.scene.geometry import DepthError
+from ovseg_ros.segmentation.panoptic import UNLABELLED, Instance, SegmentationResult
+from ovseg_ros.segmentation.vocabulary import EncodedVocabulary, Vocabulary
 
 WAIT_S = 30.0  # bound for thread hand-offs on a loaded machine (a hang, not a timing check)
 SOURCE = "/camera/image"
@@ -229,7 +229,7 @@ def started():
 
 
 def test_the_runner_imports_no_ros():
-    check = ("import sys, ovseg_ros.frame_runner; "
+    check = ("import sys, ovseg_ros.runner.frame_runner; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
              "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs')))")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("rosbags", reason="the ROS stand-in builds its message classes with rosbags")
 
-from ovseg_ros import convert, depth_messages  # noqa: E402
-from ovseg_ros.geometry import DepthError, DepthSettings  # noqa: E402
-from ovseg_ros.panoptic import UNLABELLED  # noqa: E402
-from ovseg_ros.scene import POINT_DTYPE, labelled_points, locate  # noqa: E402
+from ovseg_ros.messages import convert, depth_messages  # noqa: E402
+from ovseg_ros.scene.geometry import DepthError, DepthSettings  # noqa: E402
+from ovseg_ros.segmentation.panoptic import UNLABELLED  # noqa: E402
+from ovseg_ros.scene.placement import POINT_DTYPE, labelled_points, locate  # noqa: E402
 from test_convert import header, raw_image, registry, two_object_result, types  # noqa: E402,F401
 
 K = [10.0, 0.0, 15.0, 0.0, 10.0, 10.0, 0.0, 0.0, 1.0]
@@ -183,7 +183,7 @@ def test_labelled_points_of_unlabelled_pixels_say_so(types):
 def test_messages_refilled_from_a_pool_equal_freshly_built_ones(types):
     """Per-instance messages built into a pool that held a larger frame's (other labels,
     track ids, geometry) are field for field what a fresh build gives."""
-    from ovseg_ros.geometry import InstanceGeometry
+    from ovseg_ros.scene.geometry import InstanceGeometry
 
     def located(result, shift, tracked):
         for index, instance in enumerate(result.instances):
@@ -224,7 +224,7 @@ def rectified_info(width=640, height=480, binning=(0, 0), roi=(0, 0, 0, 0)):
 def test_depth_is_back_projected_with_p_as_image_geometry_does(types):
     """A point 3 m away at pixel (500, 240): x = (500 - 331) * 3 / 540 = 0.93889 m with P,
     where K would give (500 - 320) * 3 / 600 = 0.9 m; y = (240 - 236) * 3 / 540."""
-    from ovseg_ros.geometry import back_project
+    from ovseg_ros.scene.geometry import back_project
 
     notes = []
     matrix = depth_messages.camera_matrix_of(rectified_info(), 640, 480,

@@ -15,7 +15,7 @@ import pytest
 from ray_faults import attempts
 from test_cli import EXAMPLE, settings_flags
 
-from ovseg_ros.cli import main
+from ovseg_ros.offline.cli import main
 
 TEST_DIR = Path(__file__).resolve().parent
 
@@ -46,7 +46,7 @@ def test_without_ray_flag_neither_cli_imports_ray(tmp_path, tiny_settings):
                *settings_flags(tiny_settings)]
     code = (f"import sys; sys.path.insert(0, {str(TEST_DIR)!r}); import tiny_models; "
             f"tiny_models.register_tiny_clip(__import__('pathlib').Path({str(tmp_path)!r})); "
-            "from ovseg_ros.cli import main; from ovseg_ros.evaluation import cli; "
+            "from ovseg_ros.offline.cli import main; from ovseg_ros.evaluation import cli; "
             f"assert main({segment!r}) == 0; "
             f"assert cli.main(['--dataset', 'ade20k-150', '--root', {str(tmp_path)!r}]) == 2; "
             "assert 'ray' not in sys.modules, 'ray was imported'")
@@ -153,7 +153,7 @@ def bag_messages(bag: Path) -> list:
     """(topic, log time, CDR bytes) of every message of a bag."""
     from rosbags.highlevel import AnyReader
 
-    from ovseg_ros import bag_types
+    from ovseg_ros.offline import bag_types
 
     with AnyReader([bag], default_typestore=bag_types.typestore()) as reader:
         return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ovseg_ros import vocabulary as vocabulary_module
-from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, template_set
+from ovseg_ros.segmentation import vocabulary as vocabulary_module
+from ovseg_ros.segmentation.vocabulary import TextEmbedder, Vocabulary, template_set
 
 
 class RecordingEncoder:

@@ -3,7 +3,7 @@ ended after max_age, never reused, and kept across a vocabulary change for the n
 
 import numpy as np
 
-from ovseg_ros.tracking import Tracker, TrackingSettings
+from ovseg_ros.scene.tracking import Tracker, TrackingSettings
 
 
 def frame(*boxes, size=(60, 80)):

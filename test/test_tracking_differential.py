@@ -6,7 +6,7 @@ streams of moving, vanishing and relabelled objects."""
 import numpy as np
 import pytest
 
-from ovseg_ros.tracking import Tracker, TrackingSettings, _boxes
+from ovseg_ros.scene.tracking import Tracker, TrackingSettings, _boxes
 
 CLASSES = ["mug", "chair", "person"]
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("motmetrics")
 sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from ovseg_ros.tracking import Tracker  # noqa: E402
+from ovseg_ros.scene.tracking import Tracker  # noqa: E402
 from tracking_sequences import SEQUENCES, score  # noqa: E402
 
 TARGETS = {  # sequence: (most switches, least IDF1)

@@ -4,9 +4,9 @@ the same tint, outlines in each instance's class colour on its border, labels dr
 import cv2
 import numpy as np
 
-from ovseg_ros.panoptic import UNLABELLED, Instance, SegmentationResult
-from ovseg_ros.visualize import class_colours, outline_band, overlay
-from ovseg_ros.vocabulary import Vocabulary
+from ovseg_ros.segmentation.panoptic import UNLABELLED, Instance, SegmentationResult
+from ovseg_ros.segmentation.visualize import class_colours, outline_band, overlay
+from ovseg_ros.segmentation.vocabulary import Vocabulary
 from reference.overlay import reference_overlay
 
 

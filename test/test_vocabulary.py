@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ovseg_ros.templates import VILD_TEMPLATES
-from ovseg_ros.vocabulary import (TextEmbedder, Vocabulary, VocabularyError, check_names,
+from ovseg_ros.settings.templates import VILD_TEMPLATES
+from ovseg_ros.segmentation.vocabulary import (TextEmbedder, Vocabulary, VocabularyError, check_names,
                                   refuse_hidden_control, stuff_names, template_set)
 
 
@@ -106,7 +106,7 @@ def test_single_class_gets_ovseg_others_row():
     ([f"c{i}" for i in range(300)], "300 classes given; at most 256"),
 ])
 def test_stuff_classes_follow_the_vocabulary_rules(entries, reason):
-    from ovseg_ros.vocabulary import stuff_names
+    from ovseg_ros.segmentation.vocabulary import stuff_names
 
     with pytest.raises(VocabularyError, match=reason):
         stuff_names(entries)
@@ -115,7 +115,7 @@ def test_stuff_classes_follow_the_vocabulary_rules(entries, reason):
 
 
 def test_blank_stuff_entries_are_dropped_so_a_blank_list_clears_it():
-    from ovseg_ros.vocabulary import stuff_names
+    from ovseg_ros.segmentation.vocabulary import stuff_names
 
     assert stuff_names([""]) == ()
     assert stuff_names([" floor ", ""]) == ("floor",)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ovseg_ros.cli import main
-from ovseg_ros.vocabulary import Vocabulary
-from ovseg_ros.vocabulary_text import VocabularyError, decode_names_file, parse_names
+from ovseg_ros.offline.cli import main
+from ovseg_ros.segmentation.vocabulary import Vocabulary
+from ovseg_ros.segmentation.vocabulary_text import VocabularyError, decode_names_file, parse_names
 
 
 @pytest.mark.parametrize("text, names", [

@@ -1,4 +1,4 @@
-"""ovseg_ros.weights (checkpoints, sam_weights, clip_weights): tiny models saved in the real checkpoint layouts load through the real code;
+"""ovseg_ros.models.weights (checkpoints, sam_weights, clip_weights): tiny models saved in the real checkpoint layouts load through the real code;
 every way a checkpoint can be missing, broken or wrong ends in one WeightsError that says what
 to do; downloads are checked and never leave a bad file in the cache."""
 
@@ -20,11 +20,11 @@ from safetensors.torch import save_file
 from segment_anything import sam_model_registry
 
 import tiny_models
-from ovseg_ros import sam_weights
-from ovseg_ros.checkpoints import WeightsError, fetch
-from ovseg_ros.clip_weights import load_clip
-from ovseg_ros.sam_weights import load_sam
-from ovseg_ros.weights import missing_weights
+from ovseg_ros.models import sam_weights
+from ovseg_ros.models.checkpoints import WeightsError, fetch
+from ovseg_ros.models.clip_weights import load_clip
+from ovseg_ros.models.sam_weights import load_sam
+from ovseg_ros.models.weights import missing_weights
 
 SAM_FILE = "sam_vit_b_01ec64.pth"
 

@@ -1,7 +1,7 @@
 """Tiny random-weight SAM and CLIP models of the real architectures, saved in real formats.
 
 Real weights cannot be downloaded on the development machines, so tests build these, write
-them exactly as the real checkpoints are laid out, and load them through ovseg_ros.weights.
+them exactly as the real checkpoints are laid out, and load them through ovseg_ros.models.weights.
 """
 
 from __future__ import annotations

@@ -1,1 +1,4 @@
-"""ovseg-eval: dataset readers, metrics and the evaluation loop (no ROS)."""
+"""ovseg-eval, without ROS: dataset readers (datasets), mIoU as OVSeg's evaluator and PQ as
+panopticapi (metrics), the evaluation loop and report (evaluate) and the command (cli). May
+import segmentation, models and settings.
+"""

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import Settings, SettingsError
-from ..params_file import settings_from_yaml
+from ..settings.config import Settings, SettingsError
+from ..settings.params_file import settings_from_yaml
 from .datasets import DATASETS, Dataset, DatasetError
 from .evaluate import DatasetShard, score, segment_samples, table
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
         print(f"ovseg-eval: error: {err}", file=sys.stderr)
         return 2
 
-    from ..weights import WeightsError, missing_weights
+    from ..models.weights import WeightsError, missing_weights
 
     missing = missing_weights(settings)
     if missing:
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
     indices = range(min(args.limit, len(dataset)) if args.limit > 0 else len(dataset))
     failures: tuple[type[Exception], ...] = (DatasetError,)
     if args.ray:
-        from ..scale import ScaleError, run_sharded
+        from ..segmentation.scale import ScaleError, run_sharded
 
         failures = (DatasetError, ScaleError)
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None,
                               len(indices), progress=not args.quiet, setup=setup,
                               describe=describe)
     else:
-        from ..pipeline import Segmenter
+        from ..segmentation.pipeline import Segmenter
 
         try:
             segmenter = Segmenter(settings)

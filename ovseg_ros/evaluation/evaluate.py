@@ -14,8 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..panoptic import SegmentationResult
-from ..vocabulary import Vocabulary
+from ..segmentation.panoptic import SegmentationResult
+from ..segmentation.vocabulary import Vocabulary
 from .datasets import Dataset, read_image
 from .metrics import PanopticMetrics, PanopticScores, SemanticMetrics, SemanticScores
 

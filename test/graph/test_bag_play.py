@@ -20,10 +20,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
-from ovseg_ros.bag_writer import BagWriter  # noqa: E402
+from ovseg_ros.offline.bag_writer import BagWriter  # noqa: E402
 from ovseg_ros.msg import PanopticSegmentation  # noqa: E402
-from ovseg_ros.panoptic import Instance, SegmentationResult  # noqa: E402
-from ovseg_ros.vocabulary import Vocabulary  # noqa: E402
+from ovseg_ros.segmentation.panoptic import Instance, SegmentationResult  # noqa: E402
+from ovseg_ros.segmentation.vocabulary import Vocabulary  # noqa: E402
 
 FRAMES = 3
 

@@ -19,7 +19,7 @@ from graph_support import spin_until  # skips without ROS 2 or the built package
 from rclpy.duration import Duration
 from sensor_msgs.msg import Image
 
-from ovseg_ros.cli import main
+from ovseg_ros.offline.cli import main
 
 TOPIC = "/bag_record/camera/image_raw"
 SIZES = [(24, 32), (30, 40), (36, 48), (42, 56)]  # (height, width) of frame k: tells them apart

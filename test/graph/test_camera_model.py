@@ -13,8 +13,8 @@ image_geometry = pytest.importorskip(
 
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
-from ovseg_ros import depth_messages  # noqa: E402
-from ovseg_ros.geometry import back_project  # noqa: E402
+from ovseg_ros.messages import depth_messages  # noqa: E402
+from ovseg_ros.scene.geometry import back_project  # noqa: E402
 
 WIDTH, HEIGHT = 64, 48
 

@@ -2,7 +2,7 @@
 
 ``install(monkeypatch, distro)`` puts ``rclpy``, ``rclpy.*`` and the ``<package>.msg``
 modules (std_msgs, sensor_msgs, vision_msgs, diagnostic_msgs, rcl_interfaces, ovseg_ros.msg
-...) into sys.modules for one test, so ``ovseg_ros.node`` imports and runs as it would on a
+...) into sys.modules for one test, so ``ovseg_ros.node.node`` imports and runs as it would on a
 ROS 2 Humble or Jazzy machine. See rclpy_standin.py for the rclpy facts reproduced and
 messages.py for the message rules.
 """
@@ -15,8 +15,8 @@ from . import messages, rclpy_standin
 from .rclpy_standin import GRAPH, LOG, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set
 
 # The package's modules that import ROS at module level: imported afresh with each distro.
-ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.lifecycle_node", "ovseg_ros.outputs",
-               "ovseg_ros.depth_input", "ovseg_ros.publishers")
+ROS_MODULES = ("ovseg_ros.node.node", "ovseg_ros.node.lifecycle_node", "ovseg_ros.node.outputs",
+               "ovseg_ros.node.depth_input", "ovseg_ros.node.publishers")
 
 __all__ = ["GRAPH", "LOG", "Parameter", "QoSProfile", "ReliabilityPolicy", "install",
            "messages", "ros2_param_set"]

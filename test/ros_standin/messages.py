@@ -2,7 +2,7 @@
 
 Definitions come from rosbags' type system: its ROS 2 Humble or Jazzy store (std_msgs,
 sensor_msgs, geometry_msgs, diagnostic_msgs, rcl_interfaces, builtin_interfaces, ...), the
-vision_msgs 4.1 definitions shipped in ``ovseg_ros/msgdefs/vision_msgs/`` (rosbags has no
+vision_msgs 4.1 definitions shipped in ``ovseg_ros/offline/msgdefs/vision_msgs/`` (rosbags has no
 vision_msgs), and this package's ``msg/*.msg``. A misspelt field or a value of the wrong type
 fails exactly where it would fail with rclpy.
 
@@ -49,7 +49,7 @@ from rosbags.interfaces import Nodetype
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 HERE = Path(__file__).resolve().parent
-VISION_MSGS_DIR = HERE.parent.parent / "ovseg_ros" / "msgdefs" / "vision_msgs"
+VISION_MSGS_DIR = HERE.parent.parent / "ovseg_ros" / "offline" / "msgdefs" / "vision_msgs"
 PACKAGE_MSG_DIR = HERE.parent.parent / "msg"
 PACKAGE_NAME = "ovseg_ros"
 

@@ -1,0 +1,662 @@
+"""The node's threads and state, without ROS: newest frame in, segmentation out, settings and
+vocabularies changed between frames.
+
+A FrameRunner is handed frames (``submit_frame``) and accepted settings (``submit_settings``)
+by whoever receives them (the node's callbacks), and gives its results to an ``Outputs``
+object; decoding, logging, the clock and the roll-back of a vocabulary that could not be
+encoded are injected as plain callables, so the runner runs and is tested without rclpy.
+
+Stages. A frame goes through two stages, each in its own thread (``stages=2``, the default):
+
+1. *segment*: apply the newest settings, decode the newest frame, segment it (on a GPU this
+   thread mostly waits for CUDA, without the GIL);
+2. *output*: track, place in 3D, build the messages and publish them.
+
+So the GPU segments frame N while the CPU finishes frame N-1. Every hand-off keeps only the
+newest item: a frame that waits for stage 1 is replaced by a newer frame (counted as dropped
+before segmentation), a result that waits for stage 2 by a newer result (counted as dropped
+after it). Stage 2 takes results in the order stage 1 made them, so frames are published in
+the order they arrived, and a dropped result never reaches the tracker. Each result carries
+the settings and the one vocabulary it was segmented with; stage 2 uses those, so every
+message of a frame comes from one result and one vocabulary. ``stages=1`` runs both stages
+one after the other in one thread (the serial path, for debugging and comparison).
+
+The vocabulary thread computes text embeddings and swaps the EncodedVocabulary in as one
+reference; a frame reads that reference once, and frames keep flowing (with the old
+vocabulary) while a new one is encoded. Tests may drive ``process_pending``,
+``process_segmented`` and ``process_vocabulary`` directly instead of starting the threads.
+
+Every output goes through ``Outputs`` under one lock with a closed flag: nothing is published
+after ``stop()`` returns, and the label map is published from one place, so the last one
+published names the vocabulary in use. ``pause()`` (a managed node's inactive state) stops
+taking frames and publishing them until ``resume()``; a frame taken before a pause is never
+published. The runner is one file because the stages, the vocabulary thread and the
+diagnostics share its state and locks; its counters live in frame_stats.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from ..settings.config import Settings
+from ..messages.convert import FrameError
+from .frame_stats import FrameStats, Throttle
+from ..scene.geometry import DepthError, DepthSettings, depth_settings
+from ..segmentation.panoptic import UNLABELLED, SegmentationResult
+from ..scene.placement import locate, track
+from ..scene.tracking import Tracker, tracking_settings
+from ..segmentation.vocabulary import EncodedVocabulary, Vocabulary
+
+STATS_LOG_PERIOD_S = 30.0
+HINT_REPEAT_S = 30.0
+STOP_JOIN_S = 2.0  # stop() waits this long for the threads; a frame still running is dropped
+STAGES = (1, 2)  # serial, or segment and output in threads of their own
+
+VocabularyKey = tuple[Vocabulary, str]  # a vocabulary and the prompt templates it is encoded with
+# A frame, its width and height and the depth settings -> its registered depth in metres (NaN
+# invalid) and the colour camera's 3x3 K; raises DepthError when the frame has no usable depth.
+DepthOf = Callable[[Any, int, int, DepthSettings], tuple[np.ndarray, np.ndarray]]
+
+
+class SegmenterLike:
+    """What the runner needs from ovseg_ros.pipeline.Segmenter (tests pass fakes)."""
+
+    settings: Settings
+    device: Any  # where the models run, for diagnostics
+
+    def update_settings(self, settings: Settings) -> None: ...
+
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary: ...
+
+    def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult:
+        ...
+
+
+class Level(enum.IntEnum):
+    """Health levels, numbered as diagnostic_msgs/DiagnosticStatus numbers them."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+@dataclass(frozen=True)
+class Health:
+    """One diagnostics report: a level, a one-line message, and named values as text."""
+
+    level: Level
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class Outputs(Protocol):
+    """Where the runner's results go (the node: its publishers). The publish methods, and
+    what prepare_result returns, are called under the runner's publishing lock, never after
+    stop(); ``frame`` is the object given to submit_frame."""
+
+    def prepare_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult,
+                       points: np.ndarray | None) -> Callable[[], None]:
+        """Build a frame's messages (outside the lock, so stop() does not wait for it);
+        returns what publishes them. ``points``: the frame's [H, W, 3] back-projected depth
+        (NaN: none), or None when the frame has no 3D."""
+        ...
+
+    def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None: ...
+
+    def publish_diagnostics(self, health: Health) -> None: ...
+
+    def closing(self) -> bool:
+        """True once the transport is being shut down (Ctrl-C tears the ROS context down
+        before stop() runs): a frame failing then fails because of the shutdown."""
+        ...
+
+
+class Logger(Protocol):
+    """The logging the runner uses (rclpy's node logger has these methods)."""
+
+    def info(self, message: str) -> Any: ...
+
+    def warning(self, message: str) -> Any: ...
+
+    def error(self, message: str) -> Any: ...
+
+
+def unlabelled_result(height: int, width: int) -> SegmentationResult:
+    """What a frame gives while no vocabulary is set: every pixel unlabelled."""
+    return SegmentationResult(np.full((height, width), UNLABELLED, dtype=np.uint16),
+                              np.zeros((height, width), dtype=np.uint16), [], Vocabulary(()))
+
+
+@dataclass
+class Segmented:
+    """A frame after the segment stage, waiting for the output stage.
+
+    frame: as submitted; rgb: its decoded image; result: its segmentation; settings: those
+    applied when it was segmented (its tracking and depth settings); labelled: segmented with
+    a vocabulary (unlabelled frames are not tracked); received: clock time of its arrival;
+    steps_ms: the segment stage's step times.
+    """
+
+    frame: Any
+    rgb: np.ndarray
+    result: SegmentationResult
+    settings: Settings
+    labelled: bool
+    received: float
+    steps_ms: dict[str, float] = field(default_factory=dict)
+    generation: int = 0  # the runner's pause count when the frame was taken
+
+
+def frame_stamp(frame: Any) -> float | None:
+    """A frame message's header stamp in seconds; None when it has no (or a zero) stamp."""
+    stamp = getattr(getattr(frame, "header", None), "stamp", None)
+    if stamp is None:
+        return None
+    seconds = stamp.sec + stamp.nanosec * 1e-9
+    return seconds if seconds > 0 else None
+
+
+def no_roll_back(failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
+    """The default roll_back: nothing outside the runner names the vocabulary."""
+    return False
+
+
+class FrameRunner:
+    """The stage and vocabulary threads and the state they share (see the module docstring).
+
+    segmenter: the pipeline. settings, vocabulary: the accepted start values (vocabulary None
+    while none is set); a vocabulary given here is encoded first. outputs: where results go.
+    decode: frame -> [H, W, 3] uint8 RGB; raises FrameError (or anything else) for a frame that
+    cannot be used. source: what frames come from, for messages (the image topic).
+    how_to_set_vocabulary: the command a user types to set one, for the hint. depth_of: where
+    frames carry depth, what gives a frame's depth and K (DepthOf); each result is then placed
+    in 3D (scene.locate) and the points handed to the outputs. roll_back:
+    called from the vocabulary thread when ``failed`` could not be encoded, with the key in
+    use (None: none yet); the node sets its parameters back and returns True when it did.
+    stages: 2 (segment and output stages in threads of their own) or 1 (serial).
+    clock: monotonic seconds, for the statistics window, stage busy times and log throttling.
+    """
+
+    def __init__(self, segmenter: SegmenterLike, settings: Settings,
+                 vocabulary: Vocabulary | None, outputs: Outputs, *,
+                 decode: Callable[[Any], np.ndarray], log: Logger, source: str = "the input",
+                 how_to_set_vocabulary: str = "set the vocabulary",
+                 depth_of: DepthOf | None = None,
+                 roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
+                 stages: int = 2, clock: Callable[[], float] = time.monotonic):
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}, got {stages!r}")
+        self._segmenter = segmenter
+        self._outputs = outputs
+        self._decode = decode
+        self._log = log
+        self._source = source
+        self._how_to_set_vocabulary = how_to_set_vocabulary
+        self._depth_of = depth_of
+        self._roll_back = roll_back
+        self._stages = stages
+        self._clock = clock
+        self._device = str(segmenter.device)
+        self._throttle = Throttle(clock)
+        self._stats = FrameStats(clock)
+
+        # Handed from submit_* to the segment stage, guarded by _work.
+        self._work = threading.Condition()
+        self._frame: tuple[Any, float] | None = None  # newest unprocessed frame, its arrival
+        self._pending: tuple[Settings, Vocabulary | None] | None = None
+        # Segment stage state.
+        self._applied = settings
+        # Handed from the segment stage to the output stage, guarded by _segmented_work.
+        self._segmented_work = threading.Condition()
+        self._segmented: Segmented | None = None
+        # Output stage state.
+        self._tracker: Tracker | None = None  # see _track
+        # Handed from the segment stage to the vocabulary thread, guarded by
+        # _vocabulary_work. The requested key is the one last asked for; after a failed
+        # encode it falls back to the one in use, so asking again retries.
+        self._vocabulary_work = threading.Condition()
+        self._vocabulary_job: VocabularyKey | None = \
+            (vocabulary, settings.templates) if vocabulary is not None else None
+        self._requested_key: VocabularyKey | None = self._vocabulary_job
+        # The vocabulary frames are labelled with: replaced as one reference, never mutated;
+        # _encoded_key is its (vocabulary, templates).
+        self._encoded: EncodedVocabulary | None = None
+        self._encoded_key: VocabularyKey | None = None
+
+        # Every output holds this lock and checks _closed, so nothing goes out after stop();
+        # frames are published only while not _paused (a lifecycle node's inactive state).
+        self._publishing = threading.Lock()
+        self._closed = False
+        self._paused = False
+        self._generation = 0  # pauses so far: a frame taken before one is never published
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def received(self) -> int:
+        """Frames submitted so far."""
+        return self._stats.received
+
+    @property
+    def stages(self) -> int:
+        """2: segment and output stages in threads of their own; 1: serial."""
+        return self._stages
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The threads start() started (empty before)."""
+        return tuple(self._threads)
+
+    # -------------------------------------------------------------------------- inputs
+    def submit_frame(self, frame: Any) -> None:
+        """Keep ``frame`` as the newest one; an older unprocessed one is dropped. Ignored
+        while paused."""
+        if self._paused:
+            return
+        with self._work:
+            replaced = self._frame is not None
+            self._frame = (frame, self._clock())
+            self._work.notify_all()
+        self._stats.frame_received(replaced)
+
+    def pause(self) -> None:
+        """Stop taking frames: frames waiting for a stage are dropped, and nothing is
+        published from when this returns (a frame being built then is discarded) until
+        resume(). Settings and vocabularies are still applied and encoded."""
+        with self._work, self._publishing:  # waits for a publish in progress
+            self._paused = True
+            self._generation += 1
+            self._frame = None
+        with self._segmented_work:
+            self._segmented = None
+
+    def resume(self) -> None:
+        """Take frames again and publish the label map of the vocabulary in use."""
+        with self._publishing:
+            self._paused = False
+        self.publish_label_info()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def submit_settings(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
+        """Hand over validated settings and the vocabulary they describe (None: none set);
+        the segment stage applies the newest between frames."""
+        with self._work:
+            self._pending = (settings, vocabulary)
+            self._work.notify_all()
+
+    # -------------------------------------------------------------------- segment stage
+    def process_pending(self) -> bool:
+        """One segment-stage step: apply submitted settings, then segment the newest frame
+        and hand the result to the output stage (with ``stages=1``: finish it here).
+
+        Returns True when there was a frame. Never raises: a bad frame, a failing pipeline
+        or settings the pipeline refuses are logged and counted.
+        """
+        with self._work:
+            pending, self._pending = self._pending, None
+            taken, self._frame = self._frame, None
+            generation = self._generation
+        if pending is not None:
+            try:
+                self._apply(*pending)
+            except Exception as err:  # the pipeline keeps the settings it had
+                if self._throttle.allow("apply", HINT_REPEAT_S):
+                    self._log.error(f"could not apply the settings: {type(err).__name__}: "
+                                    f"{err}")
+        if taken is None:
+            return False
+        began = self._clock()
+        segmented = self._segment(*taken, generation)
+        if self._stages == 1:
+            self._stats.stage_busy("segment", self._clock() - began)
+            if segmented is not None:
+                self._finish(segmented)
+            return True
+        if segmented is not None:
+            with self._segmented_work:
+                replaced = self._segmented is not None
+                self._segmented = segmented
+                self._segmented_work.notify_all()
+            if replaced:
+                self._stats.result_dropped()
+        self._stats.stage_busy("segment", self._clock() - began)
+        return True
+
+    def _apply(self, settings: Settings, vocabulary: Vocabulary | None) -> None:
+        """Between frames: live settings into the pipeline, a new vocabulary to be encoded."""
+        previous = self._applied
+        self._segmenter.update_settings(settings)
+        self._applied = settings
+        key = (vocabulary, settings.templates)
+        with self._vocabulary_work:
+            request = vocabulary is not None and key != self._requested_key
+            if request:
+                self._requested_key = self._vocabulary_job = key
+                self._vocabulary_work.notify_all()
+        if not request and settings.unknown_thresh != previous.unknown_thresh:
+            self.publish_label_info()
+
+    def _segment(self, frame: Any, received: float, generation: int) -> Segmented | None:
+        """Decode and segment one frame taken in pause ``generation``; None when it was
+        skipped or failed (counted)."""
+        start = time.perf_counter()
+        try:
+            rgb = self._decode(frame)
+        except Exception as err:  # a frame that cannot be decoded is skipped, whatever it is
+            if isinstance(err, FrameError):
+                cause, reason = err.cause, str(err)
+            else:  # e.g. cv2.error for an image over OpenCV's pixel limit
+                cause = f"decoding ({type(err).__name__})"
+                reason = f"it could not be decoded: {type(err).__name__}: " \
+                         + " ".join(str(err).split())
+            if self._stats.frame_skipped(cause):
+                self._log.warning(
+                    f"skipping a frame from {self._source}: {reason}. Further frames with "
+                    f"this problem ({cause}) are skipped without a message and counted in "
+                    "/diagnostics")
+            return None
+        decoded = time.perf_counter()
+        encoded = self._encoded  # read once: the whole frame uses this vocabulary
+        try:
+            if encoded is None:
+                if self._requested_key is None:
+                    if self._throttle.allow("no vocabulary", HINT_REPEAT_S):
+                        self._log.warning("no vocabulary set, frames are published "
+                                          f"unlabelled: {self._how_to_set_vocabulary}")
+                elif self._throttle.allow("encoding", HINT_REPEAT_S):
+                    self._log.info("the vocabulary is still being encoded; frames are "
+                                   "published unlabelled until it is ready")
+                result = unlabelled_result(*rgb.shape[:2])
+            else:
+                result = self._segmenter.segment(rgb, encoded)
+        except Exception as err:  # one failing frame must not stop the runner
+            self._frame_failed(err)
+            return None
+        steps = {"decode": (decoded - start) * 1000.0}
+        steps.update({("segment" if name == "total" else name): ms
+                      for name, ms in result.timings_ms.items()})
+        steps.setdefault("segment", (time.perf_counter() - decoded) * 1000.0)
+        return Segmented(frame, rgb, result, self._applied, encoded is not None, received,
+                         steps, generation)
+
+    def _frame_failed(self, err: Exception) -> None:
+        if self._closed or self._outputs.closing():
+            return  # abandoned at shutdown: not a failure of the frame
+        self._stats.frame_failed()
+        if self._throttle.allow("frame failed", HINT_REPEAT_S):
+            self._log.error(f"frame failed and was skipped: {type(err).__name__}: {err}")
+
+    # --------------------------------------------------------------------- output stage
+    def process_segmented(self) -> bool:
+        """One output-stage step: track, place in 3D, build and publish the newest segmented
+        frame. Returns True when there was one. Never raises."""
+        with self._segmented_work:
+            segmented, self._segmented = self._segmented, None
+        if segmented is None:
+            return False
+        began = self._clock()
+        self._finish(segmented)
+        self._stats.stage_busy("output", self._clock() - began)
+        return True
+
+    def _finish(self, segmented: Segmented) -> None:
+        """Track, locate, build and publish one segmented frame (counted either way)."""
+        result, steps = segmented.result, dict(segmented.steps_ms)
+        try:
+            start = time.perf_counter()
+            points = None
+            if self._depth_of is not None:  # first: tracking gates on the 3D centroids
+                points = self._locate(segmented.frame, result, segmented.settings)
+            located = time.perf_counter()
+            if self._depth_of is not None:
+                steps["locate"] = (located - start) * 1000.0
+            if segmented.labelled:
+                self._track(result, segmented.settings, frame_stamp(segmented.frame))
+                tracked = time.perf_counter()
+                steps["track"] = (tracked - located) * 1000.0
+            else:
+                tracked = located
+            publish = self._outputs.prepare_result(segmented.frame, segmented.rgb, result,
+                                                   points)
+            built = time.perf_counter()
+            with self._publishing:
+                if self._closed or self._paused or segmented.generation != self._generation:
+                    return
+                publish()
+        except Exception as err:  # one failing frame must not stop the runner
+            self._frame_failed(err)
+            return
+        steps["build"] = (built - tracked) * 1000.0
+        steps["publish"] = (time.perf_counter() - built) * 1000.0
+        steps["total"] = (self._clock() - segmented.received) * 1000.0
+        self._stats.frame_done(steps)
+
+    def _track(self, result: SegmentationResult, settings: Settings,
+               stamp: float | None) -> None:
+        """Track ids while the frame's track setting is on (the output stage only); turning
+        it off ends every track, and turning it on again continues with ids never used."""
+        if not settings.track:
+            if self._tracker is not None:
+                self._tracker.reset()
+            return
+        if self._tracker is None:
+            self._tracker = Tracker(tracking_settings(settings))
+        self._tracker.settings = tracking_settings(settings)
+        track(result, self._tracker, stamp)
+
+    def _locate(self, frame: Any, result: SegmentationResult,
+                settings: Settings) -> np.ndarray | None:
+        """Place the result's instances in 3D from the frame's depth; the points, or None
+        (logged once per cause, counted) when the frame's depth cannot be used."""
+        height, width = result.instance_map.shape
+        depth = depth_settings(settings)
+        try:
+            depth_m, k = self._depth_of(frame, width, height, depth)
+            return locate(result, depth_m, k, depth)
+        except DepthError as err:
+            if self._stats.frame_without_3d(err.cause):
+                self._log.warning(
+                    f"no 3D for a frame from {self._source}: {err}. Further frames with this "
+                    f"problem ({err.cause}) are segmented without 3D, without a message, and "
+                    "counted in /diagnostics")
+            return None
+
+    # ---------------------------------------------------------------------- vocabulary
+    def process_vocabulary(self) -> bool:
+        """One vocabulary-thread step: encode the newest requested vocabulary and swap it in.
+        Returns True when there was one to encode."""
+        with self._vocabulary_work:
+            key, self._vocabulary_job = self._vocabulary_job, None
+        if key is None:
+            return False
+        try:
+            encoded = self._segmenter.encode_vocabulary(key[0])
+        except Exception as err:  # the previous vocabulary stays in use
+            self._vocabulary_failed(key, err)
+            return True
+        with self._vocabulary_work:
+            self._encoded, self._encoded_key = encoded, key
+        self.publish_label_info()
+        self._log.info(f"vocabulary version {encoded.version} in use: "
+                       f"{', '.join(encoded.vocabulary.names)}")
+        return True
+
+    def _vocabulary_failed(self, key: VocabularyKey, err: Exception) -> None:
+        """Keep the vocabulary in use, let a later request for ``key`` retry, and let
+        roll_back set the parameters back to what is in use."""
+        with self._vocabulary_work:
+            in_use = self._encoded_key
+            if self._requested_key == key:
+                self._requested_key = in_use
+        try:
+            rolled_back = self._roll_back(key, in_use)
+        except Exception as roll_back_err:  # the vocabulary in use stays; say so below
+            rolled_back = False
+            self._log.error(f"could not set the vocabulary parameter back: "
+                            f"{type(roll_back_err).__name__}: {roll_back_err}")
+        names = list(in_use[0].names) if in_use else []
+        self._log.error(
+            f"could not encode the vocabulary ({', '.join(key[0].names)}): "
+            f"{type(err).__name__}: {err}; frames keep "
+            + (f"the previous vocabulary ({', '.join(names)})" if names else
+               "being published unlabelled")
+            + (", and the vocabulary parameter was set back to it" if rolled_back else "")
+            + ". Setting it again retries")
+
+    def publish_label_info(self) -> None:
+        """Give the class map of the vocabulary in use, with the applied unknown_thresh.
+
+        Both the worker (a threshold change) and the vocabulary thread (a swap) call this;
+        the state is read under the publishing lock, so whichever publishes last names the
+        current vocabulary and threshold.
+        """
+        with self._publishing:
+            if self._closed or self._paused:
+                return
+            encoded = self._encoded
+            self._outputs.publish_label_info(
+                encoded.vocabulary if encoded else Vocabulary(()), self._applied.unknown_thresh)
+
+    # -------------------------------------------------------------------- diagnostics
+    def health(self) -> Health:
+        """The report since the last one (fps, latencies, counts) and what it means: WARN
+        while no frame arrived, when none arrived in this window although some did before,
+        when every frame of the window was skipped, and while no vocabulary is in use; ERROR
+        when a frame failed in the window; OK "inactive" while paused. Starts a new window."""
+        report = self._stats.report()
+        encoded = self._encoded
+        level, message = Level.OK, f"{report['fps']:.1f} fps"
+        if report["window_failed"]:
+            level, message = Level.ERROR, (f"{report['window_failed']} frame(s) failed, see "
+                                           "the log")
+        elif self._paused:
+            message = "inactive: not taking frames"
+        elif not report["received"]:
+            level, message = Level.WARN, f"no image received on {self._source}"
+        elif not report["window_received"]:
+            level, message = Level.WARN, (
+                f"no image received on {self._source} in the last "
+                f"{report['window_s']:.0f} s ({report['received']} before)")
+        elif report["window_skipped"] and not report["window_frames"]:
+            level, message = Level.WARN, (
+                "every frame was skipped (bad input: "
+                + ", ".join(sorted(report["window_skipped"])) + "), see the log")
+        elif encoded is None:
+            level, message = Level.WARN, (
+                "no vocabulary: nothing is labelled" if self._requested_key is None else
+                "the vocabulary is being encoded: nothing is labelled yet")
+        values = {
+            "fps": f"{report['fps']:.2f}",
+            "input fps": f"{report['input_fps']:.2f}",
+            "frames received": str(report["received"]),
+            "frames processed": str(report["processed"]),
+            "frames dropped (a newer one arrived)": str(report["dropped"]),
+            "results dropped (a newer one was segmented)": str(report["results_dropped"]),
+            "frames skipped (bad input)": str(report["skipped"]),
+            "frames failed": str(report["failed"]),
+            **({"frames without 3D (unusable depth)": str(report["without_3d"])}
+               if self._depth_of is not None else {}),
+            "vocabulary version": str(encoded.version if encoded else 0),
+            "classes": str(len(encoded.vocabulary) if encoded else 0),
+            "device": self._device,
+            "input topic": self._source,
+        }
+        values["stages"] = str(self._stages)
+        for stage, milliseconds in report["stages_ms"].items():
+            values[f"latency {stage} (ms)"] = f"{milliseconds:.1f}"
+        for stage, fraction in report["busy"].items():
+            values[f"busy {stage} stage (%)"] = f"{100.0 * fraction:.0f}"
+        if report["window_frames"] and self._throttle.allow("stats", STATS_LOG_PERIOD_S):
+            stages = report["stages_ms"]
+            self._log.info(
+                f"{report['fps']:.1f} fps, {stages.get('total', 0.0):.0f} ms from arrival to "
+                "publication ("
+                + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items()
+                            if name != "total")
+                + "; busy " + ", ".join(f"{stage} {100.0 * fraction:.0f}%"
+                                        for stage, fraction in report["busy"].items())
+                + f"); dropped {report['dropped']} before and {report['results_dropped']} "
+                f"after segmentation, skipped {report['skipped']}, failed "
+                f"{report['failed']} so far")
+        return Health(level, message, values)
+
+    def report_error(self, reason: str) -> None:
+        """Publish an ERROR diagnostics report with ``reason`` now (a failed lifecycle
+        transition, before the outputs go)."""
+        with self._publishing:
+            if not self._closed:
+                self._outputs.publish_diagnostics(Health(Level.ERROR, reason,
+                                                         {"device": self._device}))
+
+    def publish_diagnostics(self) -> None:
+        """Report health() through the outputs (the diagnostics timer calls this)."""
+        health = self.health()
+        with self._publishing:
+            if self._closed:
+                return
+            self._outputs.publish_diagnostics(health)
+
+    # --------------------------------------------------------------------------- threads
+    def start(self) -> None:
+        """Start the stage threads (one with ``stages=1``) and the vocabulary thread."""
+        self._threads = [
+            threading.Thread(target=self._loop, name="ovseg-segment", daemon=True,
+                             args=(self.process_pending, self._work,
+                                   lambda: self._frame is not None
+                                   or self._pending is not None)),
+            threading.Thread(target=self._loop, name="ovseg-vocabulary", daemon=True,
+                             args=(self.process_vocabulary, self._vocabulary_work,
+                                   lambda: self._vocabulary_job is not None)),
+        ]
+        if self._stages == 2:
+            self._threads.append(threading.Thread(
+                target=self._loop, name="ovseg-output", daemon=True,
+                args=(self.process_segmented, self._segmented_work,
+                      lambda: self._segmented is not None)))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, join_s: float | None = None) -> bool:
+        """Stop the threads; returns within ``join_s`` (default STOP_JOIN_S), and nothing is
+        given to the outputs after.
+
+        A frame or an encode still running then (a CPU frame can take tens of seconds) is
+        left to finish in its daemon thread and its results are discarded. Returns True when
+        such a thread is still running.
+        """
+        self._stopping.set()
+        for condition in (self._work, self._segmented_work, self._vocabulary_work):
+            with condition:
+                condition.notify_all()
+        with self._publishing:  # waits for an output in progress
+            self._closed = True
+        deadline = time.monotonic() + (STOP_JOIN_S if join_s is None else join_s)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            self._log.info(f"stopped; {', '.join(busy)} still busy, its result is discarded")
+        return bool(busy)
+
+    def _loop(self, step: Callable[[], bool], condition: threading.Condition,
+              has_work: Callable[[], bool]) -> None:
+        while not self._stopping.is_set():
+            with condition:
+                condition.wait_for(lambda: has_work() or self._stopping.is_set())
+            if self._stopping.is_set():
+                return
+            try:
+                step()
+            except Exception as err:  # keep the thread alive, whatever happened
+                if self._throttle.allow(threading.current_thread().name, HINT_REPEAT_S):
+                    self._log.error(f"{threading.current_thread().name}: "
+                                    f"{type(err).__name__}: {err}")
