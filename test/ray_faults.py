@@ -21,11 +21,11 @@ class InjectedFailure(RuntimeError):
 
 def install() -> None:
     import tiny_models
-    from ovseg_ros.offline import bag_writer, cli
+    from ovseg_ros.offline import bag_writer, inputs
     from ovseg_ros.evaluation import evaluate
 
     tiny_models.register_tiny_clip(Path(os.environ["OVSEG_TEST_CLIP_CONFIGS"]))
-    cli.read_image = _failing_read(cli.read_image)
+    inputs.read_image = _failing_read(inputs.read_image)
     evaluate.read_image = _failing_read(evaluate.read_image)
     bag_writer.segment_bag = _failing_bag(bag_writer.segment_bag)
 

@@ -12,8 +12,8 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from image_files import oversized_png
-from ovseg_ros.offline.cli import (InputError, bag_frames, build_parser, expand_inputs, load_settings, main,
-                           read_frames)
+from ovseg_ros.offline.cli import build_parser, load_settings, main
+from ovseg_ros.offline.inputs import InputError, bag_frames, expand_inputs, read_frames
 from ovseg_ros.segmentation.panoptic import UNLABELLED
 
 REPO = Path(__file__).resolve().parent.parent

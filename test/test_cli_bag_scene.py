@@ -15,7 +15,7 @@ from rosbags.interfaces import QosReliability  # noqa: E402
 
 from ovseg_ros.offline import bag_types  # noqa: E402
 from ovseg_ros.offline.cli import main  # noqa: E402
-from ovseg_ros.offline.cli_ray import renamed_inputs  # noqa: E402
+from ovseg_ros.offline.inputs import renamed_inputs  # noqa: E402
 from ovseg_ros.messages.convert import MARKER_ADD, MARKER_DELETEALL  # noqa: E402
 from test_bag_depth import COLOUR, DEPTH, camera_bag  # noqa: E402
 from test_cli import EXAMPLE, settings_flags  # noqa: E402

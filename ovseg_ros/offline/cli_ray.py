@@ -7,7 +7,7 @@ names with the run's OutputNames. So names and files are the single-process run'
 shard that is retried starts from an empty staging folder. The output folder must be one
 that every Ray node writes (this machine, or a shared file system), and a --depth folder
 one that every Ray node reads. A bag or video is one stream, tracked (and paired with its
-depth) within its shard as in the single-process run; refuse_over_ray refuses, before the
+depth) within its shard as in the single-process run; run.refuse_over_ray refuses, before the
 models load, what a shard cannot do alone.
 """
 
@@ -20,54 +20,13 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from . import cli
+from .inputs import OutputNames, frames_of
+from .run import FrameOutcome, SceneOptions, segment_frames, summary, tally
+from .writing import output_paths
 from .bag_depth import BagDepth
 from ..settings.config import Settings
 from ..segmentation.scale import encoded_once
 from ..segmentation.vocabulary import Vocabulary
-
-
-def refuse_over_ray(args: argparse.Namespace, settings: Settings, paths: Sequence[Path]
-                    ) -> None:
-    """cli.InputError for what --ray cannot do as one process does: a worker sees one input
-    (each image file is one), so it cannot track from image to image, nor know that its
-    frames' names will be renamed, which --depth DIR files are looked up by."""
-    images = [str(path) for path in paths if not cli.is_bag(path)
-              and path.suffix.lower() not in cli.VIDEO_SUFFIXES]
-    if settings.track and images:
-        raise cli.InputError(
-            "--track with --ray follows objects within each video or bag (one shard each), "
-            "but every image file is a shard of its own, so ids could not follow objects from "
-            f"image to image ({images[0]}): run without --ray")
-    renamed = renamed_inputs(paths)
-    if args.depth and renamed:
-        raise cli.InputError(
-            "--depth files are found by output name, and with --ray a worker cannot know that "
-            f"a frame's name will get a _2 suffix (inputs {', '.join(map(str, renamed))} have "
-            "names in common): rename them or run without --ray")
-
-
-def renamed_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Inputs whose frames a run may write under another name than their own: image files
-    that share a stem (compared case-insensitively) with another image or with a video or
-    bag, or have a video or bag frame's name (<stem>_<index:06d>), and videos and bags that
-    share a stem."""
-    images: dict[str, list[Path]] = {}
-    sequences: dict[str, list[Path]] = {}
-    for path in paths:
-        if cli.is_bag(path):
-            sequences.setdefault(path.name.casefold(), []).append(path)
-        elif path.suffix.lower() in cli.VIDEO_SUFFIXES:
-            sequences.setdefault(path.stem.casefold(), []).append(path)
-        else:
-            images.setdefault(path.stem.casefold(), []).append(path)
-    renamed = [path for group in sequences.values() if len(group) > 1 for path in group]
-    for stem, group in images.items():
-        base, _, index = stem.rpartition("_")
-        if len(group) > 1 or stem in sequences or (
-                len(index) >= 6 and index.isdigit() and base in sequences):
-            renamed.extend(group)
-    return renamed
 
 
 def staging_dir(out: Path, index: int) -> Path:
@@ -89,20 +48,20 @@ class FileShard:
     paths: tuple[Path, ...]
     bag_topics: dict[Path, tuple[str, int]]
     pairings: dict[Path, BagDepth]
-    scene: cli.SceneOptions
+    scene: SceneOptions
     vocabulary: Vocabulary
     out: Path
 
     def __call__(self, segmenter, indices: list[int]
-                 ) -> list[tuple[int, list[cli.FrameOutcome]]]:
+                 ) -> list[tuple[int, list[FrameOutcome]]]:
         encoded = encoded_once(segmenter, self.vocabulary)
         done = []
         for index in indices:
             staging = staging_dir(self.out, index)
             _fresh(staging)
             staging.mkdir(parents=True)
-            frames = cli._frames([self.paths[index]], self.bag_topics, self.pairings)
-            done.append((index, list(cli.segment_frames(segmenter, encoded, frames, staging,
+            frames = frames_of([self.paths[index]], self.bag_topics, self.pairings)
+            done.append((index, list(segment_frames(segmenter, encoded, frames, staging,
                                                         self.scene))))
         return done
 
@@ -144,11 +103,11 @@ class BagShard:
         return done
 
 
-def gather_files(items: Iterator[tuple[int, list[cli.FrameOutcome]]], out: Path
-                 ) -> Iterator[cli.FrameOutcome]:
+def gather_files(items: Iterator[tuple[int, list[FrameOutcome]]], out: Path
+                 ) -> Iterator[FrameOutcome]:
     """Move each input's staged files into ``out`` under the run's unique names, in input
     order; the outcomes with their final names (a move that fails is a 'failed' one)."""
-    names = cli.OutputNames()
+    names = OutputNames()
     for index, outcomes in items:
         staging = staging_dir(out, index)
         for outcome in outcomes:
@@ -156,8 +115,8 @@ def gather_files(items: Iterator[tuple[int, list[cli.FrameOutcome]]], out: Path
             if outcome.status == "written":
                 moved = []
                 try:
-                    for source, target in zip(cli.output_paths(staging, outcome.name),
-                                              cli.output_paths(out, final)):
+                    for source, target in zip(output_paths(staging, outcome.name),
+                                              output_paths(out, final)):
                         source.replace(target)
                         moved.append(target)
                 except OSError as err:
@@ -174,7 +133,7 @@ def gather_files(items: Iterator[tuple[int, list[cli.FrameOutcome]]], out: Path
 
 def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: Vocabulary,
                      paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
-                     pairings: dict[Path, BagDepth], scene: cli.SceneOptions) -> int:
+                     pairings: dict[Path, BagDepth], scene: SceneOptions) -> int:
     """main's --ray branch: 0 when every input was processed and wrote a frame, 1 when a
     shard failed (named on stderr, the others written) or nothing was written, 2 when Ray
     is missing or its cluster cannot be reached."""
@@ -223,11 +182,11 @@ def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings) -> bo
 def _files_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings, scene) -> bool:
     out = Path(args.out)
     try:
-        timings, skipped, failed, unlocated = cli.tally(gather_files(sharded(FileShard(
+        timings, skipped, failed, unlocated = tally(gather_files(sharded(FileShard(
             tuple(paths), dict(bag_topics), dict(pairings), scene, vocabulary, out)), out))
     finally:
         for index in range(len(paths)):
             shutil.rmtree(staging_dir(out, index), ignore_errors=True)
-    print(cli.summary(timings, skipped, failed, unlocated), file=sys.stderr)
+    print(summary(timings, skipped, failed, unlocated), file=sys.stderr)
     print(f"outputs in {out}/", file=sys.stderr)
     return bool(timings) and not failed
