@@ -16,7 +16,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import get_logger
 
 from ..settings.config import Settings, SettingsError
-from ..runner.frame_runner import SegmenterLike
+from ..runner.interfaces import SegmenterLike
 from .node import NODE_NAME, OvsegWork, load_segmenter, start_error
 from ..segmentation.vocabulary import VocabularyError
 

@@ -52,7 +52,8 @@ from std_msgs.msg import String
 
 from ..messages import convert
 from ..settings.config import Settings, SettingsError, settings_fields
-from ..runner.frame_runner import FrameRunner, SegmenterLike, VocabularyKey
+from ..runner.frame_runner import FrameRunner
+from ..runner.interfaces import SegmenterLike, VocabularyKey
 from ..settings.node_options import NODE_OPTIONS, NodeOption
 from .outputs import OutputPublishers
 from .publishers import publishers_of

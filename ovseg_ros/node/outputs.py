@@ -25,7 +25,7 @@ from ovseg_ros.msg import PanopticSegmentation
 
 from ..messages import convert
 from .message_types import ros_message_types
-from ..runner.frame_runner import Health, Level
+from ..runner.interfaces import Health, Level
 from ..segmentation.panoptic import SegmentationResult
 from ..scene.placement import POINT_DTYPE, labelled_points
 from ..segmentation.visualize import overlay
