@@ -8,18 +8,22 @@ setup(
     name="ovseg_ros",
     version="0.1.0",
     description="Open-vocabulary segmentation (SAM proposals + mask-adapted CLIP), "
-                "ROS 2 node and command line",
+    "ROS 2 node and command line",
     packages=find_packages(include=["ovseg_ros", "ovseg_ros.*"]),
-    package_data={"ovseg_ros.offline": ["msgdefs/*/*.msg"],
-                  "ovseg_ros.evaluation": ["classes/*.txt", "classes/*.ids"]},
+    package_data={
+        "ovseg_ros.offline": ["msgdefs/*/*.msg"],
+        "ovseg_ros.evaluation": ["classes/*.txt", "classes/*.ids"],
+    },
     python_requires=">=3.10",
     # Tested on 3.10 (ROS 2 Humble's, Ubuntu 22.04) and 3.11; ROS 2 Jazzy's is 3.12.
-    classifiers=["Programming Language :: Python :: 3",
-                 "Programming Language :: Python :: 3.10",
-                 "Programming Language :: Python :: 3.11",
-                 "Programming Language :: Python :: 3.12",
-                 "Operating System :: POSIX :: Linux",
-                 "Framework :: Robot Framework :: Library"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Operating System :: POSIX :: Linux",
+        "Framework :: Robot Framework :: Library",
+    ],
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -44,6 +48,10 @@ setup(
     # "vermin": the test that no feature newer than python_requires is used.
     # motmetrics: benchmarks/bench_tracking.py and the tracking tests score ids with MOT metrics
     extras_require={"test": ["pytest>=7", "vermin>=1.6", "motmetrics>=1.4", RAY], "ray": [RAY]},
-    entry_points={"console_scripts": ["ovseg-segment=ovseg_ros.offline.cli:main",
-                                    "ovseg-eval=ovseg_ros.evaluation.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "ovseg-segment=ovseg_ros.offline.cli:main",
+            "ovseg-eval=ovseg_ros.evaluation.cli:main",
+        ]
+    },
 )

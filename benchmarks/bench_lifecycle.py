@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))  # workload.py
 
-import torch  # noqa: E402
+import torch
 
-from ovseg_ros.settings.config import Settings  # noqa: E402
+from ovseg_ros.settings.config import Settings
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def resident_mib() -> float:
@@ -41,10 +41,10 @@ def main() -> int:
 
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
+    from workload import load_models
 
     from ovseg_ros.node.lifecycle_node import OvsegLifecycleNode
     from ovseg_ros.segmentation.pipeline import Segmenter
-    from workload import load_models
 
     def random_segmenter(settings: Settings) -> Segmenter:
         device = torch.device(args.device)
@@ -70,8 +70,10 @@ def main() -> int:
         print(f"{name:22s}{rss:10.0f}{cuda:10.0f}")
     loaded = rows[1][1] - rows[0][1]
     freed = rows[1][1] - rows[2][1]
-    print(f"configure added {loaded:.0f} MiB; cleanup gave back {freed:.0f} MiB "
-          f"({100 * freed / max(loaded, 1e-9):.0f} %)")
+    print(
+        f"configure added {loaded:.0f} MiB; cleanup gave back {freed:.0f} MiB "
+        f"({100 * freed / max(loaded, 1e-9):.0f} %)"
+    )
     return 0
 
 

@@ -24,7 +24,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ import torch
 def _resident_mib() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
-    return pages * resource.getpagesize() / 2 ** 20
+    return pages * resource.getpagesize() / 2**20
 
 
 def _reset_peak() -> None:
@@ -77,8 +78,7 @@ def _text_case(clip_model: str, classes: int, templates: str, repeats: int) -> d
     def step() -> None:
         TextEmbedder(model.encode_text, tokenizer, "cpu", templates).embed_names(names)
 
-    return {"step": "text", "classes": classes, "templates": templates,
-            **_measure(step, repeats)}
+    return {"step": "text", "classes": classes, "templates": templates, **_measure(step, repeats)}
 
 
 def _blob_masks(count: int, height: int, width: int) -> torch.Tensor:
@@ -102,23 +102,32 @@ def _fuse_case(part: str, count: int, height: int, width: int, repeats: int) -> 
     from ovseg_ros.segmentation.vocabulary import Vocabulary
 
     torch.set_grad_enabled(False)
-    vocabulary = Vocabulary.parse(", ".join(f"class {i}" for i in range(20)),
-                                  stuff=["class 0", "class 1"])
+    vocabulary = Vocabulary.parse(
+        ", ".join(f"class {i}" for i in range(20)), stuff=["class 0", "class 1"]
+    )
     masks = _blob_masks(count, height, width)
     if part == "fuse":
         probs = torch.rand(count, 20, generator=torch.Generator().manual_seed(1)).softmax(1)
         quality = torch.rand(count)
-        result = _measure(lambda: panoptic.fuse(masks, probs, quality, vocabulary,
-                                                granularity=0.0), repeats)
+        result = _measure(
+            lambda: panoptic.fuse(masks, probs, quality, vocabulary, granularity=0.0), repeats
+        )
     else:
         instance_map = np.zeros((height, width), dtype=np.uint16)
         for k, mask in enumerate(masks.numpy()):
             instance_map[mask] = k + 1
-        instances = [panoptic.Instance(k + 1, 0, "class 0", 1.0, 1.0, True, (0, 0, 0, 0), 0)
-                     for k in range(count)]
+        instances = [
+            panoptic.Instance(k + 1, 0, "class 0", 1.0, 1.0, True, (0, 0, 0, 0), 0)
+            for k in range(count)
+        ]
         result = _measure(lambda: panoptic._measure(instances, instance_map), repeats)
-    return {"step": part, "masks": count, "size": f"{height}x{width}",
-            "mask_mib": round(masks.numel() / 2 ** 20, 1), **result}
+    return {
+        "step": part,
+        "masks": count,
+        "size": f"{height}x{width}",
+        "mask_mib": round(masks.numel() / 2**20, 1),
+        **result,
+    }
 
 
 def _in_child(function: Callable[..., dict], *args: Any) -> dict:
@@ -133,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     text = sub.add_parser("text", help="text encoding per vocabulary size and template set")
     text.add_argument("--classes", type=int, nargs="+", default=[10, 100, 256])
-    text.add_argument("--templates", nargs="+",
-                      help="template sets (default: every one the templates setting offers)")
+    text.add_argument(
+        "--templates",
+        nargs="+",
+        help="template sets (default: every one the templates setting offers)",
+    )
     text.add_argument("--clip-model", default="ViT-B-16")
     fuse = sub.add_parser("fuse", help="fusion and box measurement per mask count and size")
     fuse.add_argument("--masks", type=int, nargs="+", default=[100])
@@ -146,11 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "text":
         from ovseg_ros.settings.templates import TEMPLATE_SETS
 
-        cases = [(_text_case, args.clip_model, n, t, args.repeats)
-                 for t in args.templates or TEMPLATE_SETS for n in args.classes]
+        cases = [
+            (_text_case, args.clip_model, n, t, args.repeats)
+            for t in args.templates or TEMPLATE_SETS
+            for n in args.classes
+        ]
     else:
-        cases = [(_fuse_case, part, n, *map(int, size.split("x")), args.repeats)
-                 for size in args.size for n in args.masks for part in ("fuse", "measure")]
+        cases = [
+            (_fuse_case, part, n, *map(int, size.split("x")), args.repeats)
+            for size in args.size
+            for n in args.masks
+            for part in ("fuse", "measure")
+        ]
     for function, *case in cases:
         print(json.dumps(_in_child(function, *case)), flush=True)
     return 0

@@ -48,8 +48,7 @@ NAMESPACE = "/bench"
 CAMERA = "/bench/camera/image_raw"
 DEPTH = "/bench/camera/depth/image_raw"
 CAMERA_INFO = "/bench/camera/camera_info"  # image_transport's sibling of CAMERA
-VOCABULARY = ["mug", "kettle", "person", "chair", "table", "door", "floor", "wall", "book",
-              "lamp"]
+VOCABULARY = ["mug", "kettle", "person", "chair", "table", "door", "floor", "wall", "book", "lamp"]
 # Kind -> the node's pipeline_depth (the relay has none).
 PIPELINE_DEPTHS = {"staged": 2, "serial": 1}
 KINDS = ("relay", *PIPELINE_DEPTHS)
@@ -57,8 +56,9 @@ FOCAL_PX = 600.0
 MOTION_FRAMES = 8  # the instances move back and forth over this many frames, 2 px a frame
 
 
-def fixed_result(height: int, width: int, instances: int, vocabulary: Any, version: int,
-                 shift: int = 0):
+def fixed_result(
+    height: int, width: int, instances: int, vocabulary: Any, version: int, shift: int = 0
+):
     """A SegmentationResult of realistic size: ``instances`` blocks tiling the frame, moved
     ``shift`` pixels right."""
     from ovseg_ros.segmentation.panoptic import Instance, SegmentationResult
@@ -73,10 +73,20 @@ def fixed_result(height: int, width: int, instances: int, vocabulary: Any, versi
         y, x = (k // columns) * block_h, (k % columns) * block_w + shift
         h, w = block_h - 2, max(min(block_w - 2, width - x), 0)
         class_index = k % len(vocabulary)
-        semantic[y:y + h, x:x + w] = class_index
-        instance_map[y:y + h, x:x + w] = k + 1
-        listed.append(Instance(k + 1, class_index, vocabulary.names[class_index], 0.9, 0.95,
-                               True, (x, y, w, h), w * h))
+        semantic[y : y + h, x : x + w] = class_index
+        instance_map[y : y + h, x : x + w] = k + 1
+        listed.append(
+            Instance(
+                k + 1,
+                class_index,
+                vocabulary.names[class_index],
+                0.9,
+                0.95,
+                True,
+                (x, y, w, h),
+                w * h,
+            )
+        )
     return SegmentationResult(semantic, instance_map, listed, vocabulary, version)
 
 
@@ -114,24 +124,46 @@ class MovingSegmenter:
         key = (image.shape[:2], vocabulary.version)
         if key not in self._results:
             self._results[key] = [
-                fixed_result(*image.shape[:2], self._instances, vocabulary.vocabulary,
-                             vocabulary.version, shift=2 * step)
-                for step in (*range(MOTION_FRAMES), *range(MOTION_FRAMES - 2, 0, -1))]
+                fixed_result(
+                    *image.shape[:2],
+                    self._instances,
+                    vocabulary.vocabulary,
+                    vocabulary.version,
+                    shift=2 * step,
+                )
+                for step in (*range(MOTION_FRAMES), *range(MOTION_FRAMES - 2, 0, -1))
+            ]
         cycle = self._results[key]
         shown = cycle[self._frames % len(cycle)]
         self._frames += 1
-        return SegmentationResult(shown.semantic, shown.instance_map,
-                                  [dataclasses.replace(i) for i in shown.instances],
-                                  shown.vocabulary, shown.vocabulary_version)
+        return SegmentationResult(
+            shown.semantic,
+            shown.instance_map,
+            [dataclasses.replace(i) for i in shown.instances],
+            shown.vocabulary,
+            shown.vocabulary_version,
+        )
 
 
 def ros_arguments(kind: str, args: argparse.Namespace) -> list[str]:
-    arguments = ["--ros-args", "-r", f"__node:={kind}", "-r", f"__ns:={NAMESPACE}",
-                 "-r", f"image:={CAMERA}"]
+    arguments = [
+        "--ros-args",
+        "-r",
+        f"__node:={kind}",
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-r",
+        f"image:={CAMERA}",
+    ]
     if kind != "relay":
-        arguments += ["-p", f"vocabulary:=[{', '.join(VOCABULARY)}]",
-                      "-p", f"pipeline_depth:={PIPELINE_DEPTHS[kind]}",
-                      "-p", f"track:={'true' if args.track else 'false'}"]
+        arguments += [
+            "-p",
+            f"vocabulary:=[{', '.join(VOCABULARY)}]",
+            "-p",
+            f"pipeline_depth:={PIPELINE_DEPTHS[kind]}",
+            "-p",
+            f"track:={'true' if args.track else 'false'}",
+        ]
         if args.depth:
             arguments += ["-p", "use_depth:=true", "-r", f"depth:={DEPTH}"]
     return arguments
@@ -147,14 +179,18 @@ def run_child(kind: str, args: argparse.Namespace) -> None:
     rclpy.init(args=[sys.argv[0], *ros_arguments(kind, args)])
     if kind == "relay":
         node = rclpy.create_node(kind)
-        out = node.create_publisher(Image, "~/image", QoSProfile(
-            depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        out = node.create_publisher(
+            Image, "~/image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        )
         node.create_subscription(Image, "image", out.publish, qos_profile_sensor_data)
     else:
         from ovseg_ros.node.node import OvsegNode
 
-        node = OvsegNode(make_segmenter=lambda settings: MovingSegmenter(
-            settings, args.instances, args.segmenter_ms))
+        node = OvsegNode(
+            make_segmenter=lambda settings: MovingSegmenter(
+                settings, args.instances, args.segmenter_ms
+            )
+        )
         node.start()
     try:
         rclpy.spin(node)
@@ -204,12 +240,22 @@ def output_types(kind: str, depth: bool) -> dict[str, Any]:
     if kind == "relay":
         return {f"{NAMESPACE}/relay/image": Image}
     base = f"{NAMESPACE}/{kind}"
-    outputs = {f"{base}/panoptic": PanopticSegmentation, f"{base}/semantic": Image,
-               f"{base}/instances": Image, f"{base}/detections": Detection2DArray,
-               f"{base}/overlay": Image, f"{base}/label_info": LabelInfo}
+    outputs = {
+        f"{base}/panoptic": PanopticSegmentation,
+        f"{base}/semantic": Image,
+        f"{base}/instances": Image,
+        f"{base}/detections": Detection2DArray,
+        f"{base}/overlay": Image,
+        f"{base}/label_info": LabelInfo,
+    }
     if depth:
-        outputs.update({f"{base}/points": PointCloud2, f"{base}/markers": MarkerArray,
-                        f"{base}/detections_3d": Detection3DArray})
+        outputs.update(
+            {
+                f"{base}/points": PointCloud2,
+                f"{base}/markers": MarkerArray,
+                f"{base}/detections_3d": Detection3DArray,
+            }
+        )
     return outputs
 
 
@@ -242,12 +288,21 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    command = [sys.executable, __file__, "--child", kind, "--instances", str(args.instances),
-               "--segmenter-ms", str(args.segmenter_ms)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--instances",
+        str(args.instances),
+        "--segmenter-ms",
+        str(args.segmenter_ms),
+    ]
     command += ["--depth"] if args.depth else []
     command += ["--track"] if args.track else []
-    child = subprocess.Popen(command,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    child = subprocess.Popen(
+        command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
     node = rclpy.create_node(f"bench_{kind}_driver")
     latencies: list[float] = []
     diagnostics: list[dict[str, str]] = []
@@ -256,21 +311,29 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     watched = next(iter(outputs))  # ~/panoptic (or the relay's image)
     if args.subscribe != "all":
         wanted = {name.strip() for name in args.subscribe.split(",")} | {"panoptic"}
-        outputs = {topic: kind_ for topic, kind_ in outputs.items()
-                   if topic == watched or topic.rpartition("/")[2] in wanted}
+        outputs = {
+            topic: kind_
+            for topic, kind_ in outputs.items()
+            if topic == watched or topic.rpartition("/")[2] in wanted
+        }
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     subscriptions = []
     for topic, message_type in outputs.items():
         if topic == watched:
+
             def on_output(raw: bytes) -> None:
                 if counting[0]:
                     latencies.append((node.get_clock().now().nanoseconds - stamp_of(raw)) / 1e6)
+
             callback = on_output
         else:
+
             def callback(raw: bytes) -> None:
                 pass
-        subscriptions.append(node.create_subscription(message_type, topic, callback, reliable,
-                                                      raw=True))
+
+        subscriptions.append(
+            node.create_subscription(message_type, topic, callback, reliable, raw=True)
+        )
 
     def on_diagnostics(msg: Any) -> None:
         for status in msg.status:
@@ -301,14 +364,14 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             if period is not None and time.monotonic() >= next_frame:
                 publish()
                 next_frame += period
-            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.002, next_frame -
-                                                            time.monotonic())))
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.002, next_frame - time.monotonic())))
 
     try:
         deadline = time.monotonic() + 120.0
-        while (camera.get_subscription_count() == 0 or any(
-                node.count_publishers(topic) == 0 for topic in outputs)) \
-                and time.monotonic() < deadline:
+        while (
+            camera.get_subscription_count() == 0
+            or any(node.count_publishers(topic) == 0 for topic in outputs)
+        ) and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.1)
         period = 1.0 / args.rate
         spin_for(args.warmup_s, period)  # the vocabulary is encoded, caches are filled
@@ -335,32 +398,45 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             child.kill()
             child.wait()
     published = len(latencies)
-    result = {"kind": kind, "sent": sent[0], "published": published,
-              "published_fps": received_in_window / wall,
-              "latency_median_ms": percentile(latencies, 50),
-              "latency_p95_ms": percentile(latencies, 95),
-              "cpu_ms_per_published_frame": cpu_used * 1000.0 / max(published, 1),
-              "node_cpu_load": cpu_used / wall,
-              "machine_busy": (busy_end - busy_start) / max(total_end - total_start, 1),
-              "load_average": (load_before + load_after) / 2}
+    result = {
+        "kind": kind,
+        "sent": sent[0],
+        "published": published,
+        "published_fps": received_in_window / wall,
+        "latency_median_ms": percentile(latencies, 50),
+        "latency_p95_ms": percentile(latencies, 95),
+        "cpu_ms_per_published_frame": cpu_used * 1000.0 / max(published, 1),
+        "node_cpu_load": cpu_used / wall,
+        "machine_busy": (busy_end - busy_start) / max(total_end - total_start, 1),
+        "load_average": (load_before + load_after) / 2,
+    }
     if diagnostics:
         last = diagnostics[-1]
-        for key, name in (("frames received", "node_received"),
-                          ("frames dropped (a newer one arrived)", "dropped_before_segment"),
-                          ("results dropped (a newer one was segmented)",
-                           "dropped_before_output"),
-                          ("frames processed", "node_published")):
+        for key, name in (
+            ("frames received", "node_received"),
+            ("frames dropped (a newer one arrived)", "dropped_before_segment"),
+            ("results dropped (a newer one was segmented)", "dropped_before_output"),
+            ("frames processed", "node_published"),
+        ):
             if key in last:
                 result[name] = float(last[key])
-        steps = {key[len("latency "):-len(" (ms)")] for d in diagnostics for key in d
-                 if key.startswith("latency ")}
+        steps = {
+            key[len("latency ") : -len(" (ms)")]
+            for d in diagnostics
+            for key in d
+            if key.startswith("latency ")
+        }
         for step in sorted(steps):
-            values = [float(d[f"latency {step} (ms)"]) for d in diagnostics
-                      if f"latency {step} (ms)" in d]
+            values = [
+                float(d[f"latency {step} (ms)"]) for d in diagnostics if f"latency {step} (ms)" in d
+            ]
             result[f"node_{step}_ms"] = statistics.median(values)
         for stage in ("segment", "output"):
-            values = [float(d[f"busy {stage} stage (%)"]) for d in diagnostics
-                      if f"busy {stage} stage (%)" in d]
+            values = [
+                float(d[f"busy {stage} stage (%)"])
+                for d in diagnostics
+                if f"busy {stage} stage (%)" in d
+            ]
             if values:
                 result[f"busy_{stage}_percent"] = statistics.median(values)
     return result
@@ -368,8 +444,9 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", default="relay,staged,serial",
-                        help=f"comma separated, of {', '.join(KINDS)}")
+    parser.add_argument(
+        "--kinds", default="relay,staged,serial", help=f"comma separated, of {', '.join(KINDS)}"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs of each kind (alternating)")
     parser.add_argument("--frames", type=int, default=300, help="camera frames per timed window")
     parser.add_argument("--warmup-s", type=float, default=3.0)
@@ -377,14 +454,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--instances", type=int, default=100)
-    parser.add_argument("--segmenter-ms", type=float, default=0.0,
-                        help="time segment() holds without the GIL, as a GPU wait does")
-    parser.add_argument("--depth", action="store_true",
-                        help="a registered depth camera with CameraInfo (use_depth)")
+    parser.add_argument(
+        "--segmenter-ms",
+        type=float,
+        default=0.0,
+        help="time segment() holds without the GIL, as a GPU wait does",
+    )
+    parser.add_argument(
+        "--depth", action="store_true", help="a registered depth camera with CameraInfo (use_depth)"
+    )
     parser.add_argument("--track", action="store_true", help="tracking on")
-    parser.add_argument("--subscribe", default="all",
-                        help="the outputs subscribed to (names under ~/, comma separated; "
-                             "~/panoptic always): 'all' by default")
+    parser.add_argument(
+        "--subscribe",
+        default="all",
+        help="the outputs subscribed to (names under ~/, comma separated; "
+        "~/panoptic always): 'all' by default",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -405,44 +490,75 @@ def main(argv: list[str] | None = None) -> int:
             for kind in kinds:
                 result = measure(kind, args)
                 runs[kind].append(result)
-                print(f"run {run + 1} {kind:6s}: " + ", ".join(
-                    f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
-                    for key, value in result.items() if key != "kind"), flush=True)
+                print(
+                    f"run {run + 1} {kind:6s}: "
+                    + ", ".join(
+                        f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in result.items()
+                        if key != "kind"
+                    ),
+                    flush=True,
+                )
     finally:
         rclpy.try_shutdown()
-    summary = {kind: {key: statistics.median(r[key] for r in results)
-                      for key in results[0] if key != "kind"
-                      and all(key in r for r in results)}
-               for kind, results in runs.items()}
-    print(f"\n{args.width}x{args.height} rgb8 at {args.rate:g} Hz, {args.instances} instances, "
-          f"segmenter {args.segmenter_ms:g} ms, depth {'on' if args.depth else 'off'}, "
-          f"tracking {'on' if args.track else 'off'}, subscribed: {args.subscribe}; median of "
-          f"{args.runs} runs of "
-          f"{args.frames} frames")
-    columns = (("published_fps", "fps"), ("latency_median_ms", "lat med"),
-               ("latency_p95_ms", "lat p95"), ("cpu_ms_per_published_frame", "CPU/frame"),
-               ("dropped_before_segment", "drop seg"), ("dropped_before_output", "drop out"),
-               ("busy_segment_percent", "busy seg%"), ("busy_output_percent", "busy out%"),
-               ("machine_busy", "machine"), ("load_average", "load"))
+    summary = {
+        kind: {
+            key: statistics.median(r[key] for r in results)
+            for key in results[0]
+            if key != "kind" and all(key in r for r in results)
+        }
+        for kind, results in runs.items()
+    }
+    print(
+        f"\n{args.width}x{args.height} rgb8 at {args.rate:g} Hz, {args.instances} instances, "
+        f"segmenter {args.segmenter_ms:g} ms, depth {'on' if args.depth else 'off'}, "
+        f"tracking {'on' if args.track else 'off'}, subscribed: {args.subscribe}; median of "
+        f"{args.runs} runs of "
+        f"{args.frames} frames"
+    )
+    columns = (
+        ("published_fps", "fps"),
+        ("latency_median_ms", "lat med"),
+        ("latency_p95_ms", "lat p95"),
+        ("cpu_ms_per_published_frame", "CPU/frame"),
+        ("dropped_before_segment", "drop seg"),
+        ("dropped_before_output", "drop out"),
+        ("busy_segment_percent", "busy seg%"),
+        ("busy_output_percent", "busy out%"),
+        ("machine_busy", "machine"),
+        ("load_average", "load"),
+    )
     print(f"{'':8s}" + "".join(f"{title:>11s}" for _, title in columns))
     for kind in kinds:
-        print(f"{kind:8s}" + "".join(f"{summary[kind].get(key, float('nan')):11.2f}"
-                                     for key, _ in columns))
+        print(
+            f"{kind:8s}"
+            + "".join(f"{summary[kind].get(key, float('nan')):11.2f}" for key, _ in columns)
+        )
     for kind in kinds:
-        steps = {key: value for key, value in summary[kind].items()
-                 if key.startswith("node_") and key.endswith("_ms")}
+        steps = {
+            key: value
+            for key, value in summary[kind].items()
+            if key.startswith("node_") and key.endswith("_ms")
+        }
         if steps:
-            print(f"{kind} steps (ms): " + ", ".join(
-                f"{key[5:-3]} {value:.1f}" for key, value in steps.items()))
+            print(
+                f"{kind} steps (ms): "
+                + ", ".join(f"{key[5:-3]} {value:.1f}" for key, value in steps.items())
+            )
     if "relay" in summary:
         for kind in kinds:
             if kind != "relay":
-                overhead = summary[kind]["latency_median_ms"] - \
-                    summary["relay"]["latency_median_ms"]
+                overhead = (
+                    summary[kind]["latency_median_ms"] - summary["relay"]["latency_median_ms"]
+                )
                 print(f"{kind} latency over the relay's: {overhead:.2f} ms")
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "runs": runs, "summary": summary}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "runs": runs, "summary": summary},
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -16,24 +16,25 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # reference/ (after a built ovseg_ros)
 
-from ovseg_ros.offline import bag_types  # noqa: E402
-from ovseg_ros.messages import convert  # noqa: E402
-from ovseg_ros.scene.geometry import back_project, decode_depth  # noqa: E402
-from ovseg_ros.segmentation.panoptic import Instance, SegmentationResult  # noqa: E402
-from ovseg_ros.scene.placement import labelled_points, locate, track  # noqa: E402
-from ovseg_ros.scene.tracking import Tracker  # noqa: E402
-from ovseg_ros.segmentation.visualize import overlay  # noqa: E402
-from ovseg_ros.segmentation.vocabulary import Vocabulary  # noqa: E402
-from reference.iou_tracker import ReferenceTracker  # noqa: E402
-from reference.overlay import reference_overlay  # noqa: E402
-from reference.scene_geometry import reference_measure_instances  # noqa: E402
+from ovseg_ros.messages import convert
+from ovseg_ros.offline import bag_types
+from ovseg_ros.scene.geometry import back_project, decode_depth
+from ovseg_ros.scene.placement import labelled_points, locate, track
+from ovseg_ros.scene.tracking import Tracker
+from ovseg_ros.segmentation.panoptic import Instance, SegmentationResult
+from ovseg_ros.segmentation.visualize import overlay
+from ovseg_ros.segmentation.vocabulary import Vocabulary
+from reference.iou_tracker import ReferenceTracker
+from reference.overlay import reference_overlay
+from reference.scene_geometry import reference_measure_instances
 
 
 def synthetic_frame(instances: int, shift: int, height=480, width=640, seed=0):
@@ -45,15 +46,26 @@ def synthetic_frame(instances: int, shift: int, height=480, width=640, seed=0):
     # A CLIP-sized unit embedding per object (the same objects every frame) plus noise.
     objects = np.random.default_rng(1).normal(size=(instances, 768))
     embeddings = objects + 0.02 * rng.normal(size=objects.shape)
-    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(
-        np.float32)
+    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
     records = []
     for index in range(instances):
         top, left = (index // columns) * cell_h, (index % columns) * cell_w + shift
-        instance_map[top + 2:top + cell_h - 2, left + 2:min(left + cell_w - 2, width)] = index + 1
-        records.append(Instance(index + 1, index % 10, f"class{index % 10}", 0.9, 0.9, True,
-                                (left, top, cell_w, cell_h), cell_w * cell_h,
-                                embedding=embeddings[index]))
+        instance_map[top + 2 : top + cell_h - 2, left + 2 : min(left + cell_w - 2, width)] = (
+            index + 1
+        )
+        records.append(
+            Instance(
+                index + 1,
+                index % 10,
+                f"class{index % 10}",
+                0.9,
+                0.9,
+                True,
+                (left, top, cell_w, cell_h),
+                cell_w * cell_h,
+                embedding=embeddings[index],
+            )
+        )
     depth = rng.integers(800, 4000, (height, width)).astype(np.uint16)
     depth[rng.random((height, width)) < 0.05] = 0  # holes
     vocabulary = Vocabulary(tuple(f"class{i}" for i in range(10)))
@@ -68,8 +80,7 @@ def message_types():
         from ovseg_ros.node.message_types import ros_message_types
         from ovseg_ros.node.outputs import points_message
 
-        return ros_message_types(), Header(frame_id="camera"), points_message, \
-            "rclpy"
+        return ros_message_types(), Header(frame_id="camera"), points_message, "rclpy"
     except ImportError:
         header = bag_types.header(bag_types.typestore(), 0, "camera")
         return bag_types.message_types(), header, None, "rosbags"
@@ -85,8 +96,11 @@ def main() -> None:
     tracker, reference_tracker = Tracker(), ReferenceTracker()
     types, header, points_message, kind = message_types()
     pool = convert.MessagePool()
-    timed: dict[str, dict[str, list[float]]] = {"3D and tracking": {}, "3D outputs": {},
-                                                "overlay": {}}
+    timed: dict[str, dict[str, list[float]]] = {
+        "3D and tracking": {},
+        "3D outputs": {},
+        "overlay": {},
+    }
 
     def lap(group: str, name: str, step: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -100,25 +114,42 @@ def main() -> None:
         depth = lap("3D and tracking", "decode_depth", lambda: decode_depth(raw, "16UC1"))
         points = lap("3D and tracking", "locate", lambda: locate(result, depth, k))
         lap("3D and tracking", "track", lambda: track(result, tracker, stamp=repeat / 30))
-        lap("3D and tracking", "reference locate", lambda: reference_measure_instances(
-            back_project(depth, k), result.instance_map, len(result.instances)))
-        lap("3D and tracking", "reference track", lambda: reference_tracker.update(
-            result.instance_map, [i.label for i in result.instances]))
+        lap(
+            "3D and tracking",
+            "reference locate",
+            lambda: reference_measure_instances(
+                back_project(depth, k), result.instance_map, len(result.instances)
+            ),
+        )
+        lap(
+            "3D and tracking",
+            "reference track",
+            lambda: reference_tracker.update(
+                result.instance_map, [i.label for i in result.instances]
+            ),
+        )
         rgb = np.zeros((*depth.shape, 3), np.uint8)
-        cloud = lap("3D outputs", "labelled_points",
-                    lambda: labelled_points(points, rgb, result, args.points_stride))
+        cloud = lap(
+            "3D outputs",
+            "labelled_points",
+            lambda: labelled_points(points, rgb, result, args.points_stride),
+        )
         if points_message is not None:
             lap("3D outputs", "points_message", lambda: points_message(header, cloud))
-        lap("3D outputs", "markers", lambda: convert.markers_message(types, header, result,
-                                                                     pool))
-        lap("3D outputs", "detections_3d",
-            lambda: convert.detections_3d_message(types, header, result, pool))
+        lap("3D outputs", "markers", lambda: convert.markers_message(types, header, result, pool))
+        lap(
+            "3D outputs",
+            "detections_3d",
+            lambda: convert.detections_3d_message(types, header, result, pool),
+        )
         lap("3D outputs", "reference markers", lambda: reference_markers(types, header, result))
         lap("overlay", "overlay", lambda: overlay(rgb, result))
         lap("overlay", "reference overlay", lambda: reference_overlay(rgb, result))
     assert len({i.track_id for i in result.instances}) == args.instances
-    print(f"640x480, {args.instances} instances, median (p95) of {args.repeats} runs, ms; "
-          f"{kind} messages, points_stride {args.points_stride} ({len(cloud)} points):")
+    print(
+        f"640x480, {args.instances} instances, median (p95) of {args.repeats} runs, ms; "
+        f"{kind} messages, points_stride {args.points_stride} ({len(cloud)} points):"
+    )
     for group, steps in timed.items():
         print(f"{group}:")
         report(steps)
@@ -131,15 +162,26 @@ def reference_markers(types: Any, header: Any, result: Any) -> Any:
     for instance in result.instances:
         (x, y, z), extent = instance.geometry.centroid, instance.geometry.extent
         sizes = [max(float(e), convert.MIN_MARKER_SIZE_M) for e in extent]
-        for ns, kind, text in (("boxes", convert.MARKER_CUBE, ""),
-                               ("labels", convert.MARKER_TEXT, instance.label)):
-            markers.append(types.Marker(
-                header=header, ns=ns, id=convert.object_id(instance), type=kind,
-                action=convert.MARKER_ADD,
-                pose=types.Pose(position=types.Point(x=float(x), y=float(y), z=float(z)),
-                                orientation=types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)),
-                scale=types.Vector3(x=sizes[0], y=sizes[1], z=sizes[2]),
-                color=types.ColorRGBA(r=0.5, g=0.5, b=0.5, a=0.5), text=text))
+        for ns, kind, text in (
+            ("boxes", convert.MARKER_CUBE, ""),
+            ("labels", convert.MARKER_TEXT, instance.label),
+        ):
+            markers.append(
+                types.Marker(
+                    header=header,
+                    ns=ns,
+                    id=convert.object_id(instance),
+                    type=kind,
+                    action=convert.MARKER_ADD,
+                    pose=types.Pose(
+                        position=types.Point(x=float(x), y=float(y), z=float(z)),
+                        orientation=types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0),
+                    ),
+                    scale=types.Vector3(x=sizes[0], y=sizes[1], z=sizes[2]),
+                    color=types.ColorRGBA(r=0.5, g=0.5, b=0.5, a=0.5),
+                    text=text,
+                )
+            )
     return types.MarkerArray(markers=markers)
 
 
@@ -147,14 +189,20 @@ def report(steps: dict[str, list[float]]) -> None:
     """Each step's median (p95), the total of the steps in use and of the references, and
     each reference's ratio to its replacement."""
     for step, values in steps.items():
-        line = f"  {step:20s} {statistics.median(values):7.2f}  (p95 " \
-               f"{sorted(values)[int(0.95 * (len(values) - 1))]:.2f})"
+        line = (
+            f"  {step:20s} {statistics.median(values):7.2f}  (p95 "
+            f"{sorted(values)[int(0.95 * (len(values) - 1))]:.2f})"
+        )
         replaced = step.removeprefix("reference ")
         if replaced != step:
             line += f"  {statistics.median(values) / statistics.median(steps[replaced]):.1f}x"
         print(line)
-    in_use = [sum(v) for v in zip(*(values for step, values in steps.items()
-                                    if not step.startswith("reference ")))]
+    in_use = [
+        sum(v)
+        for v in zip(
+            *(values for step, values in steps.items() if not step.startswith("reference "))
+        )
+    ]
     print(f"  {'total':20s} {statistics.median(in_use):7.2f}")
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # reference/
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from ovseg_ros.scene.tracking import Tracker  # noqa: E402
-from reference.iou_tracker import ReferenceTracker  # noqa: E402
-from tracking_sequences import SEQUENCES, score  # noqa: E402
+from tracking_sequences import SEQUENCES, score
+
+from ovseg_ros.scene.tracking import Tracker
+from reference.iou_tracker import ReferenceTracker
 
 
 def run(name: str) -> dict[str, dict[str, float]]:
@@ -28,9 +29,17 @@ def run(name: str) -> dict[str, dict[str, float]]:
     old, new = ReferenceTracker(), Tracker()
     return {
         "iou tracker": score(frames, lambda f: old.update(f.instance_map, f.labels)),
-        "new tracker": score(frames, lambda f: new.update(
-            f.instance_map, f.labels, boxes=f.boxes, embeddings=f.embeddings,
-            centroids=f.centroids, stamp=f.stamp)),
+        "new tracker": score(
+            frames,
+            lambda f: new.update(
+                f.instance_map,
+                f.labels,
+                boxes=f.boxes,
+                embeddings=f.embeddings,
+                centroids=f.centroids,
+                stamp=f.stamp,
+            ),
+        ),
     }
 
 
@@ -44,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':38s} {'':26s} | {'MOTA   IDF1   switches':22s} | {'MOTA   IDF1   switches':22s}")
     print("-" * len(header))
     for name, (_, target) in SEQUENCES.items():
-        cells = [f"{r['mota']:5.2f}  {r['idf1']:5.2f}  {r['switches']:8d}"
-                 for r in results[name].values()]
+        cells = [
+            f"{r['mota']:5.2f}  {r['idf1']:5.2f}  {r['switches']:8d}"
+            for r in results[name].values()
+        ]
         print(f"{name:38s} {target:26s} | {cells[0]:22s} | {cells[1]:22s}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -8,8 +8,9 @@ Nothing here changes pipeline code: the encoder split uses forward hooks on
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ PROB_TOLERANCE_FP32 = 1e-3
 
 
 # --------------------------------------------------------------------------- clocks
+
 
 class Clock:
     """Wall-clock reads that wait for the device first, so GPU work is counted where it
@@ -56,8 +58,12 @@ class EncoderSpans:
         self.spans.append((self._start, self._clock.now()))
 
 
-def timed_propose(propose: Callable[[np.ndarray], MaskProposals], image: np.ndarray,
-                  clock: Clock, encoder: EncoderSpans) -> tuple[MaskProposals, dict]:
+def timed_propose(
+    propose: Callable[[np.ndarray], MaskProposals],
+    image: np.ndarray,
+    clock: Clock,
+    encoder: EncoderSpans,
+) -> tuple[MaskProposals, dict]:
     """Run one propose call; milliseconds of proposals and its preprocess / encoder /
     post_encoder split (None when the encoder did not run exactly once in the call)."""
     encoder.spans.clear()
@@ -73,8 +79,11 @@ def proposal_split(start: float, end: float, encoder: EncoderSpans) -> dict:
     times = {"proposals": ms(end - start)}
     if len(encoder.spans) == 1:
         enc_start, enc_end = encoder.spans[0]
-        times.update(preprocess=ms(enc_start - start), encoder=ms(enc_end - enc_start),
-                     post_encoder=ms(end - enc_end))
+        times.update(
+            preprocess=ms(enc_start - start),
+            encoder=ms(enc_end - enc_start),
+            post_encoder=ms(end - enc_end),
+        )
     else:
         times.update(preprocess=None, encoder=None, post_encoder=None)
     return times
@@ -103,8 +112,7 @@ class StageRecorder:
         self.last[stage] = (output, milliseconds)
         if stage == "proposals":
             end = self._clock.now()
-            self.proposal_times = proposal_split(end - milliseconds / 1000.0, end,
-                                                 self._encoder)
+            self.proposal_times = proposal_split(end - milliseconds / 1000.0, end, self._encoder)
 
 
 def ms(seconds: float) -> float:
@@ -112,6 +120,7 @@ def ms(seconds: float) -> float:
 
 
 # --------------------------------------------------------------------------- fidelity
+
 
 def best_ious(reference: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """[A] IoU of each reference mask [A, H, W] with its best match among candidates
@@ -130,11 +139,15 @@ def best_ious(reference: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor
 
 def same_proposals(a: MaskProposals, b: MaskProposals) -> bool:
     """The same masks and boxes in the same order (what the classifiers read)."""
-    return (a.masks.shape == b.masks.shape and bool(torch.equal(a.masks, b.masks))
-            and bool(torch.equal(a.boxes.to(b.boxes), b.boxes)))
+    return (
+        a.masks.shape == b.masks.shape
+        and bool(torch.equal(a.masks, b.masks))
+        and bool(torch.equal(a.boxes.to(b.boxes), b.boxes))
+    )
 
 
 # --------------------------------------------------------------------------- the record
+
 
 @dataclass
 class Samples:
@@ -164,5 +177,5 @@ def reset_peak(device: torch.device) -> None:
 
 def note_peak(record: Samples, side: str, device: torch.device) -> None:
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
         record.peak_mib[side] = max(record.peak_mib.get(side, 0.0), peak)

@@ -13,8 +13,8 @@ own vector).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -50,8 +50,7 @@ class Scene:
         """Object ``obj`` of class ``label``; ``like``: nearly the same appearance as it."""
         self.labels[obj] = label
         if like is not None:
-            self.vectors[obj] = _unit(self.vectors[like] + 0.01 * self.rng.normal(
-                size=DIMENSION))
+            self.vectors[obj] = _unit(self.vectors[like] + 0.01 * self.rng.normal(size=DIMENSION))
             return
         if label not in self._class_vectors:
             self._class_vectors[label] = _unit(self.rng.normal(size=DIMENSION))
@@ -72,23 +71,29 @@ class Scene:
             where = painted == obj
             instance_map[where] = number
             rows, cols = np.nonzero(where)
-            boxes.append((cols.min(), rows.min(), cols.max() - cols.min() + 1,
-                          rows.max() - rows.min() + 1))
+            boxes.append(
+                (cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1)
+            )
         noise = 0.018 * self.rng.normal(size=(len(visible), DIMENSION))
         embeddings = np.array([_unit(self.vectors[obj] + n) for obj, n in zip(visible, noise)])
-        return Frame(instance_map, [self.labels[obj] for obj in visible],
-                     np.array(boxes, dtype=np.float64).reshape(-1, 4),
-                     embeddings.reshape(len(visible), DIMENSION), visible, index / FPS)
+        return Frame(
+            instance_map,
+            [self.labels[obj] for obj in visible],
+            np.array(boxes, dtype=np.float64).reshape(-1, 4),
+            embeddings.reshape(len(visible), DIMENSION),
+            visible,
+            index / FPS,
+        )
 
 
 def disc(x: float, y: float, radius: float) -> np.ndarray:
     rows, cols = np.ogrid[:HEIGHT, :WIDTH]
-    return (cols - x) ** 2 + (rows - y) ** 2 <= radius ** 2
+    return (cols - x) ** 2 + (rows - y) ** 2 <= radius**2
 
 
 def rectangle(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     mask = np.zeros((HEIGHT, WIDTH), bool)
-    mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
     return mask
 
 
@@ -99,8 +104,10 @@ def crossing() -> list[Frame]:
     scene = Scene(1)
     scene.add(1, "mug")
     scene.add(2, "mug")
-    return [scene.frame([(2, disc(20 + 3 * t, 60, 8)), (1, disc(140 - 3 * t, 60, 8))], t)
-            for t in range(41)]
+    return [
+        scene.frame([(2, disc(20 + 3 * t, 60, 8)), (1, disc(140 - 3 * t, 60, 8))], t)
+        for t in range(41)
+    ]
 
 
 def occlusion(hidden: int) -> Callable[[], list[Frame]]:
@@ -118,6 +125,7 @@ def occlusion(hidden: int) -> Callable[[], list[Frame]]:
                 shapes.append((1, disc(60 + 0.2 * t, 40, 10)))
             frames.append(scene.frame(shapes, t))
         return frames
+
     sequence.__doc__ = f"A mug hidden for {hidden} frames comes back where it was."
     return sequence
 
@@ -128,23 +136,31 @@ def fast_mover() -> list[Frame]:
     scene = Scene(3)
     scene.add(1, "ball")
     scene.add(2, "ball")
-    return [scene.frame([(2, disc(100, 95, 5)), (1, disc(8 + 12 * t, 40, 5))], t)
-            for t in range(16)]
+    return [
+        scene.frame([(2, disc(100, 95, 5)), (1, disc(8 + 12 * t, 40, 5))], t) for t in range(16)
+    ]
 
 
 def camera_pan() -> list[Frame]:
     """Six objects (two of each class); at frame 10 the camera pans: everything shifts
     40 px at once."""
     scene = Scene(4)
-    places = {1: ("mug", 30, 30), 2: ("mug", 80, 30), 3: ("book", 40, 80),
-              4: ("book", 95, 85), 5: ("chair", 130, 40), 6: ("chair", 150, 90)}
+    places = {
+        1: ("mug", 30, 30),
+        2: ("mug", 80, 30),
+        3: ("book", 40, 80),
+        4: ("book", 95, 85),
+        5: ("chair", 130, 40),
+        6: ("chair", 150, 90),
+    }
     for obj, (label, _, _) in places.items():
         scene.add(obj, label)
     frames = []
     for t in range(20):
         shift = -40 if t >= 10 else 0
-        frames.append(scene.frame([(obj, disc(x + shift + 40, y, 9))
-                                   for obj, (_, x, y) in places.items()], t))
+        frames.append(
+            scene.frame([(obj, disc(x + shift + 40, y, 9)) for obj, (_, x, y) in places.items()], t)
+        )
     return frames
 
 
@@ -170,8 +186,7 @@ def dropped_detections() -> list[Frame]:
     frames = []
     for t in range(60):
         position = start + velocity * t
-        shapes = [(obj, disc(*position[obj - 1], 8)) for obj in range(1, 9)
-                  if rng.random() >= 0.1]
+        shapes = [(obj, disc(*position[obj - 1], 8)) for obj in range(1, 9) if rng.random() >= 0.1]
         frames.append(scene.frame(shapes, t))
     return frames
 
@@ -221,8 +236,11 @@ def score(frames: list[Frame], ids_of: Callable[[Frame], list[int]]) -> dict[str
         np.fill_diagonal(distances, 0.0)
         accumulator.update(frame.truth, ids, distances)
     summary = mm.metrics.create().compute(accumulator, metrics=["mota", "idf1", "num_switches"])
-    return {"mota": float(summary["mota"].iloc[0]), "idf1": float(summary["idf1"].iloc[0]),
-            "switches": int(summary["num_switches"].iloc[0])}
+    return {
+        "mota": float(summary["mota"].iloc[0]),
+        "idf1": float(summary["idf1"].iloc[0]),
+        "switches": int(summary["num_switches"].iloc[0]),
+    }
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -11,15 +11,34 @@ import cv2
 import numpy as np
 import torch
 
-from ovseg_ros.settings.config import Settings
-from ovseg_ros.segmentation.proposals import grid_prompts
 from ovseg_ros.models.weights import SAM_CHECKPOINTS, ClipBundle, WeightsError, load_clip, load_sam
+from ovseg_ros.segmentation.proposals import grid_prompts
+from ovseg_ros.settings.config import Settings
 
 FRAME_HEIGHT, FRAME_WIDTH = 480, 640
 # A robot's everyday vocabulary; the last three are stuff (merged regions).
-CLASSES = ("person", "chair", "table", "door", "door handle", "mug", "bottle", "laptop",
-           "keyboard", "monitor", "cabinet", "shelf", "box", "bag", "plant", "lamp",
-           "window", "floor", "wall", "ceiling")
+CLASSES = (
+    "person",
+    "chair",
+    "table",
+    "door",
+    "door handle",
+    "mug",
+    "bottle",
+    "laptop",
+    "keyboard",
+    "monitor",
+    "cabinet",
+    "shelf",
+    "box",
+    "bag",
+    "plant",
+    "lamp",
+    "window",
+    "floor",
+    "wall",
+    "ceiling",
+)
 STUFF = ("floor", "wall", "ceiling")
 SAM_SEED, CLIP_SEED = 0, 1
 CALIBRATION_PROMPTS = 64
@@ -27,8 +46,8 @@ CALIBRATION_PROMPTS = 64
 
 # --------------------------------------------------------------------------- frames
 
-def synthetic_frame(seed: int, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH
-                    ) -> np.ndarray:
+
+def synthetic_frame(seed: int, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH) -> np.ndarray:
     """A deterministic HxWx3 uint8 RGB test scene: a smooth textured background (two
     gradients, low-frequency waves, pixel noise) with a dozen filled shapes and outlines."""
     rng = np.random.default_rng(seed)
@@ -36,8 +55,9 @@ def synthetic_frame(seed: int, height: int = FRAME_HEIGHT, width: int = FRAME_WI
     image = np.empty((height, width, 3), np.float32)
     for channel in range(3):
         fx, fy, phase = rng.uniform(0.005, 0.03), rng.uniform(0.005, 0.03), rng.uniform(0, 6)
-        image[..., channel] = (90 + 60 * np.sin(fx * xs + fy * ys + phase)
-                               + 40 * ys / height + rng.uniform(-20, 20))
+        image[..., channel] = (
+            90 + 60 * np.sin(fx * xs + fy * ys + phase) + 40 * ys / height + rng.uniform(-20, 20)
+        )
     image += rng.normal(0, 8, image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     for _ in range(12):
@@ -46,13 +66,15 @@ def synthetic_frame(seed: int, height: int = FRAME_HEIGHT, width: int = FRAME_WI
         cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
         size = int(rng.integers(20, 160))
         if kind == 0:
-            cv2.rectangle(image, (cx - size, cy - size // 2), (cx + size, cy + size // 2),
-                          colour, -1)
+            cv2.rectangle(
+                image, (cx - size, cy - size // 2), (cx + size, cy + size // 2), colour, -1
+            )
         elif kind == 1:
             cv2.circle(image, (cx, cy), size // 2, colour, -1)
         elif kind == 2:
-            cv2.ellipse(image, (cx, cy), (size, size // 3), float(rng.uniform(0, 180)), 0,
-                        360, colour, -1)
+            cv2.ellipse(
+                image, (cx, cy), (size, size // 3), float(rng.uniform(0, 180)), 0, 360, colour, -1
+            )
         else:
             points = rng.integers(-size, size, (5, 2)) + np.array([cx, cy])
             cv2.fillPoly(image, [points.astype(np.int32)], colour)
@@ -63,6 +85,7 @@ def synthetic_frame(seed: int, height: int = FRAME_HEIGHT, width: int = FRAME_WI
 
 # --------------------------------------------------------------------------- models
 
+
 @dataclass
 class Models:
     sam: torch.nn.Module
@@ -72,8 +95,9 @@ class Models:
     sam_random: bool
 
 
-def load_models(settings: Settings, device: torch.device, *, random_weights: bool,
-                mask_prompt: bool) -> Models:
+def load_models(
+    settings: Settings, device: torch.device, *, random_weights: bool, mask_prompt: bool
+) -> Models:
     """Real weights when the settings find them without downloading, else random weights
     of the same architectures (mask_prompt: add a random OVSeg prompt to random CLIP)."""
     settings = settings.replace(offline=True)
@@ -82,8 +106,10 @@ def load_models(settings: Settings, device: torch.device, *, random_weights: boo
     if not random_weights:
         try:
             sam = load_sam(settings, device)
-            sam_source = "real: " + (settings.sam_checkpoint or str(
-                settings.resolved_cache_dir() / SAM_CHECKPOINTS[settings.sam_model].filename))
+            sam_source = "real: " + (
+                settings.sam_checkpoint
+                or str(settings.resolved_cache_dir() / SAM_CHECKPOINTS[settings.sam_model].filename)
+            )
         except WeightsError as err:
             sam_source = f"random ({first_sentence(err)})"
         try:
@@ -102,9 +128,11 @@ def load_models(settings: Settings, device: torch.device, *, random_weights: boo
     if clip is None:
         clip = random_clip(settings, device, mask_prompt)
         clip_source = clip_source or "random (--random-weights)"
-        clip_source += (f"; open_clip {settings.clip_model} pretrained=None, "
-                        f"quick_gelu {clip_uses_quick_gelu(settings)}, seed {CLIP_SEED}"
-                        + (", random mask prompt" if mask_prompt else ""))
+        clip_source += (
+            f"; open_clip {settings.clip_model} pretrained=None, "
+            f"quick_gelu {clip_uses_quick_gelu(settings)}, seed {CLIP_SEED}"
+            + (", random mask prompt" if mask_prompt else "")
+        )
     return Models(sam, clip, sam_source, clip_source, sam_random)
 
 
@@ -119,20 +147,26 @@ def random_clip(settings: Settings, device: torch.device, mask_prompt: bool) -> 
 
     name = settings.clip_model
     torch.manual_seed(CLIP_SEED)
-    model = open_clip.create_model(name, pretrained=None,
-                                   force_quick_gelu=clip_uses_quick_gelu(settings))
+    model = open_clip.create_model(
+        name, pretrained=None, force_quick_gelu=clip_uses_quick_gelu(settings)
+    )
     model = model.to(device).eval()
     visual = model.visual
     prompt = None
     if mask_prompt:
         # OVSeg's shape [depth 3, grid * grid, width]; values of a trained prompt's scale.
-        prompt = 0.1 * torch.randn(3, visual.grid_size[0] * visual.grid_size[1],
-                                   visual.conv1.out_channels, device=device)
+        prompt = 0.1 * torch.randn(
+            3, visual.grid_size[0] * visual.grid_size[1], visual.conv1.out_channels, device=device
+        )
     size = visual.image_size
-    return ClipBundle(model=model, tokenizer=open_clip.get_tokenizer(name),
-                      mask_embedding=prompt, image_mean=open_clip.OPENAI_DATASET_MEAN,
-                      image_std=open_clip.OPENAI_DATASET_STD,
-                      image_size=size if isinstance(size, int) else size[0])
+    return ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        mask_embedding=prompt,
+        image_mean=open_clip.OPENAI_DATASET_MEAN,
+        image_std=open_clip.OPENAI_DATASET_STD,
+        image_size=size if isinstance(size, int) else size[0],
+    )
 
 
 def clip_uses_quick_gelu(settings: Settings) -> bool:
@@ -145,8 +179,9 @@ def clip_uses_quick_gelu(settings: Settings) -> bool:
 
 
 @torch.inference_mode()
-def iou_threshold_keeping(sam: torch.nn.Module, image: np.ndarray, points_per_side: int,
-                          keep_fraction: float) -> tuple[float, int]:
+def iou_threshold_keeping(
+    sam: torch.nn.Module, image: np.ndarray, points_per_side: int, keep_fraction: float
+) -> tuple[float, int]:
     """(pred_iou_thresh, candidates): the threshold that about keep_fraction of the grid's
     candidate masks (3 per point) exceed on this image, and how many candidates there are.
 
@@ -166,8 +201,11 @@ def iou_threshold_keeping(sam: torch.nn.Module, image: np.ndarray, points_per_si
         points = points[spread.to(points.device)]
     labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=sam.device)
     sparse, dense = sam.prompt_encoder(points=(points, labels), boxes=None, masks=None)
-    _, iou = sam.mask_decoder(image_embeddings=embedding,
-                              image_pe=sam.prompt_encoder.get_dense_pe(),
-                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                              multimask_output=True)
+    _, iou = sam.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
     return float(torch.quantile(iou.flatten().float(), 1.0 - keep_fraction)), candidates

@@ -5,8 +5,8 @@ assignments on the same inputs). Not part of the package.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -44,11 +44,11 @@ class ReferenceTracker:
             self._shape = instance_map.shape
         count = len(labels)
         flat = instance_map.ravel()
-        areas = np.bincount(flat, minlength=count + 1)[1:count + 1]
+        areas = np.bincount(flat, minlength=count + 1)[1 : count + 1]
         iou = np.zeros((len(self.tracks), count))
         labels_array = np.array(labels, dtype=object)
         for row, track in enumerate(self.tracks):
-            overlap = np.bincount(flat[track.pixels], minlength=count + 1)[1:count + 1]
+            overlap = np.bincount(flat[track.pixels], minlength=count + 1)[1 : count + 1]
             union = track.pixels.size + areas - overlap
             iou[row] = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)
             iou[row, labels_array != track.label] = 0.0

@@ -12,7 +12,9 @@ from ovseg_ros.segmentation.panoptic import UNLABELLED, SegmentationResult
 from ovseg_ros.segmentation.visualize import class_colours
 
 
-def reference_overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
+def reference_overlay(
+    image: np.ndarray, result: SegmentationResult, alpha: float = 0.5
+) -> np.ndarray:
     """HxWx3 uint8 RGB: labelled pixels tinted by class, instance outlines, one label each."""
     colours = class_colours(max(len(result.vocabulary), 1))
     labelled = result.semantic != UNLABELLED
@@ -31,6 +33,7 @@ def reference_overlay(image: np.ndarray, result: SegmentationResult, alpha: floa
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         y_text = max(y, th + base)
         cv2.rectangle(out, (x, y_text - th - base), (x + tw, y_text), colour, -1)
-        cv2.putText(out, text, (x, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            out, text, (x, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+        )
     return out

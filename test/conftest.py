@@ -21,6 +21,7 @@ for folder in (TEST_DIR, TEST_DIR.parent):
         sys.path.insert(0, str(folder))
 
 import tiny_models  # noqa: E402
+
 from ovseg_ros.settings.config import Settings  # noqa: E402
 
 # Distinct seeds so a test can tell which weights were loaded.
@@ -60,8 +61,13 @@ def tiny_mask_embedding(tiny_ovseg_clip: torch.nn.Module) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_sam, tiny_clip,
-                 tiny_ovseg_clip, tiny_mask_embedding) -> dict[str, Path]:
+def tiny_weights(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_sam,
+    tiny_clip,
+    tiny_ovseg_clip,
+    tiny_mask_embedding,
+) -> dict[str, Path]:
     """Paths of the tiny checkpoints:
 
     - 'cache_dir': a weight cache folder holding 'sam' under the official vit_b file name;
@@ -77,10 +83,12 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_sam, tiny_clip,
         "cache_dir": cache_dir,
         "sam": tiny_models.save_sam_checkpoint(tiny_sam, cache_dir / "sam_vit_b_01ec64.pth"),
         "clip": tiny_models.save_clip_state_dict(tiny_clip, root / "tiny_clip.pth"),
-        "ovseg_clip": tiny_models.save_clip_state_dict(tiny_ovseg_clip,
-                                                       root / "ovseg_clip_tiny.pth"),
-        "ovseg_mpt": tiny_models.save_ovseg_checkpoint(tiny_ovseg_clip, tiny_mask_embedding,
-                                                       root / "ovseg_tiny_mpt.pth"),
+        "ovseg_clip": tiny_models.save_clip_state_dict(
+            tiny_ovseg_clip, root / "ovseg_clip_tiny.pth"
+        ),
+        "ovseg_mpt": tiny_models.save_ovseg_checkpoint(
+            tiny_ovseg_clip, tiny_mask_embedding, root / "ovseg_tiny_mpt.pth"
+        ),
     }
 
 
@@ -108,9 +116,17 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     is the slow part. Its workers run ray_faults.install (tiny CLIP, injected failures)."""
     ray = pytest.importorskip("ray")
     clip_configs = tmp_path_factory.mktemp("ray_clip_configs")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": f"{TEST_DIR}:{TEST_DIR.parent}",
-                                       "OVSEG_TEST_CLIP_CONFIGS": str(clip_configs)},
-                          "worker_process_setup_hook": "ray_faults.install"})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": f"{TEST_DIR}:{TEST_DIR.parent}",
+                "OVSEG_TEST_CLIP_CONFIGS": str(clip_configs),
+            },
+            "worker_process_setup_hook": "ray_faults.install",
+        },
+    )
     yield ray
     ray.shutdown()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import tiny_models
+
 from ovseg_ros.node.lifecycle_node import lifecycle_main
 from ovseg_ros.node.node import main
 

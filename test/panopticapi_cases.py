@@ -46,8 +46,9 @@ class Case:
 UNLABELLED = 65535
 
 
-def _columns(spans: list[tuple[int, int, int]], height: int = 4, width: int = 20,
-             fill: int = 0) -> np.ndarray:
+def _columns(
+    spans: list[tuple[int, int, int]], height: int = 4, width: int = 20, fill: int = 0
+) -> np.ndarray:
     """[height, width] with value v in columns a..b-1 for each (a, b, v)."""
     out = np.full((height, width), fill, dtype=np.int64)
     for a, b, v in spans:
@@ -62,8 +63,12 @@ def crowd_of_another_class() -> Case:
     gt = _columns([(0, 10, 1), (10, 20, 2)])
     pred_c = _columns([(0, 20, person)])
     pred_i = _columns([(0, 10, 1), (10, 20, 2)])
-    return Case("crowd_of_another_class", {person, car}, set(),
-                [Image(gt, [(1, person, False), (2, car, True)], pred_c, pred_i)])
+    return Case(
+        "crowd_of_another_class",
+        {person, car},
+        set(),
+        [Image(gt, [(1, person, False), (2, car, True)], pred_c, pred_i)],
+    )
 
 
 def crowd_stays_in_the_union() -> Case:
@@ -73,12 +78,23 @@ def crowd_stays_in_the_union() -> Case:
     gt = _columns([(0, 10, 1), (10, 20, 2)])
     pred_c = _columns([(4, 20, person)], fill=UNLABELLED)
     pred_i = _columns([(4, 20, 1)])
-    return Case("crowd_stays_in_the_union", {person}, set(),
-                [Image(gt, [(1, person, True), (2, person, False)], pred_c, pred_i)])
+    return Case(
+        "crowd_stays_in_the_union",
+        {person},
+        set(),
+        [Image(gt, [(1, person, True), (2, person, False)], pred_c, pred_i)],
+    )
 
 
-def _random_image(rng: np.random.Generator, things: list[int], stuffs: list[int],
-                  crowd_share: float, void: bool, height: int = 48, width: int = 64) -> Image:
+def _random_image(
+    rng: np.random.Generator,
+    things: list[int],
+    stuffs: list[int],
+    crowd_share: float,
+    void: bool,
+    height: int = 48,
+    width: int = 64,
+) -> Image:
     """Rectangles of random classes painted over each other (stuff first), some crowd,
     optionally void bands; the prediction shifts, drops, relabels, splits and leaves parts
     unlabelled, and adds spurious segments."""
@@ -88,18 +104,18 @@ def _random_image(rng: np.random.Generator, things: list[int], stuffs: list[int]
     for cls in stuffs:
         if rng.random() < 0.8:
             y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
-            gt[y:y + rng.integers(8, height), x:x + rng.integers(8, width)] = next_id
+            gt[y : y + rng.integers(8, height), x : x + rng.integers(8, width)] = next_id
             segments.append((next_id, cls, False))
             next_id += 1
     for _ in range(rng.integers(2, 7)):
         cls = int(rng.choice(things))
         y, x = rng.integers(0, height - 4), rng.integers(0, width - 4)
-        gt[y:y + rng.integers(4, 20), x:x + rng.integers(4, 24)] = next_id
+        gt[y : y + rng.integers(4, 20), x : x + rng.integers(4, 24)] = next_id
         segments.append((next_id, cls, bool(rng.random() < crowd_share)))
         next_id += 1
     if void:
-        gt[rng.integers(0, height):, : rng.integers(0, width // 3)] = 0
-        gt[:, rng.integers(width - 6, width):] = 0
+        gt[rng.integers(0, height) :, : rng.integers(0, width // 3)] = 0
+        gt[:, rng.integers(width - 6, width) :] = 0
     present = set(np.unique(gt).tolist())
     segments = [s for s in segments if s[0] in present]
 
@@ -127,7 +143,10 @@ def _random_image(rng: np.random.Generator, things: list[int], stuffs: list[int]
     for _ in range(rng.integers(0, 3)):  # spurious segments
         y, x = rng.integers(0, height - 4), rng.integers(0, width - 4)
         h, w = rng.integers(3, 12, size=2)
-        pred_c[y:y + h, x:x + w], pred_i[y:y + h, x:x + w] = int(rng.choice(things)), instance
+        pred_c[y : y + h, x : x + w], pred_i[y : y + h, x : x + w] = (
+            int(rng.choice(things)),
+            instance,
+        )
         instance += 1
     pred_c[rng.random((height, width)) < 0.02] = UNLABELLED
     return Image(gt, segments, pred_c, pred_i)
@@ -136,18 +155,25 @@ def _random_image(rng: np.random.Generator, things: list[int], stuffs: list[int]
 def random_case(name: str, seed: int, images: int, crowd_share: float, void: bool) -> Case:
     rng = np.random.default_rng(seed)
     things, stuffs = [0, 1, 2, 3], [4, 5]
-    return Case(name, set(things), set(stuffs),
-                [_random_image(rng, things, stuffs, crowd_share, void) for _ in range(images)])
+    return Case(
+        name,
+        set(things),
+        set(stuffs),
+        [_random_image(rng, things, stuffs, crowd_share, void) for _ in range(images)],
+    )
 
 
 def cases() -> list[Case]:
     """Every pinned case, in a fixed order."""
-    return [crowd_of_another_class(), crowd_stays_in_the_union(),
-            random_case("random_no_crowd_no_void", 1, 10, 0.0, False),
-            random_case("random_no_crowd_void", 2, 10, 0.0, True),
-            random_case("random_crowd_quarter", 3, 30, 0.25, False),
-            random_case("random_crowd_quarter_void", 4, 30, 0.25, True),
-            random_case("random_crowd_half_void", 5, 20, 0.5, True)]
+    return [
+        crowd_of_another_class(),
+        crowd_stays_in_the_union(),
+        random_case("random_no_crowd_no_void", 1, 10, 0.0, False),
+        random_case("random_no_crowd_void", 2, 10, 0.0, True),
+        random_case("random_crowd_quarter", 3, 30, 0.25, False),
+        random_case("random_crowd_quarter_void", 4, 30, 0.25, True),
+        random_case("random_crowd_half_void", 5, 20, 0.5, True),
+    ]
 
 
 # ------------------------------------------------------------------ panopticapi's side
@@ -161,8 +187,10 @@ def _write(case: Case, folder: Path) -> tuple[Path, Path]:
     from PIL import Image as PILImage
 
     num_classes = len(case.things) + len(case.stuffs)
-    categories = [{"id": c + 1, "name": f"class{c}", "isthing": int(c in case.things)}
-                  for c in range(num_classes)]
+    categories = [
+        {"id": c + 1, "name": f"class{c}", "isthing": int(c in case.things)}
+        for c in range(num_classes)
+    ]
     gt_json = {"categories": categories, "annotations": [], "images": []}
     pred_json = {"annotations": []}
     for sub in ("gt", "pred"):
@@ -170,22 +198,37 @@ def _write(case: Case, folder: Path) -> tuple[Path, Path]:
     for number, image in enumerate(case.images):
         name = f"{number:04d}.png"
         PILImage.fromarray(_rgb(image.gt_ids)).save(folder / "gt" / name)
-        gt_json["annotations"].append({"image_id": number, "file_name": name, "segments_info": [
-            {"id": i, "category_id": c + 1, "iscrowd": int(crowd),
-             "area": int((image.gt_ids == i).sum())} for i, c, crowd in image.gt_segments]})
+        gt_json["annotations"].append(
+            {
+                "image_id": number,
+                "file_name": name,
+                "segments_info": [
+                    {
+                        "id": i,
+                        "category_id": c + 1,
+                        "iscrowd": int(crowd),
+                        "area": int((image.gt_ids == i).sum()),
+                    }
+                    for i, c, crowd in image.gt_segments
+                ],
+            }
+        )
         gt_json["images"].append({"id": number, "file_name": name})
         labelled = (image.pred_classes >= 0) & (image.pred_classes < num_classes)
-        pairs = np.unique(np.stack([image.pred_classes[labelled],
-                                    image.pred_instances[labelled]], axis=1), axis=0)
+        pairs = np.unique(
+            np.stack([image.pred_classes[labelled], image.pred_instances[labelled]], axis=1), axis=0
+        )
         pred_ids = np.zeros(image.pred_classes.shape, dtype=np.int64)
         segments_info = []
         for segment_id, (cls, inst) in enumerate(pairs, start=1):
-            pred_ids[labelled & (image.pred_classes == cls) & (image.pred_instances == inst)] = \
+            pred_ids[labelled & (image.pred_classes == cls) & (image.pred_instances == inst)] = (
                 segment_id
+            )
             segments_info.append({"id": segment_id, "category_id": int(cls) + 1})
         PILImage.fromarray(_rgb(pred_ids)).save(folder / "pred" / name)
-        pred_json["annotations"].append({"image_id": number, "file_name": name,
-                                         "segments_info": segments_info})
+        pred_json["annotations"].append(
+            {"image_id": number, "file_name": name, "segments_info": segments_info}
+        )
     (folder / "gt.json").write_text(json.dumps(gt_json))
     (folder / "pred.json").write_text(json.dumps(pred_json))
     return folder / "gt.json", folder / "pred.json"
@@ -202,8 +245,7 @@ def panopticapi_scores(case: Case, folder: Path) -> dict[str, float]:
     gt_json, pred_json = json.loads(gt_file.read_text()), json.loads(pred_file.read_text())
     categories = {c["id"]: c for c in gt_json["categories"]}
     pairs = list(zip(gt_json["annotations"], pred_json["annotations"]))
-    stat = pq_compute_single_core(0, pairs, str(folder / "gt"), str(folder / "pred"),
-                                  categories)
+    stat = pq_compute_single_core(0, pairs, str(folder / "gt"), str(folder / "pred"), categories)
     result, _ = stat.pq_average(categories, isthing=None)
     return {k: 100.0 * result[k] for k in ("pq", "sq", "rq")}
 
@@ -214,10 +256,12 @@ def main() -> int:
     except ImportError:
         print(__doc__, file=sys.stderr)
         return 2
-    expected = {"computed_with": "test/panopticapi_cases.py: panopticapi.evaluation "
-                                 "(cocodataset/panopticapi, as PyPI's panopticapi-lite 0.2.0) "
-                                 "pq_compute_single_core + PQStat.pq_average, 'All' x 100",
-                "cases": {}}
+    expected = {
+        "computed_with": "test/panopticapi_cases.py: panopticapi.evaluation "
+        "(cocodataset/panopticapi, as PyPI's panopticapi-lite 0.2.0) "
+        "pq_compute_single_core + PQStat.pq_average, 'All' x 100",
+        "cases": {},
+    }
     for case in cases():
         with tempfile.TemporaryDirectory() as folder:
             expected["cases"][case.name] = panopticapi_scores(case, Path(folder))

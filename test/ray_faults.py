@@ -21,8 +21,9 @@ class InjectedFailure(RuntimeError):
 
 def install() -> None:
     import tiny_models
-    from ovseg_ros.offline import bag_writer, inputs
+
     from ovseg_ros.evaluation import evaluate
+    from ovseg_ros.offline import bag_writer, inputs
 
     tiny_models.register_tiny_clip(Path(os.environ["OVSEG_TEST_CLIP_CONFIGS"]))
     inputs.read_image = _failing_read(inputs.read_image)
@@ -46,6 +47,7 @@ def _failing_read(read):
             if "poison" in path.stem or tries == 1:
                 raise InjectedFailure(f"injected failure reading {path.name} (try {tries})")
         return read(path)
+
     return read_or_fail
 
 
@@ -55,4 +57,5 @@ def _failing_bag(segment_bag):
         if "poison" in Path(in_bag).name:
             raise InjectedFailure(f"injected failure after segmenting {Path(in_bag).name}")
         return stats
+
     return segment_or_fail

@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from rosbags.highlevel import AnyReader  # noqa: E402
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from test_cli_scene import CX, CY, FX, FY
 
-from ovseg_ros.offline import bag_types  # noqa: E402
-from ovseg_ros.offline.bag_depth import QUEUE_SIZE, BagDepth, colour_messages, stamp_ns  # noqa: E402
-from ovseg_ros.messages.depth_messages import camera_info_topic  # noqa: E402
-from test_cli_scene import CX, CY, FX, FY  # noqa: E402  the same camera as the files' tests
+from ovseg_ros.messages.depth_messages import camera_info_topic
+from ovseg_ros.offline import bag_types
+from ovseg_ros.offline.bag_depth import QUEUE_SIZE, BagDepth, colour_messages, stamp_ns
 
 COLOUR = "/camera/color/image_raw"
 DEPTH = "/camera/aligned_depth_to_color/image_raw"
@@ -26,28 +26,60 @@ MS = 10**6
 
 def colour_image(store, stamp: int, rgb: np.ndarray, frame_id: str = "cam") -> tuple:
     height, width = rgb.shape[:2]
-    return COLOUR, "sensor_msgs/msg/Image", bag_types.message_types(store).Image(
-        header=bag_types.header(store, stamp, frame_id), height=height, width=width,
-        encoding="rgb8", step=width * 3, data=rgb.tobytes())
+    return (
+        COLOUR,
+        "sensor_msgs/msg/Image",
+        bag_types.message_types(store).Image(
+            header=bag_types.header(store, stamp, frame_id),
+            height=height,
+            width=width,
+            encoding="rgb8",
+            step=width * 3,
+            data=rgb.tobytes(),
+        ),
+    )
 
 
-def depth_image(store, stamp: int, size: tuple[int, int] = (120, 160), millimetres: int = 2000,
-                frame_id: str = "cam") -> tuple:
+def depth_image(
+    store,
+    stamp: int,
+    size: tuple[int, int] = (120, 160),
+    millimetres: int = 2000,
+    frame_id: str = "cam",
+) -> tuple:
     """A 16UC1 depth image of one value, size (height, width)."""
     height, width = size
     pixels = np.full(size, millimetres, "<u2")
-    return DEPTH, "sensor_msgs/msg/Image", bag_types.message_types(store).Image(
-        header=bag_types.header(store, stamp, frame_id), height=height, width=width,
-        encoding="16UC1", step=width * 2, data=pixels.tobytes())
+    return (
+        DEPTH,
+        "sensor_msgs/msg/Image",
+        bag_types.message_types(store).Image(
+            header=bag_types.header(store, stamp, frame_id),
+            height=height,
+            width=width,
+            encoding="16UC1",
+            step=width * 2,
+            data=pixels.tobytes(),
+        ),
+    )
 
 
-def camera_info(store, stamp: int, fx: float = FX, size: tuple[int, int] = (120, 160),
-                topic: str = INFO) -> tuple:
+def camera_info(
+    store, stamp: int, fx: float = FX, size: tuple[int, int] = (120, 160), topic: str = INFO
+) -> tuple:
     height, width = size
     make = bag_types.constructor(store, "sensor_msgs/msg/CameraInfo")
-    return topic, "sensor_msgs/msg/CameraInfo", make(
-        header=bag_types.header(store, stamp, "cam"), height=height, width=width,
-        distortion_model="plumb_bob", k=[fx, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0])
+    return (
+        topic,
+        "sensor_msgs/msg/CameraInfo",
+        make(
+            header=bag_types.header(store, stamp, "cam"),
+            height=height,
+            width=width,
+            distortion_model="plumb_bob",
+            k=[fx, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0],
+        ),
+    )
 
 
 def write_bag(path: Path, logged: list[tuple[int, tuple]]) -> None:
@@ -58,8 +90,7 @@ def write_bag(path: Path, logged: list[tuple[int, tuple]]) -> None:
         for log_time, (topic, msgtype, message) in sorted(logged, key=lambda m: m[0]):
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(connections[topic], log_time,
-                         bytes(store.serialize_cdr(message, msgtype)))
+            writer.write(connections[topic], log_time, bytes(store.serialize_cdr(message, msgtype)))
 
 
 def camera_bag(path: Path, rgb: np.ndarray, info: bool = True) -> None:
@@ -72,22 +103,25 @@ def camera_bag(path: Path, rgb: np.ndarray, info: bool = True) -> None:
     size = rgb.shape[:2]
     stamps = [T0 + k * 100 * MS for k in range(5)]
     logged = [(t + 5 * MS, colour_image(store, t, rgb)) for t in stamps]
-    logged += [(stamps[0] + 9 * MS, depth_image(store, stamps[0] + 3 * MS, size)),
-               (stamps[1] + 1 * MS, depth_image(store, stamps[1] - 4 * MS, size)),
-               (stamps[3] + 6 * MS, depth_image(store, stamps[3] + 2 * MS, size,
-                                                frame_id="other")),
-               (stamps[4] + 6 * MS, depth_image(store, stamps[4] + 1 * MS,
-                                                (size[0] // 2, size[1] // 2)))]
+    logged += [
+        (stamps[0] + 9 * MS, depth_image(store, stamps[0] + 3 * MS, size)),
+        (stamps[1] + 1 * MS, depth_image(store, stamps[1] - 4 * MS, size)),
+        (stamps[3] + 6 * MS, depth_image(store, stamps[3] + 2 * MS, size, frame_id="other")),
+        (stamps[4] + 6 * MS, depth_image(store, stamps[4] + 1 * MS, (size[0] // 2, size[1] // 2))),
+    ]
     if info:
         logged.append((stamps[0] + 50 * MS, camera_info(store, stamps[0], size=size)))
     write_bag(path, logged)
 
 
-@pytest.mark.parametrize("image, info", [
-    ("/camera/color/image_raw", "/camera/color/camera_info"),
-    ("/camera/color/image_raw/compressed", "/camera/color/camera_info"),
-    ("/image", "/camera_info"),
-])
+@pytest.mark.parametrize(
+    "image, info",
+    [
+        ("/camera/color/image_raw", "/camera/color/camera_info"),
+        ("/camera/color/image_raw/compressed", "/camera/color/camera_info"),
+        ("/image", "/camera_info"),
+    ],
+)
 def test_camera_info_topic_is_the_image_topics_sibling(image, info):
     assert camera_info_topic(image) == info
 
@@ -98,7 +132,8 @@ def paired(bag: Path, slop_s: float = 0.05) -> list:
 
 
 def test_each_colour_message_gets_the_nearest_depth_within_the_slop_and_the_last_camera_info(
-        tmp_path):
+    tmp_path,
+):
     """Depth logged before its colour message (frame 0); a farther one within the slop
     logged first and a nearer one logged after the colour message (frame 1); none within
     the slop (frame 2); one at the slop's edge (frame 3). A second CameraInfo replaces the
@@ -107,23 +142,37 @@ def test_each_colour_message_gets_the_nearest_depth_within_the_slop_and_the_last
     rgb = np.zeros((12, 16, 3), np.uint8)
     stamps = [T0 + k * 100 * MS for k in range(4)]
     logged = [(t + 5 * MS, colour_image(store, t, rgb)) for t in stamps]
-    logged += [(t + log * MS, depth_image(store, t + offset * MS, (12, 16)))
-               for t, offset, log in ((stamps[0], -4, 1), (stamps[1], -35, -30),
-                                      (stamps[1], 4, 10), (stamps[3], 45, 47))]
-    logged += [(stamps[0] + 50 * MS, camera_info(store, stamps[0], fx=200.0, size=(12, 16))),
-               (stamps[2] + 1 * MS, camera_info(store, stamps[2], fx=300.0, size=(12, 16)))]
+    logged += [
+        (t + log * MS, depth_image(store, t + offset * MS, (12, 16)))
+        for t, offset, log in (
+            (stamps[0], -4, 1),
+            (stamps[1], -35, -30),
+            (stamps[1], 4, 10),
+            (stamps[3], 45, 47),
+        )
+    ]
+    logged += [
+        (stamps[0] + 50 * MS, camera_info(store, stamps[0], fx=200.0, size=(12, 16))),
+        (stamps[2] + 1 * MS, camera_info(store, stamps[2], fx=300.0, size=(12, 16))),
+    ]
     write_bag(tmp_path / "bag", logged)
 
     colour = paired(tmp_path / "bag")
     assert [stamp_ns(c.message.header) for c in colour] == stamps
-    depth = [None if c.partners.depth is None else stamp_ns(c.partners.depth.header) - t
-             for c, t in zip(colour, stamps)]
+    depth = [
+        None if c.partners.depth is None else stamp_ns(c.partners.depth.header) - t
+        for c, t in zip(colour, stamps)
+    ]
     assert depth == [-4 * MS, 4 * MS, None, 45 * MS]
     assert [c.partners.info.k[0] for c in colour] == [200.0, 200.0, 300.0, 300.0]
     assert [c.log_time for c in colour] == [t + 5 * MS for t in stamps]
     # a narrower slop leaves frame 3 (45 ms away) without depth
     assert [c.partners.depth is None for c in paired(tmp_path / "bag", 0.04)] == [
-        False, False, True, True]
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_colour_messages_are_not_held_back_without_bound(tmp_path):
@@ -157,12 +206,14 @@ def test_depth_logged_out_of_stamp_order_still_gives_the_nearest_depth(tmp_path)
     2 ms after it is logged 35 ms later: the frame waits for it and pairs with the nearer."""
     store = bag_types.typestore()
     rgb = np.zeros((4, 4, 3), np.uint8)
-    logged = [(T0 + 5 * MS, colour_image(store, T0, rgb)),
-              (T0 + 6 * MS, depth_image(store, T0 + 30 * MS, (4, 4))),
-              (T0 + 40 * MS, depth_image(store, T0 + 2 * MS, (4, 4))),
-              (T0, camera_info(store, T0, size=(4, 4)))]
+    logged = [
+        (T0 + 5 * MS, colour_image(store, T0, rgb)),
+        (T0 + 6 * MS, depth_image(store, T0 + 30 * MS, (4, 4))),
+        (T0 + 40 * MS, depth_image(store, T0 + 2 * MS, (4, 4))),
+        (T0, camera_info(store, T0, size=(4, 4))),
+    ]
     write_bag(tmp_path / "bag", logged)
-    colour, = paired(tmp_path / "bag")
+    (colour,) = paired(tmp_path / "bag")
     assert stamp_ns(colour.partners.depth.header) - T0 == 2 * MS
 
 
@@ -171,11 +222,13 @@ def test_one_depth_message_serves_two_colour_messages_when_depth_is_slower(tmp_p
     the depth at 0, which is stamped before either of them."""
     store = bag_types.typestore()
     rgb = np.zeros((4, 4, 3), np.uint8)
-    logged = [(T0 + 1 * MS, depth_image(store, T0, (4, 4))),
-              (T0 + 6 * MS, colour_image(store, T0 + 5 * MS, rgb)),
-              (T0 + 21 * MS, colour_image(store, T0 + 20 * MS, rgb)),
-              (T0 + 101 * MS, depth_image(store, T0 + 100 * MS, (4, 4))),
-              (T0, camera_info(store, T0, size=(4, 4)))]
+    logged = [
+        (T0 + 1 * MS, depth_image(store, T0, (4, 4))),
+        (T0 + 6 * MS, colour_image(store, T0 + 5 * MS, rgb)),
+        (T0 + 21 * MS, colour_image(store, T0 + 20 * MS, rgb)),
+        (T0 + 101 * MS, depth_image(store, T0 + 100 * MS, (4, 4))),
+        (T0, camera_info(store, T0, size=(4, 4))),
+    ]
     write_bag(tmp_path / "bag", logged)
     first, second = paired(tmp_path / "bag")
     assert stamp_ns(first.partners.depth.header) == T0

@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from rosbags.highlevel import AnyReader  # noqa: E402
-from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
+from rosbags.highlevel import AnyReader
+from rosbags.interfaces import QosDurability, QosReliability
+from rosbags.rosbag2 import StoragePlugin, Writer
 
-from ovseg_ros.offline import bag_types  # noqa: E402
-from ovseg_ros.offline.bag_writer import BagWriter, segment_bag  # noqa: E402
+from ovseg_ros.offline import bag_types
+from ovseg_ros.offline.bag_writer import BagWriter, segment_bag
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "/camera/color/image_raw"
@@ -40,9 +40,14 @@ def camera_bag(path: Path, frames: int = 3, corrupt: int | None = None) -> list[
         for k in range(frames):
             rgb = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
             images.append(rgb)
-            msg = types.Image(header=bag_types.header(store, k * 10**9 + 7, "cam_optical"),
-                              height=20, width=28, encoding="rgb8", step=28 * 3,
-                              data=rgb.tobytes())
+            msg = types.Image(
+                header=bag_types.header(store, k * 10**9 + 7, "cam_optical"),
+                height=20,
+                width=28,
+                encoding="rgb8",
+                step=28 * 3,
+                data=rgb.tobytes(),
+            )
             raw = bytes(store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
             writer.write(connection, k * 10**9 + 1000, raw[:30] if k == corrupt else raw)
     return images
@@ -55,8 +60,7 @@ def segmenter(tiny_settings):
 
     settings = tiny_settings.replace(templates="single")
     segmenter = Segmenter(settings)
-    return segmenter, segmenter.encode_vocabulary(
-        Vocabulary.from_settings("mug, chair", settings))
+    return segmenter, segmenter.encode_vocabulary(Vocabulary.from_settings("mug, chair", settings))
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -69,21 +73,24 @@ def test_segmented_bag_reads_back_like_the_live_node(tmp_path, segmenter, storag
     assert len(stats.skipped) == 1 and "cannot deserialize" in stats.skipped[0]
     assert f"{TOPIC}@1000001000" in stats.skipped[0]
 
-    expected_types = {"/ovseg/panoptic": "ovseg_ros/msg/PanopticSegmentation",
-                      "/ovseg/semantic": "sensor_msgs/msg/Image",
-                      "/ovseg/instances": "sensor_msgs/msg/Image",
-                      "/ovseg/detections": "vision_msgs/msg/Detection2DArray",
-                      "/ovseg/overlay": "sensor_msgs/msg/Image",
-                      "/ovseg/label_info": "vision_msgs/msg/LabelInfo",
-                      TOPIC: "sensor_msgs/msg/Image"}
+    expected_types = {
+        "/ovseg/panoptic": "ovseg_ros/msg/PanopticSegmentation",
+        "/ovseg/semantic": "sensor_msgs/msg/Image",
+        "/ovseg/instances": "sensor_msgs/msg/Image",
+        "/ovseg/detections": "vision_msgs/msg/Detection2DArray",
+        "/ovseg/overlay": "sensor_msgs/msg/Image",
+        "/ovseg/label_info": "vision_msgs/msg/LabelInfo",
+        TOPIC: "sensor_msgs/msg/Image",
+    }
     suffix = {"mcap": ".mcap", "sqlite3": ".db3"}[storage]
     assert any(p.suffix == suffix for p in (tmp_path / "out").iterdir())
     with AnyReader([tmp_path / "out"], default_typestore=bag_types.typestore()) as reader:
         assert {c.topic: c.msgtype for c in reader.connections} == expected_types
         counts = {c.topic: c.msgcount for c in reader.connections}
-        assert counts == {**{t: 2 for t in expected_types}, "/ovseg/label_info": 1, TOPIC: 3}
-        qos = {c.topic: c.ext.offered_qos_profiles[0] for c in reader.connections
-               if c.topic != TOPIC}
+        assert counts == {**dict.fromkeys(expected_types, 2), "/ovseg/label_info": 1, TOPIC: 3}
+        qos = {
+            c.topic: c.ext.offered_qos_profiles[0] for c in reader.connections if c.topic != TOPIC
+        }
         assert qos["/ovseg/label_info"].durability == QosDurability.TRANSIENT_LOCAL
         assert qos["/ovseg/label_info"].depth == 1
         assert all(q.reliability == QosReliability.RELIABLE for q in qos.values())
@@ -92,7 +99,8 @@ def test_segmented_bag_reads_back_like_the_live_node(tmp_path, segmenter, storag
         outputs = [c for c in reader.connections if c.topic != TOPIC]  # input passed as it was
         for connection, log_time, raw in reader.messages(connections=outputs):
             by_topic.setdefault(connection.topic, []).append(
-                (log_time, reader.deserialize(raw, connection.msgtype)))
+                (log_time, reader.deserialize(raw, connection.msgtype))
+            )
 
     label_info = by_topic["/ovseg/label_info"][0][1]
     assert [c.class_name for c in label_info.class_map] == ["mug", "chair", "unlabelled"]
@@ -147,14 +155,34 @@ def test_ovseg_segment_bag_out(tmp_path, tiny_settings, capsys):
     from ovseg_ros.offline import cli
 
     s = tiny_settings
-    flags = ["--cache-dir", s.cache_dir, "--clip-model", s.clip_model, "--clip-pretrained",
-             s.clip_pretrained, "--offline", "--device", "cpu", "--points-per-side",
-             str(s.points_per_side), "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
-             "--templates", "single", "--vocab", "mug, chair", "--quiet"]
+    flags = [
+        "--cache-dir",
+        s.cache_dir,
+        "--clip-model",
+        s.clip_model,
+        "--clip-pretrained",
+        s.clip_pretrained,
+        "--offline",
+        "--device",
+        "cpu",
+        "--points-per-side",
+        str(s.points_per_side),
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0",
+        "--templates",
+        "single",
+        "--vocab",
+        "mug, chair",
+        "--quiet",
+    ]
     camera_bag(tmp_path / "in", corrupt=2)
     out = tmp_path / "seg"
-    assert cli.main([str(tmp_path / "in"), "--bag-out", str(out), "--bag-storage", "sqlite3",
-                     *flags]) == 0
+    assert (
+        cli.main([str(tmp_path / "in"), "--bag-out", str(out), "--bag-storage", "sqlite3", *flags])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "2 frame(s) written, 1 input message(s) skipped" in err
     with AnyReader([out], default_typestore=bag_types.typestore()) as reader:
@@ -171,8 +199,10 @@ def test_ovseg_segment_bag_out(tmp_path, tiny_settings, capsys):
     # (exit 1), and the other bag is still written.
     camera_bag(tmp_path / "dead", frames=1, corrupt=0)
     both = tmp_path / "both"
-    assert cli.main([str(tmp_path / "in"), str(tmp_path / "dead"), "--bag-out", str(both),
-                     *flags]) == 1
+    assert (
+        cli.main([str(tmp_path / "in"), str(tmp_path / "dead"), "--bag-out", str(both), *flags])
+        == 1
+    )
     capsys.readouterr()
     with AnyReader([both / "in"], default_typestore=bag_types.typestore()) as reader:
         assert {c.topic: c.msgcount for c in reader.connections}["/ovseg/panoptic"] == 2

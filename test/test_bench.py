@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pipeline.py"
-TINY_RUN = ["--device", "cpu", "--frames", "1", "--warmup", "0", "--points-per-side", "4",
-            "--size", "160x120", "--quiet"]
+TINY_RUN = [
+    "--device",
+    "cpu",
+    "--frames",
+    "1",
+    "--warmup",
+    "0",
+    "--points-per-side",
+    "4",
+    "--size",
+    "160x120",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +38,23 @@ def bench():
 def test_one_frame_reports_every_stage_and_check(bench, tiny_settings, tmp_path):
     path = tmp_path / "bench.json"
     # NMS off so the 4x4 grid of the tiny SAM gives several masks to compare.
-    results = bench.main([*TINY_RUN, "--box-nms-thresh", "1.0", "--json", str(path)],
-                         base_settings=tiny_settings)
+    results = bench.main(
+        [*TINY_RUN, "--box-nms-thresh", "1.0", "--json", str(path)], base_settings=tiny_settings
+    )
     assert json.loads(path.read_text()) == results
-    assert set(results) == {"command", "date", "environment", "config", "timings_ms",
-                            "speedup", "fps", "masks", "classification", "memory", "targets"}
+    assert set(results) == {
+        "command",
+        "date",
+        "environment",
+        "config",
+        "timings_ms",
+        "speedup",
+        "fps",
+        "masks",
+        "classification",
+        "memory",
+        "targets",
+    }
     assert "real" in results["config"]["sam_weights"]  # the tiny checkpoint was loaded
     for side in ("stock", "fast"):
         expected = set(bench.ROWS) - ({"classify_mask_token"} if side == "stock" else set())
@@ -46,8 +69,13 @@ def test_one_frame_reports_every_stage_and_check(bench, tiny_settings, tmp_path)
     assert results["classification"]["within_tolerance"]
     assert results["memory"]["peak_gpu_mib"] is None  # CPU run
     targets = results["targets"]
-    assert {"post_encoder_speedup_met", "classify_crop_speedup_met", "nothing_slower",
-            "mask_parity_fp32", "classification_within_tolerance"} <= set(targets)
+    assert {
+        "post_encoder_speedup_met",
+        "classify_crop_speedup_met",
+        "nothing_slower",
+        "mask_parity_fp32",
+        "classification_within_tolerance",
+    } <= set(targets)
 
 
 def test_stage_subset_runs_only_those_stages(bench, tiny_settings):
@@ -81,32 +109,49 @@ def test_iou_threshold_lets_the_asked_fraction_through(bench, tiny_sam):
     # The fraction is checked through the stock generator's own filter.
     from segment_anything import SamAutomaticMaskGenerator
 
-    generator = SamAutomaticMaskGenerator(tiny_sam, points_per_side=6,
-                                          pred_iou_thresh=threshold,
-                                          stability_score_thresh=0.0, box_nms_thresh=1.0)
+    generator = SamAutomaticMaskGenerator(
+        tiny_sam,
+        points_per_side=6,
+        pred_iou_thresh=threshold,
+        stability_score_thresh=0.0,
+        box_nms_thresh=1.0,
+    )
     kept = len(generator.generate(image))
     assert abs(kept - 0.25 * candidates) <= 2
 
 
 def test_targets_are_the_stated_ones_judged_on_the_measured_values(bench, tmp_path):
     import torch
+
     from benchmarks import report
 
     table = tmp_path / "BENCHMARKS.md"
-    table.write_text("| device | measure | bound | what |\n|---|---|---|---|\n"
-                     "| cpu | `post_encoder_speedup` | >= 4 | post-encoder |\n"
-                     "| cuda | `peak_gpu_gib` | <= 8 | memory |\n")
+    table.write_text(
+        "| device | measure | bound | what |\n|---|---|---|---|\n"
+        "| cpu | `post_encoder_speedup` | >= 4 | post-encoder |\n"
+        "| cuda | `peak_gpu_gib` | <= 8 | memory |\n"
+    )
     stated = report.read_targets(table)
-    assert stated == [("cpu", "post_encoder_speedup", ">=", 4.0),
-                      ("cuda", "peak_gpu_gib", "<=", 8.0)]
+    assert stated == [
+        ("cpu", "post_encoder_speedup", ">=", 4.0),
+        ("cuda", "peak_gpu_gib", "<=", 8.0),
+    ]
     parity = ({"same_masks": True}, {"within_tolerance": True})
     speedup = {"post_encoder": 3.5, "end_to_end": 2.0}
-    cpu = report.targets(speedup, {"fast": 1.0}, *parity, {"peak_gpu_mib": None},
-                         torch.device("cpu"), "fp32", stated)
+    cpu = report.targets(
+        speedup, {"fast": 1.0}, *parity, {"peak_gpu_mib": None}, torch.device("cpu"), "fp32", stated
+    )
     assert cpu["post_encoder_speedup"] == 3.5 and cpu["post_encoder_speedup_bound"] == ">= 4"
     assert cpu["post_encoder_speedup_met"] is False and "peak_gpu_gib_met" not in cpu
-    gpu = report.targets(speedup, {"fast": 31.0}, *parity, {"peak_gpu_mib": {"fast": 7000.0}},
-                         torch.device("cuda"), "fp32", stated)
+    gpu = report.targets(
+        speedup,
+        {"fast": 31.0},
+        *parity,
+        {"peak_gpu_mib": {"fast": 7000.0}},
+        torch.device("cuda"),
+        "fp32",
+        stated,
+    )
     assert gpu["peak_gpu_gib_met"] is True and "post_encoder_speedup_met" not in gpu
     table.write_text("# Benchmarks\n\nNo table here.\n")
     with pytest.raises(SystemExit, match="no targets table"):
@@ -120,8 +165,7 @@ def test_bench_node_moving_segmenter_gives_consistent_results_that_move_a_little
     from ovseg_ros.scene.tracking import Tracker
     from ovseg_ros.segmentation.vocabulary import Vocabulary
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_node", BENCH.parent / "bench_node.py")
+    spec = importlib.util.spec_from_file_location("bench_node", BENCH.parent / "bench_node.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     segmenter = module.MovingSegmenter(settings=None, instances=50)

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from image_files import oversized_png
 from pycocotools import mask as coco_mask
 
-from image_files import oversized_png
 from ovseg_ros.offline.cli import build_parser, load_settings, main
 from ovseg_ros.offline.inputs import InputError, bag_frames, expand_inputs, read_frames
 from ovseg_ros.segmentation.panoptic import UNLABELLED
@@ -22,10 +22,25 @@ EXAMPLE = REPO / "examples" / "desk.jpg"
 
 def settings_flags(tiny_settings):
     s = tiny_settings
-    return ["--cache-dir", s.cache_dir, "--clip-model", s.clip_model, "--clip-pretrained",
-            s.clip_pretrained, "--offline", "--device", "cpu", "--points-per-side",
-            str(s.points_per_side), "--pred-iou-thresh", str(s.pred_iou_thresh),
-            "--stability-score-thresh", str(s.stability_score_thresh), "--max-image-side", "320"]
+    return [
+        "--cache-dir",
+        s.cache_dir,
+        "--clip-model",
+        s.clip_model,
+        "--clip-pretrained",
+        s.clip_pretrained,
+        "--offline",
+        "--device",
+        "cpu",
+        "--points-per-side",
+        str(s.points_per_side),
+        "--pred-iou-thresh",
+        str(s.pred_iou_thresh),
+        "--stability-score-thresh",
+        str(s.stability_score_thresh),
+        "--max-image-side",
+        "320",
+    ]
 
 
 def check_frame_outputs(out: Path, name: str, vocabulary: list[str]):
@@ -54,8 +69,16 @@ def check_frame_outputs(out: Path, name: str, vocabulary: list[str]):
 
 def test_image_end_to_end_with_weights_in_the_cache(tiny_settings, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main([str(EXAMPLE), "--vocab", "mug, book, table, wall", "--out", str(out),
-                 *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(EXAMPLE),
+            "--vocab",
+            "mug, book, table, wall",
+            "--out",
+            str(out),
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 0
     record = check_frame_outputs(out, "desk", ["mug", "book", "table", "wall"])
     assert (record["height"], record["width"]) == (480, 640)
@@ -77,8 +100,18 @@ def test_folder_with_a_bad_image_and_a_video(tiny_settings, tmp_path, capsys, ca
     vocab_file = tmp_path / "classes.txt"
     vocab_file.write_text("mug\nbook\n")
     out = tmp_path / "out"
-    code = main([str(frames), str(video), "--vocab-file", str(vocab_file), "--out", str(out),
-                 "--quiet", *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(frames),
+            str(video),
+            "--vocab-file",
+            str(vocab_file),
+            "--out",
+            str(out),
+            "--quiet",
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 0
     assert "broken.png: not a readable image" in caplog.text
     assert "4 frame(s) segmented, 1 skipped" in capsys.readouterr().err
@@ -87,21 +120,32 @@ def test_folder_with_a_bad_image_and_a_video(tiny_settings, tmp_path, capsys, ca
 
 
 def test_image_over_opencvs_pixel_limit_is_skipped_and_the_rest_is_segmented(
-        tiny_settings, tmp_path, capsys, caplog):
+    tiny_settings, tmp_path, capsys, caplog
+):
     frames = tmp_path / "frames"
     frames.mkdir()
     (frames / "a_huge.png").write_bytes(oversized_png())
     cv2.imwrite(str(frames / "b.png"), cv2.resize(cv2.imread(str(EXAMPLE)), (160, 120)))
-    code = main([str(frames), "--vocab", "mug", "--out", str(tmp_path / "out"), "--quiet",
-                 *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(frames),
+            "--vocab",
+            "mug",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 0
     assert "a_huge.png: the image is larger than OpenCV's pixel limit" in caplog.text
     assert "1 frame(s) segmented, 1 skipped" in capsys.readouterr().err
     check_frame_outputs(tmp_path / "out", "b", ["mug"])
 
 
-def test_a_failed_write_is_an_error_and_the_exit_code_says_so(tiny_settings, tmp_path,
-                                                              capsys, caplog):
+def test_a_failed_write_is_an_error_and_the_exit_code_says_so(
+    tiny_settings, tmp_path, capsys, caplog
+):
     """A 245-character input name gives output names over NAME_MAX (255 bytes)."""
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -109,13 +153,26 @@ def test_a_failed_write_is_an_error_and_the_exit_code_says_so(tiny_settings, tmp
     cv2.imwrite(str(frames / ("n" * 245 + ".png")), small)
     cv2.imwrite(str(frames / "ok.png"), small)
     out = tmp_path / "out"
-    code = main([str(frames), "--vocab", "mug", "--out", str(out), "--quiet",
-                 *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(frames),
+            "--vocab",
+            "mug",
+            "--out",
+            str(out),
+            "--quiet",
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 1
     assert "not written: cannot write" in caplog.text and "File name too long" in caplog.text
     assert "1 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "ok.json", "ok_instances.png", "ok_labels.png", "ok_overlay.png"]
+        "ok.json",
+        "ok_instances.png",
+        "ok_labels.png",
+        "ok_overlay.png",
+    ]
 
 
 def small_example(folder: Path) -> Path:
@@ -125,8 +182,9 @@ def small_example(folder: Path) -> Path:
     return path
 
 
-def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, caplog,
-                                               monkeypatch):
+def test_a_full_disk_leaves_no_partial_outputs(
+    tiny_settings, tmp_path, capsys, caplog, monkeypatch
+):
     import errno
 
     image = small_example(tmp_path)
@@ -140,8 +198,7 @@ def test_a_full_disk_leaves_no_partial_outputs(tiny_settings, tmp_path, capsys, 
 
     monkeypatch.setattr(Path, "write_bytes", full_for_json)
     out = tmp_path / "out"
-    code = main([str(image), "--vocab", "mug", "--out", str(out),
-                 *settings_flags(tiny_settings)])
+    code = main([str(image), "--vocab", "mug", "--out", str(out), *settings_flags(tiny_settings)])
     assert code == 1
     assert "desk.json: No space left on device" in caplog.text
     assert "0 frame(s) segmented, 0 skipped, 1 not written" in capsys.readouterr().err
@@ -161,8 +218,7 @@ def test_an_unusable_out_is_refused_before_the_models_load(tmp_path, capsys):
     the missing weights instead."""
     a_file = tmp_path / "taken"
     a_file.write_text("")
-    common = [str(EXAMPLE), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"),
-              "--offline"]
+    common = [str(EXAMPLE), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"), "--offline"]
     assert main([*common, "--out", str(a_file)]) == 2
     assert f"--out {a_file} is an existing file, not a folder" in capsys.readouterr().err
     assert main([*common, "--out", str(a_file / "sub")]) == 2
@@ -178,24 +234,39 @@ def test_output_names_never_collide(tmp_path):
     image = np.zeros((8, 8, 3), np.uint8)
     for name in ("a/x.png", "a/x_2.png", "b/x.png", "b/X.png", "clip_000000.png"):
         cv2.imwrite(str(tmp_path / name), image)
-    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5,
-                             (8, 8))
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (8, 8))
     for _ in range(2):
         writer.write(image)
     writer.release()
     inputs = [str(tmp_path / p) for p in ("a", "b", "clip.avi", "clip_000000.png")]
-    named = [(Path(f.source.split("#")[0]).relative_to(tmp_path).as_posix(), f.name)
-             for f in read_frames(expand_inputs(inputs), {})]
-    assert named == [("a/x.png", "x"), ("a/x_2.png", "x_2"), ("b/X.png", "X_3"),
-                     ("b/x.png", "x_4"), ("clip.avi", "clip_000000"),
-                     ("clip.avi", "clip_000001"), ("clip_000000.png", "clip_000000_2")]
+    named = [
+        (Path(f.source.split("#")[0]).relative_to(tmp_path).as_posix(), f.name)
+        for f in read_frames(expand_inputs(inputs), {})
+    ]
+    assert named == [
+        ("a/x.png", "x"),
+        ("a/x_2.png", "x_2"),
+        ("b/X.png", "X_3"),
+        ("b/x.png", "x_4"),
+        ("clip.avi", "clip_000000"),
+        ("clip.avi", "clip_000001"),
+        ("clip_000000.png", "clip_000000_2"),
+    ]
 
 
 def test_exit_1_when_nothing_could_be_segmented(tiny_settings, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    code = main([str(broken), "--vocab", "mug", "--out", str(tmp_path / "out"),
-                 *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(broken),
+            "--vocab",
+            "mug",
+            "--out",
+            str(tmp_path / "out"),
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 1
     assert "0 frame(s) segmented, 1 skipped" in capsys.readouterr().err
 
@@ -205,20 +276,46 @@ def test_stuff_classes_are_marked_in_the_json(tiny_settings, tmp_path):
     image = small_example(tmp_path)
     for stuff, is_thing in ((["--stuff", "wall"], False), ([], True)):
         out = tmp_path / f"out_{is_thing}"
-        assert main([str(image), "--vocab", "wall", "--out", str(out), *stuff,
-                     *settings_flags(tiny_settings)]) == 0
+        assert (
+            main(
+                [
+                    str(image),
+                    "--vocab",
+                    "wall",
+                    "--out",
+                    str(out),
+                    *stuff,
+                    *settings_flags(tiny_settings),
+                ]
+            )
+            == 0
+        )
         instances = check_frame_outputs(out, "desk", ["wall"])["instances"]
         assert instances and all(i["is_thing"] is is_thing for i in instances)
 
 
 def test_flags_override_the_config_file(tmp_path):
     config = tmp_path / "params.yaml"
-    config.write_text("/robot:\n  cam_seg:\n    ros__parameters:\n      use_sim_time: true\n"
-                      "      granularity: 0.3\n      points_per_side: 4\n"
-                      "      stuff_classes: [floor]\n")
-    args = build_parser().parse_args([str(EXAMPLE), "--vocab", "mug", "--config", str(config),
-                                      "--node-name", "cam_seg", "--granularity", "0.9",
-                                      "--stuff", "wall, sky"])
+    config.write_text(
+        "/robot:\n  cam_seg:\n    ros__parameters:\n      use_sim_time: true\n"
+        "      granularity: 0.3\n      points_per_side: 4\n"
+        "      stuff_classes: [floor]\n"
+    )
+    args = build_parser().parse_args(
+        [
+            str(EXAMPLE),
+            "--vocab",
+            "mug",
+            "--config",
+            str(config),
+            "--node-name",
+            "cam_seg",
+            "--granularity",
+            "0.9",
+            "--stuff",
+            "wall, sky",
+        ]
+    )
     settings = load_settings(args)
     assert settings.granularity == 0.9 and settings.stuff_classes == ["wall", "sky"]
     assert settings.points_per_side == 4  # from the file, no flag
@@ -240,24 +337,35 @@ def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = store.types
     header = types["std_msgs/msg/Header"](
-        stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="camera")
+        stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="camera"
+    )
 
     def raw(pixels, encoding, data=None):
         height, width = pixels.shape[:2]
         data = pixels.reshape(-1) if data is None else data
         return types["sensor_msgs/msg/Image"](
-            header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-            step=width * 3, data=data)
+            header=header,
+            height=height,
+            width=width,
+            encoding=encoding,
+            is_bigendian=0,
+            step=width * 3,
+            data=data,
+        )
 
     messages = [
         ("/camera/image_raw", "sensor_msgs/msg/Image", raw(image, "rgb8")),
         ("/camera/image_raw", "sensor_msgs/msg/Image", raw(image[..., ::-1].copy(), "bgr8")),
-        ("/camera/image_raw", "sensor_msgs/msg/Image",
-         raw(image, "rgb8", image.reshape(-1)[:100])),
-        ("/camera/image/compressed", "sensor_msgs/msg/CompressedImage",
-         types["sensor_msgs/msg/CompressedImage"](
-             header=header, format="jpeg",
-             data=np.frombuffer(cv2.imencode(".jpg", image[..., ::-1])[1], np.uint8))),
+        ("/camera/image_raw", "sensor_msgs/msg/Image", raw(image, "rgb8", image.reshape(-1)[:100])),
+        (
+            "/camera/image/compressed",
+            "sensor_msgs/msg/CompressedImage",
+            types["sensor_msgs/msg/CompressedImage"](
+                header=header,
+                format="jpeg",
+                data=np.frombuffer(cv2.imencode(".jpg", image[..., ::-1])[1], np.uint8),
+            ),
+        ),
         ("/chatter", "std_msgs/msg/String", types["std_msgs/msg/String"](data="hello")),
     ]
     with Writer(path, version=8, storage_plugin=StoragePlugin[storage]) as writer:
@@ -265,8 +373,9 @@ def write_bag(path: Path, image: np.ndarray, storage: str = "SQLITE3") -> None:
         for stamp, (topic, msgtype, message) in enumerate(messages, start=1):
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(connections[topic], stamp * 1_000_000,
-                         store.serialize_cdr(message, msgtype))
+            writer.write(
+                connections[topic], stamp * 1_000_000, store.serialize_cdr(message, msgtype)
+            )
 
 
 def test_rosbag2_bag_frames_of_one_topic(tiny_settings, tmp_path, capsys, caplog):
@@ -275,8 +384,19 @@ def test_rosbag2_bag_frames_of_one_topic(tiny_settings, tmp_path, capsys, caplog
     bag = tmp_path / "run1"
     write_bag(bag, image)
     out = tmp_path / "out"
-    code = main([str(bag), "--topic", "/camera/image_raw", "--vocab", "mug, book", "--out",
-                 str(out), "--quiet", *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(bag),
+            "--topic",
+            "/camera/image_raw",
+            "--vocab",
+            "mug, book",
+            "--out",
+            str(out),
+            "--quiet",
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 0
     assert "2 frame(s) segmented, 1 skipped" in capsys.readouterr().err
     assert "run1_000002" not in {p.stem for p in out.iterdir()}
@@ -286,12 +406,25 @@ def test_rosbag2_bag_frames_of_one_topic(tiny_settings, tmp_path, capsys, caplog
     assert first["source"] == f"{bag}:/camera/image_raw@1000000"
     # The bgr8 frame is the same picture: the same segmentation.
     assert first["instances"] == second["instances"]
-    assert np.array_equal(cv2.imread(str(out / "run1_000000_labels.png"), cv2.IMREAD_UNCHANGED),
-                          cv2.imread(str(out / "run1_000001_labels.png"), cv2.IMREAD_UNCHANGED))
+    assert np.array_equal(
+        cv2.imread(str(out / "run1_000000_labels.png"), cv2.IMREAD_UNCHANGED),
+        cv2.imread(str(out / "run1_000001_labels.png"), cv2.IMREAD_UNCHANGED),
+    )
 
     compressed = tmp_path / "out_compressed"
-    code = main([str(bag), "--topic", "/camera/image/compressed", "--vocab", "mug", "--out",
-                 str(compressed), "--quiet", *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(bag),
+            "--topic",
+            "/camera/image/compressed",
+            "--vocab",
+            "mug",
+            "--out",
+            str(compressed),
+            "--quiet",
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 0
     check_frame_outputs(compressed, "run1_000000", ["mug"])
 
@@ -310,11 +443,17 @@ def test_rosbag2_mcap_and_sqlite3_bags_give_the_same_frames(tmp_path):
     assert [f.image is None for f in frames["MCAP"]] == [False, False, True]
 
 
-@pytest.mark.parametrize("topic, words", [
-    (None, "choose the image topic with --topic; the bag's sensor_msgs/Image and "
-           "CompressedImage topics: /camera/image/compressed, /camera/image_raw"),
-    ("/chatter", "has no sensor_msgs/Image or CompressedImage topic '/chatter'"),
-])
+@pytest.mark.parametrize(
+    "topic, words",
+    [
+        (
+            None,
+            "choose the image topic with --topic; the bag's sensor_msgs/Image and "
+            "CompressedImage topics: /camera/image/compressed, /camera/image_raw",
+        ),
+        ("/chatter", "has no sensor_msgs/Image or CompressedImage topic '/chatter'"),
+    ],
+)
 def test_rosbag2_topic_is_checked_before_the_models_load(tmp_path, capsys, topic, words):
     pytest.importorskip("rosbags")
     bag = tmp_path / "run1"
@@ -322,7 +461,6 @@ def test_rosbag2_topic_is_checked_before_the_models_load(tmp_path, capsys, topic
     args = [str(bag), "--vocab", "mug", "--cache-dir", str(tmp_path / "empty"), "--offline"]
     assert main(args + (["--topic", topic] if topic else [])) == 2
     assert words in capsys.readouterr().err
-
 
 
 def test_a_bags_storage_file_stands_for_its_folder_and_a_folder_may_be_named_mcap(tmp_path):
@@ -340,12 +478,15 @@ def test_a_bags_storage_file_stands_for_its_folder_and_a_folder_may_be_named_mca
         expand_inputs([str(lone)])
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--vocab", "mug,,book"], "entry 2 is blank"),
-    (["--vocab", "mug", "--granularity", "2"], "granularity must be <= 1.0"),
-    (["--vocab", "mug", "--config", "/nonexistent.yaml"], "config file not found"),
-    (["--vocab", "mug", "--topic", "/camera/image_raw"], "--topic selects the image topic"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--vocab", "mug,,book"], "entry 2 is blank"),
+        (["--vocab", "mug", "--granularity", "2"], "granularity must be <= 1.0"),
+        (["--vocab", "mug", "--config", "/nonexistent.yaml"], "config file not found"),
+        (["--vocab", "mug", "--topic", "/camera/image_raw"], "--topic selects the image topic"),
+    ],
+)
 def test_bad_arguments_exit_2_with_the_reason(args, words, capsys):
     assert main([str(EXAMPLE), *args]) == 2
     assert words in capsys.readouterr().err
@@ -360,10 +501,26 @@ def test_missing_weights_give_one_clear_message_and_no_traceback(tmp_path):
     """The README's main command on a machine without weights (offline so nothing is tried)."""
     empty_cache = tmp_path / "cache"
     run = subprocess.run(
-        [sys.executable, "-m", "ovseg_ros.offline.cli", str(EXAMPLE), "--vocab", "mug, book",
-         "--out", str(tmp_path / "out"), "--cache-dir", str(empty_cache), "--offline",
-         "--device", "cpu"],
-        capture_output=True, text=True, cwd=REPO, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "ovseg_ros.offline.cli",
+            str(EXAMPLE),
+            "--vocab",
+            "mug, book",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(empty_cache),
+            "--offline",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert "sam_vit_b_01ec64.pth" in run.stderr and str(empty_cache) in run.stderr

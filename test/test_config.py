@@ -13,18 +13,21 @@ def test_defaults_are_valid_and_every_field_is_described():
         assert isinstance(f.metadata["live"], bool), f.name
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"sam_model": "vit_x"}, "sam_model must be one of vit_b, vit_l, vit_h"),
-    ({"granularity": 1.5}, "granularity must be <= 1.0"),
-    ({"points_per_side": 0}, "points_per_side must be >= 1"),
-    ({"points_per_side": 2.5}, "points_per_side must be an integer"),
-    ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be finite"),
-    ({"device": "gpu"}, "device must be"),
-    ({"device": "cuda:one"}, "device must be"),
-    ({"vocabulary": ["mug", 3]}, "vocabulary must be a list of strings"),
-    ({"offline": "yes"}, "offline must be true or false"),
-    ({"no_such_setting": 1}, "unknown setting(s): no_such_setting"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"sam_model": "vit_x"}, "sam_model must be one of vit_b, vit_l, vit_h"),
+        ({"granularity": 1.5}, "granularity must be <= 1.0"),
+        ({"points_per_side": 0}, "points_per_side must be >= 1"),
+        ({"points_per_side": 2.5}, "points_per_side must be an integer"),
+        ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be finite"),
+        ({"device": "gpu"}, "device must be"),
+        ({"device": "cuda:one"}, "device must be"),
+        ({"vocabulary": ["mug", 3]}, "vocabulary must be a list of strings"),
+        ({"offline": "yes"}, "offline must be true or false"),
+        ({"no_such_setting": 1}, "unknown setting(s): no_such_setting"),
+    ],
+)
 def test_bad_values_are_refused_with_the_reason(changes, words):
     with pytest.raises(SettingsError) as err:
         Settings().replace(**changes)
@@ -78,7 +81,8 @@ def test_readme_settings_table_matches_the_defaults():
     defaults = Settings()
     for f in settings_fields():
         value = getattr(defaults, f.name)
-        shown = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) \
-            else value
+        shown = (
+            {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
+        )
         expected = "[]" if value == [] else ('""' if value == "" else str(shown))
         assert rows.get(f.name) == expected, f"README row for {f.name}"

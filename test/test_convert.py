@@ -11,11 +11,12 @@ import torch
 
 pytest.importorskip("rosbags", reason="the ROS stand-in builds its message classes with rosbags")
 
-import ros_standin  # noqa: E402
-from image_files import oversized_png  # noqa: E402
-from ovseg_ros.messages import convert  # noqa: E402
-from ovseg_ros.segmentation.panoptic import NO_INSTANCE, UNLABELLED, fuse  # noqa: E402
-from ovseg_ros.segmentation.vocabulary import Vocabulary  # noqa: E402
+import ros_standin
+from image_files import oversized_png
+
+from ovseg_ros.messages import convert
+from ovseg_ros.segmentation.panoptic import NO_INSTANCE, UNLABELLED, fuse
+from ovseg_ros.segmentation.vocabulary import Vocabulary
 
 
 @pytest.fixture
@@ -48,10 +49,17 @@ def raw_image(pixels, encoding, step=None, bigendian=0, data=None):
     row = pixels.reshape(height, -1).view(np.uint8)
     step = step or row.shape[1]
     padded = np.zeros((height, step), dtype=np.uint8)
-    padded[:, :row.shape[1]] = row
+    padded[:, : row.shape[1]] = row
     payload = array.array("B", padded.tobytes() if data is None else data)
-    return Image(header=header(), height=height, width=width, encoding=encoding,
-                 is_bigendian=bigendian, step=step, data=payload)
+    return Image(
+        header=header(),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=bigendian,
+        step=step,
+        data=payload,
+    )
 
 
 def rgb_test_image(height=6, width=8):
@@ -60,9 +68,15 @@ def rgb_test_image(height=6, width=8):
 
 
 # ------------------------------------------------------------------ camera frames -> RGB
-@pytest.mark.parametrize("encoding, convert_from_rgb", [
-    ("rgb8", None), ("bgr8", cv2.COLOR_RGB2BGR), ("rgba8", cv2.COLOR_RGB2RGBA),
-    ("bgra8", cv2.COLOR_RGB2BGRA)])
+@pytest.mark.parametrize(
+    "encoding, convert_from_rgb",
+    [
+        ("rgb8", None),
+        ("bgr8", cv2.COLOR_RGB2BGR),
+        ("rgba8", cv2.COLOR_RGB2RGBA),
+        ("bgra8", cv2.COLOR_RGB2BGRA),
+    ],
+)
 def test_colour_encodings_become_rgb(types, encoding, convert_from_rgb):
     rgb = rgb_test_image()
     pixels = rgb if convert_from_rgb is None else cv2.cvtColor(rgb, convert_from_rgb)
@@ -85,7 +99,7 @@ def test_mono_images_become_grey_rgb(types):
 
 @pytest.mark.parametrize("bigendian", [0, 1])
 def test_mono16_keeps_the_high_byte_in_either_byte_order(types, bigendian):
-    values = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 1361)
+    values = np.arange(48, dtype=np.uint16).reshape(6, 8) * 1361
     stored = values.astype(">u2" if bigendian else "<u2")
     decoded = convert.image_to_rgb(raw_image(stored, "mono16", bigendian=bigendian))
     np.testing.assert_array_equal(decoded[..., 0], (values >> 8).astype(np.uint8))
@@ -110,20 +124,25 @@ def test_bayer_mosaics_become_their_colour(types, pattern):
     """A mosaic built by hand from the pattern's name (its first row, then its second, from
     the top-left pixel) of a flat colour demosaics to that colour."""
     colour = {"r": 200, "g": 100, "b": 30}
-    tile = np.array([[colour[pattern[0]], colour[pattern[1]]],
-                     [colour[pattern[2]], colour[pattern[3]]]], dtype=np.uint8)
+    tile = np.array(
+        [[colour[pattern[0]], colour[pattern[1]]], [colour[pattern[2]], colour[pattern[3]]]],
+        dtype=np.uint8,
+    )
     mosaic = np.tile(tile, (4, 5))  # 8 x 10
     decoded = convert.image_to_rgb(raw_image(mosaic, f"bayer_{pattern}8"))
     assert decoded.shape == (8, 10, 3)
     np.testing.assert_array_equal(decoded[1:-1, 1:-1], np.full((6, 8, 3), (200, 100, 30)))
 
 
-@pytest.mark.parametrize("change, cause, words", [
-    (dict(encoding="32FC1"), "encoding", "unsupported encoding '32FC1'"),
-    (dict(width=0), "size", "zero size"),
-    (dict(step=8 * 3 - 1), "step", "step 23 is smaller than a row"),
-    (dict(data=bytes(8 * 3 * 5)), "truncated", "needs 144"),
-])
+@pytest.mark.parametrize(
+    "change, cause, words",
+    [
+        (dict(encoding="32FC1"), "encoding", "unsupported encoding '32FC1'"),
+        (dict(width=0), "size", "zero size"),
+        (dict(step=8 * 3 - 1), "step", "step 23 is smaller than a row"),
+        (dict(data=bytes(8 * 3 * 5)), "truncated", "needs 144"),
+    ],
+)
 def test_bad_frames_are_refused_with_the_cause(types, change, cause, words):
     msg = raw_image(rgb_test_image(), "rgb8")
     for name, value in change.items():
@@ -152,8 +171,7 @@ def test_compressed_png_decodes_exactly(types):
     rgb = rgb_test_image(10, 12)
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert ok
-    np.testing.assert_array_equal(convert.compressed_to_rgb(compressed(png.tobytes(), "png")),
-                                  rgb)
+    np.testing.assert_array_equal(convert.compressed_to_rgb(compressed(png.tobytes(), "png")), rgb)
 
 
 def test_compressed_jpeg_decodes(types):
@@ -164,11 +182,14 @@ def test_compressed_jpeg_decodes(types):
     assert np.abs(decoded.astype(int) - rgb.astype(int)).max() < 10
 
 
-@pytest.mark.parametrize("data, fmt, cause", [
-    (b"not an image at all", "jpeg", "decode"),
-    (b"", "jpeg", "size"),
-    (b"\x89PNG", "16UC1; compressedDepth png", "encoding"),
-])
+@pytest.mark.parametrize(
+    "data, fmt, cause",
+    [
+        (b"not an image at all", "jpeg", "decode"),
+        (b"", "jpeg", "size"),
+        (b"\x89PNG", "16UC1; compressedDepth png", "encoding"),
+    ],
+)
 def test_bad_compressed_frames_are_refused(types, data, fmt, cause):
     with pytest.raises(convert.FrameError) as refused:
         convert.compressed_to_rgb(compressed(data, fmt))
@@ -206,8 +227,7 @@ def two_object_result(height=20, width=30):
     masks[1, 12:20, 0:15] = True
     masks[2, 12:20, 15:30] = True
     probs = torch.tensor([[0.90, 0.05, 0.05], [0.05, 0.90, 0.05], [0.04, 0.92, 0.04]])
-    return fuse(masks, probs, torch.tensor([0.97, 0.91, 0.88]), vocabulary,
-                vocabulary_version=7)
+    return fuse(masks, probs, torch.tensor([0.97, 0.91, 0.88]), vocabulary, vocabulary_version=7)
 
 
 def test_label_images_are_16uc1_little_endian_with_the_values(types, registry):
@@ -244,13 +264,17 @@ def test_panoptic_message_is_consistent_and_serialises(types, registry):
         assert np.all(semantic_image[pixels] == instance.class_index)
         assert instance.label == msg.vocabulary[instance.class_index]
         ys, xs = np.nonzero(pixels)
-        assert (instance.bbox.x_offset, instance.bbox.y_offset, instance.bbox.width,
-                instance.bbox.height) == (xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1)
-        assert all(math.isnan(v) for v in (instance.centroid.x, instance.centroid.y,
-                                           instance.centroid.z))
+        assert (
+            instance.bbox.x_offset,
+            instance.bbox.y_offset,
+            instance.bbox.width,
+            instance.bbox.height,
+        ) == (xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1)
+        assert all(
+            math.isnan(v) for v in (instance.centroid.x, instance.centroid.y, instance.centroid.z)
+        )
     mug, floor = msg.instances
-    assert (mug.label, mug.is_thing, floor.label, floor.is_thing) == \
-        ("mug", True, "floor", False)
+    assert (mug.label, mug.is_thing, floor.label, floor.is_thing) == ("mug", True, "floor", False)
     assert floor.mask_quality == pytest.approx(0.91)
     assert set(np.unique(semantic_image)) == {0, 1, UNLABELLED}
     raw = registry.serialize(msg)
@@ -267,8 +291,10 @@ def test_detections_carry_class_names_scores_and_boxes(types, registry):
         assert hypothesis.hypothesis.class_id == instance.label
         assert hypothesis.hypothesis.score == pytest.approx(instance.score)
         x, y, w, h = instance.bbox
-        assert (detection.bbox.center.position.x, detection.bbox.center.position.y) == \
-            (x + w / 2, y + h / 2)
+        assert (detection.bbox.center.position.x, detection.bbox.center.position.y) == (
+            x + w / 2,
+            y + h / 2,
+        )
         assert (detection.bbox.size_x, detection.bbox.size_y) == (w, h)
         assert detection.id == str(instance.id)
         assert detection.header == msg.header
@@ -287,8 +313,11 @@ def test_instances_without_pixels_get_no_detection_and_a_zero_box(types):
 
 def test_label_info_maps_indices_to_names_and_unlabelled(types, registry):
     msg = convert.label_info_message(types, header(), Vocabulary.parse("mug, kettle"), 0.25)
-    assert [(c.class_id, c.class_name) for c in msg.class_map] == \
-        [(0, "mug"), (1, "kettle"), (UNLABELLED, "unlabelled")]
+    assert [(c.class_id, c.class_name) for c in msg.class_map] == [
+        (0, "mug"),
+        (1, "kettle"),
+        (UNLABELLED, "unlabelled"),
+    ]
     assert msg.threshold == pytest.approx(0.25)
     registry.serialize(msg)
 

@@ -11,14 +11,18 @@ from PIL import Image
 
 pytest.importorskip("torchmetrics")
 
-from ovseg_ros.evaluation import cli as eval_cli  # noqa: E402
-from ovseg_ros.evaluation.datasets import DATASETS, Dataset, DatasetError  # noqa: E402
-from ovseg_ros.evaluation.metrics import (  # noqa: E402
-    IGNORE, PanopticMetrics, Segment, SemanticMetrics)
-from ovseg_ros.segmentation.panoptic import UNLABELLED  # noqa: E402
+from ovseg_ros.evaluation import cli as eval_cli
+from ovseg_ros.evaluation.datasets import DATASETS, Dataset, DatasetError
+from ovseg_ros.evaluation.metrics import (
+    IGNORE,
+    PanopticMetrics,
+    Segment,
+    SemanticMetrics,
+)
+from ovseg_ros.segmentation.panoptic import UNLABELLED
 
 U = UNLABELLED
-I = IGNORE
+I = IGNORE  # noqa: E741 (the tables below read better with one letter)
 
 
 # ------------------------------------------------------------------ metrics
@@ -28,8 +32,7 @@ def test_semantic_metrics_match_hand_computation():
     Class 3: absent everywhere -> not in the mean. One unlabelled prediction is a miss; the
     prediction on the ignored pixel counts nowhere."""
     metrics = SemanticMetrics(4)
-    metrics.update(np.array([[0, 1, 1, 1], [U, 0, 1, 0]]),
-                   np.array([[0, 0, 1, 1], [0, I, 1, 1]]))
+    metrics.update(np.array([[0, 1, 1, 1], [U, 0, 1, 0]]), np.array([[0, 0, 1, 1], [0, I, 1, 1]]))
     metrics.update(np.array([[0, 0]]), np.array([[2, 2]]))
     scores = metrics.compute()
     assert scores.per_class_iou[:3] == pytest.approx([100 / 6, 60.0, 0.0])
@@ -81,7 +84,7 @@ def write_label(path: Path, values: np.ndarray, palette: bool = False) -> None:
 def label_values(raw: list[int], dtype) -> np.ndarray:
     """A 24x32 label image whose first row starts with the given raw values."""
     label = np.full((24, 32), raw[0], dtype=dtype)
-    label[0, :len(raw)] = raw
+    label[0, : len(raw)] = raw
     return label
 
 
@@ -102,8 +105,11 @@ def make_dataset(root: Path, key: str, stems=("a", "b")) -> Path:
     raw, _, dtype = LAYOUTS[key]
     for n, stem in enumerate(stems):
         write_image(root / spec.images / f"{stem}.jpg", seed=n)
-        write_label(root / spec.labels / f"{stem}{spec.label_ext}", label_values(raw, dtype),
-                    palette=key == "pascal-voc-20")
+        write_label(
+            root / spec.labels / f"{stem}{spec.label_ext}",
+            label_values(raw, dtype),
+            palette=key == "pascal-voc-20",
+        )
     if spec.split_file:
         (root / spec.split_file).parent.mkdir(parents=True, exist_ok=True)
         (root / spec.split_file).write_text("\n".join(stems) + "\n")
@@ -117,20 +123,23 @@ def test_each_official_layout_is_read_and_decoded(tmp_path, key):
     expected = LAYOUTS[key][1]
     label = dataset.label(dataset.samples[0])
     assert label.shape == (24, 32)
-    assert label[0, :len(expected)].tolist() == expected
+    assert label[0, : len(expected)].tolist() == expected
 
 
-@pytest.mark.parametrize("key, count, first, last", [
-    ("ade20k-150", 150, "wall", "flag"),
-    ("ade20k-847", 847, "wall", None),
-    ("pascal-context-59", 59, "aeroplane", None),
-    ("pascal-context-459", 459, None, None),
-    ("pascal-voc-20", 20, "aeroplane", "tvmonitor"),
-    ("coco-stuff-171", 171, "person", "wood"),
-])
+@pytest.mark.parametrize(
+    "key, count, first, last",
+    [
+        ("ade20k-150", 150, "wall", "flag"),
+        ("ade20k-847", 847, "wall", None),
+        ("pascal-context-59", 59, "aeroplane", None),
+        ("pascal-context-459", 459, None, None),
+        ("pascal-voc-20", 20, "aeroplane", "tvmonitor"),
+        ("coco-stuff-171", 171, "person", "wood"),
+    ],
+)
 def test_class_lists_have_the_official_length_and_order(key, count, first, last):
     names = DATASETS[key].names
-    assert len(names) == count == len(set(n.casefold() for n in names))
+    assert len(names) == count == len({n.casefold() for n in names})
     assert first is None or names[0] == first
     assert last is None or names[-1] == last
 
@@ -163,35 +172,58 @@ def test_ovseg_eval_reports_a_clear_error_for_a_bad_root(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ end to end
-def test_ovseg_eval_takes_a_dataset_with_more_names_than_max_classes(tmp_path, tiny_settings,
-                                                                    capsys):
+def test_ovseg_eval_takes_a_dataset_with_more_names_than_max_classes(
+    tmp_path, tiny_settings, capsys
+):
     """ADE20K-847 has 847 names, more than the default max_classes (256): ovseg-eval
     scores it without the user raising the setting."""
     root = make_dataset(tmp_path / "ade847", "ade20k-847", stems=("a",))
     settings = tiny_settings.replace(templates="single")
     assert settings.max_classes < 847
     out = tmp_path / "eval"
-    assert eval_cli.main(["--dataset", "ade20k-847", "--root", str(root), "--out", str(out),
-                          "--quiet"], settings=settings) == 0, capsys.readouterr().err
+    assert (
+        eval_cli.main(
+            ["--dataset", "ade20k-847", "--root", str(root), "--out", str(out), "--quiet"],
+            settings=settings,
+        )
+        == 0
+    ), capsys.readouterr().err
     report = json.loads((out / "ade20k-847.json").read_text())
     assert report["images"] == 1 and len(report["semantic"]["per_class_iou"]) == 847
 
 
 def test_ovseg_eval_end_to_end_on_tiny_models(tmp_path, tiny_settings, capsys):
     """The command's numbers equal a plain numpy count over the segmenter's own outputs."""
-    from ovseg_ros.evaluation.evaluate import dataset_vocabulary
     from ovseg_ros.evaluation.datasets import read_image
+    from ovseg_ros.evaluation.evaluate import dataset_vocabulary
     from ovseg_ros.segmentation.pipeline import Segmenter
 
     root = make_dataset(tmp_path / "ade", "ade20k-150", stems=("a", "b", "c"))
     rng = np.random.default_rng(5)
     for stem in "abc":  # labels spread over a few classes, with ignored pixels
-        write_label(root / f"annotations/validation/{stem}.png",
-                    rng.integers(0, 6, (24, 32), dtype=np.uint8))
+        write_label(
+            root / f"annotations/validation/{stem}.png",
+            rng.integers(0, 6, (24, 32), dtype=np.uint8),
+        )
     settings = tiny_settings.replace(max_classes=150, templates="single")
     out = tmp_path / "eval"
-    assert eval_cli.main(["--dataset", "ade20k-150", "--root", str(root), "--out", str(out),
-                          "--limit", "2", "--quiet"], settings=settings) == 0
+    assert (
+        eval_cli.main(
+            [
+                "--dataset",
+                "ade20k-150",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--limit",
+                "2",
+                "--quiet",
+            ],
+            settings=settings,
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Swin-B + ViT-L/14 (paper)" in printed and "29.6" in printed
     report = json.loads((out / "ade20k-150.json").read_text())
@@ -215,8 +247,7 @@ def test_ovseg_eval_end_to_end_on_tiny_models(tmp_path, tiny_settings, capsys):
     union = gt_count + pred_count - tp
     ious = tp[union > 0] / union[union > 0]
     assert report["semantic"]["miou"] == pytest.approx(100 * ious.mean())
-    assert report["semantic"]["pixel_accuracy"] == pytest.approx(100 * tp.sum() /
-                                                                 gt_count.sum())
+    assert report["semantic"]["pixel_accuracy"] == pytest.approx(100 * tp.sum() / gt_count.sum())
     assert report["semantic"]["pixels"] == gt_count.sum()
 
 
@@ -234,19 +265,34 @@ def test_ade20k_panoptic_ground_truth_is_read_and_scored(tmp_path):
     rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
     (root / "ade20k_panoptic_val").mkdir()
     Image.fromarray(rgb).save(root / "ade20k_panoptic_val/a.png")
-    categories = [{"id": i + 1, "name": n, "isthing": int(i == 12)}
-                  for i, n in enumerate(DATASETS["ade20k-150"].names)]
-    segments = [{"id": 300, "category_id": 13}, {"id": 301, "category_id": 13},
-                {"id": 5, "category_id": 1}, {"id": 77, "category_id": 13, "iscrowd": 1}]
-    (root / "ade20k_panoptic_val.json").write_text(json.dumps({
-        "categories": categories,
-        "annotations": [{"file_name": "a.png", "segments_info": segments}]}))
+    categories = [
+        {"id": i + 1, "name": n, "isthing": int(i == 12)}
+        for i, n in enumerate(DATASETS["ade20k-150"].names)
+    ]
+    segments = [
+        {"id": 300, "category_id": 13},
+        {"id": 301, "category_id": 13},
+        {"id": 5, "category_id": 1},
+        {"id": 77, "category_id": 13, "iscrowd": 1},
+    ]
+    (root / "ade20k_panoptic_val.json").write_text(
+        json.dumps(
+            {
+                "categories": categories,
+                "annotations": [{"file_name": "a.png", "segments_info": segments}],
+            }
+        )
+    )
     dataset = Dataset("ade20k-150", root)
     assert dataset.has_panoptic and dataset.things == {12}
     ids, segments = dataset.panoptic_label(dataset.samples[0])
     assert ids[0, 0] == 300 and ids[23, 31] == 5 and ids[23, 0] == 77
-    assert segments == {300: Segment(12), 301: Segment(12), 5: Segment(0),
-                        77: Segment(12, iscrowd=True)}
+    assert segments == {
+        300: Segment(12),
+        301: Segment(12),
+        5: Segment(0),
+        77: Segment(12, iscrowd=True),
+    }
     classes = np.full(ids.shape, U, dtype=np.int64)
     instances = np.zeros(ids.shape, dtype=np.int64)
     for number, (segment_id, segment) in enumerate(segments.items(), start=1):
@@ -255,8 +301,9 @@ def test_ade20k_panoptic_ground_truth_is_read_and_scored(tmp_path):
     perfect = SimpleNamespace(semantic=classes, instance_map=instances)
     assert score(dataset, [(0, perfect)]).panoptic.pq == pytest.approx(100.0)
     # The crowd region predicted as its own class is forgiven, not a false positive.
-    on_crowd = SimpleNamespace(semantic=np.where(ids == 77, 12, classes),
-                               instance_map=np.where(ids == 77, 9, instances))
+    on_crowd = SimpleNamespace(
+        semantic=np.where(ids == 77, 12, classes), instance_map=np.where(ids == 77, 9, instances)
+    )
     assert score(dataset, [(0, on_crowd)]).panoptic.pq == pytest.approx(100.0)
     missed = SimpleNamespace(semantic=perfect.semantic.copy(), instance_map=instances.copy())
     missed.semantic[:12, 16:], missed.instance_map[:12, 16:] = U, 0

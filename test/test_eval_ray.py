@@ -6,7 +6,6 @@ import json
 from functools import partial
 
 import numpy as np
-
 import tiny_models
 from ray_faults import attempts
 from test_eval import make_dataset, write_label
@@ -16,8 +15,10 @@ def ade_dataset(root, stems):
     root = make_dataset(root, "ade20k-150", stems=stems)
     rng = np.random.default_rng(6)
     for stem in stems:  # every class can occur, so the per-class IoUs say what was predicted
-        write_label(root / f"annotations/validation/{stem}.png",
-                    rng.integers(0, 151, (24, 32), dtype=np.uint8))
+        write_label(
+            root / f"annotations/validation/{stem}.png",
+            rng.integers(0, 151, (24, 32), dtype=np.uint8),
+        )
     return root
 
 
@@ -32,8 +33,12 @@ def test_ray_path_equals_the_plain_path_after_a_retry(tmp_path, tiny_settings, r
     args = ["--dataset", "ade20k-150", "--root", str(root), "--quiet"]
     assert eval_cli.main([*args, "--out", str(tmp_path / "plain")], settings=settings) == 0
     setup = partial(tiny_models.register_tiny_clip, tmp_path / "clip_configs")
-    assert eval_cli.main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto"],
-                         settings=settings, setup=setup) == 0
+    assert (
+        eval_cli.main(
+            [*args, "--out", str(tmp_path / "ray"), "--ray", "auto"], settings=settings, setup=setup
+        )
+        == 0
+    )
     assert attempts(root / "images/validation/b_flaky.jpg") == 2
     plain = json.loads((tmp_path / "plain/ade20k-150.json").read_text())
     remote = json.loads((tmp_path / "ray/ade20k-150.json").read_text())
@@ -42,18 +47,30 @@ def test_ray_path_equals_the_plain_path_after_a_retry(tmp_path, tiny_settings, r
     assert remote["semantic"] == plain["semantic"]
 
 
-def test_a_shard_that_keeps_failing_is_retried_once_then_named(tmp_path, tiny_settings,
-                                                                ray_cluster, capsys):
+def test_a_shard_that_keeps_failing_is_retried_once_then_named(
+    tmp_path, tiny_settings, ray_cluster, capsys
+):
     from ovseg_ros.evaluation import cli as eval_cli
 
     root = ade_dataset(tmp_path / "ade", ("a", "b_poison", "c"))
     settings = tiny_settings.replace(max_classes=150, templates="single")
-    code = eval_cli.main(["--dataset", "ade20k-150", "--root", str(root), "--quiet",
-                          "--out", str(tmp_path / "ray"), "--ray", "auto"], settings=settings)
+    code = eval_cli.main(
+        [
+            "--dataset",
+            "ade20k-150",
+            "--root",
+            str(root),
+            "--quiet",
+            "--out",
+            str(tmp_path / "ray"),
+            "--ray",
+            "auto",
+        ],
+        settings=settings,
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "1 shard(s) failed 2 time(s)" in err
-    assert "images a, b_poison, c: InjectedFailure: injected failure reading b_poison.jpg" \
-        in err
+    assert "images a, b_poison, c: InjectedFailure: injected failure reading b_poison.jpg" in err
     assert attempts(root / "images/validation/b_poison.jpg") == 2
     assert not (tmp_path / "ray/ade20k-150.json").exists()

@@ -6,8 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from ovseg_ros.scene.geometry import (DepthError, DepthSettings, back_project, camera_matrix,
-                                decode_depth, measure, measure_instances)
+from ovseg_ros.scene.geometry import (
+    DepthError,
+    DepthSettings,
+    back_project,
+    camera_matrix,
+    decode_depth,
+    measure,
+    measure_instances,
+)
 
 K = [500.0, 0.0, 2.0, 0.0, 400.0, 1.0, 0.0, 0.0, 1.0]  # fx 500, fy 400, cx 2, cy 1
 
@@ -18,8 +25,9 @@ def test_millimetres_and_metres_give_the_same_metres():
     np.testing.assert_array_equal(decode_depth(mm, "16UC1"), [[np.nan, 1.0, 2.5]])
     np.testing.assert_array_equal(decode_depth(m, "32FC1"), [[np.nan, 1.0, 2.5]])
     # another scale: units of 0.1 mm
-    np.testing.assert_allclose(decode_depth(mm, "16UC1", DepthSettings(depth_scale=1e-4)),
-                               [[np.nan, 0.1, 0.25]])
+    np.testing.assert_allclose(
+        decode_depth(mm, "16UC1", DepthSettings(depth_scale=1e-4)), [[np.nan, 0.1, 0.25]]
+    )
 
 
 def test_invalid_depths_and_the_range_limit_become_nan():
@@ -28,12 +36,15 @@ def test_invalid_depths_and_the_range_limit_become_nan():
     assert np.isnan(out[0, :6]).all() and out[0, 6] == 3.0 and np.isnan(out[0, 7])
 
 
-@pytest.mark.parametrize("depth, encoding, words", [
-    (np.zeros((2, 2), np.uint8), "8UC1", "not supported"),
-    (np.zeros((2, 2), np.float32), "16UC1", "must be uint16"),
-    (np.zeros((2, 2), np.float64), "32FC1", "must be float32"),
-    (np.zeros((2, 2, 3), np.uint16), "16UC1", "one channel"),
-])
+@pytest.mark.parametrize(
+    "depth, encoding, words",
+    [
+        (np.zeros((2, 2), np.uint8), "8UC1", "not supported"),
+        (np.zeros((2, 2), np.float32), "16UC1", "must be uint16"),
+        (np.zeros((2, 2), np.float64), "32FC1", "must be float32"),
+        (np.zeros((2, 2, 3), np.uint16), "16UC1", "one channel"),
+    ],
+)
 def test_unusable_depth_is_refused_with_the_reason(depth, encoding, words):
     with pytest.raises(DepthError, match=words):
         decode_depth(depth, encoding)
@@ -69,8 +80,9 @@ def box_scene(size=(120, 160), box=(40, 80, 50, 110), z=1.5, background=4.0):
 def test_centroid_and_extent_of_a_box_hand_computed():
     depth, mask = box_scene()
     k = [100.0, 0, 80.0, 0, 100.0, 60.0, 0, 0, 1]
-    geometry = measure(back_project(depth, k), mask, DepthSettings(erode_px=0,
-                                                                   extent_percentile=0.0))
+    geometry = measure(
+        back_project(depth, k), mask, DepthSettings(erode_px=0, extent_percentile=0.0)
+    )
     # columns 50..109 -> x = (u-80)*1.5/100 from -0.45 to 0.435; rows 40..79 -> y -0.3..0.285
     assert geometry.centroid[2] == pytest.approx(1.5)
     assert geometry.centroid[0] == pytest.approx((-0.45 + 0.435) / 2, abs=0.008)
@@ -87,12 +99,12 @@ def test_holes_edges_and_flying_pixels_do_not_move_the_centroid():
     depth[40:80, 50:110] += rng.normal(0, 0.005, (40, 60)).astype(np.float32)
     clean = measure(back_project(depth, k), mask)
     noisy = depth.copy()
-    noisy[55:65, 70:90] = np.nan                       # a hole (no reading)
-    noisy[40:80, 50] = 4.0                             # mask edge bleeding onto the wall
-    flying = rng.random((40, 60)) < 0.05               # 5% flying pixels between the two
+    noisy[55:65, 70:90] = np.nan  # a hole (no reading)
+    noisy[40:80, 50] = 4.0  # mask edge bleeding onto the wall
+    flying = rng.random((40, 60)) < 0.05  # 5% flying pixels between the two
     noisy[40:80, 50:110][flying] = rng.uniform(2.0, 3.8, flying.sum())
     wide_mask = mask.copy()
-    wide_mask[38:82, 48:112] = True                    # the mask spills 2 px onto the wall
+    wide_mask[38:82, 48:112] = True  # the mask spills 2 px onto the wall
     robust = measure(back_project(noisy, k), wide_mask)
     for axis in range(3):
         assert robust.centroid[axis] == pytest.approx(clean.centroid[axis], abs=0.01)
@@ -166,15 +178,17 @@ def test_a_few_stray_points_within_the_inlier_band_do_not_stretch_the_extent():
     depth, mask = box_scene()
     rng = np.random.default_rng(3)
     inner = np.argwhere(mask)
-    inner = inner[(inner[:, 0] >= 43) & (inner[:, 0] < 77) & (inner[:, 1] >= 53)
-                  & (inner[:, 1] < 107)]
+    inner = inner[
+        (inner[:, 0] >= 43) & (inner[:, 0] < 77) & (inner[:, 1] >= 53) & (inner[:, 1] < 107)
+    ]
     stray = inner[rng.choice(len(inner), 20, replace=False)]
     depth[stray[:, 0], stray[:, 1]] = 1.55
     k = [100.0, 0, 80.0, 0, 100.0, 60.0, 0, 0, 1]
     points = back_project(depth, k)
     assert measure(points, mask).extent[2] == pytest.approx(0.0, abs=1e-6)
-    assert measure(points, mask, DepthSettings(extent_percentile=0.0)).extent[2] == \
-        pytest.approx(0.05, abs=1e-6)
+    assert measure(points, mask, DepthSettings(extent_percentile=0.0)).extent[2] == pytest.approx(
+        0.05, abs=1e-6
+    )
 
 
 def test_an_instance_inside_another_ones_box_is_not_measured_with_it():

@@ -30,8 +30,11 @@ def random_scene(seed: int, instances: int, height: int = 240, width: int = 320)
         ry, rx = rng.uniform(1, height / 3), rng.uniform(1, width / 3)
         if rng.random() < 0.2:
             ry = rng.uniform(0.5, 3)  # a sliver at most a few px tall
-        inside = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1 if rng.random() < 0.5 \
+        inside = (
+            ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1
+            if rng.random() < 0.5
             else (abs(rows - cy) <= ry) & (abs(cols - cx) <= rx)
+        )
         instance_map[inside] = index
         surface = rng.uniform(0.5, 4.0) + rng.uniform(-1e-3, 1e-3) * (cols - cx)
         depth[inside] = surface[inside]
@@ -60,19 +63,33 @@ def test_it_equals_the_per_instance_oracle_to_float_rounding(seed, instances):
     points, instance_map = random_scene(seed, instances)
     settings = DepthSettings()
     count = instances + 2  # and two ids with no pixels at the end
-    assert_same(measure_instances(points, instance_map, count, settings),
-                reference_measure_instances(points, instance_map, count, settings), 1e-4)
+    assert_same(
+        measure_instances(points, instance_map, count, settings),
+        reference_measure_instances(points, instance_map, count, settings),
+        1e-4,
+    )
 
 
-@pytest.mark.parametrize("erode_px, percentile, sigmas, min_spread", [
-    (0, 2.0, 2.0, 0.05), (1, 0.0, 3.0, 0.0), (3, 10.0, 1.0, 0.0)])
-def test_the_other_settings_are_followed_as_the_oracle_follows_them(erode_px, percentile,
-                                                                    sigmas, min_spread):
+@pytest.mark.parametrize(
+    "erode_px, percentile, sigmas, min_spread",
+    [(0, 2.0, 2.0, 0.05), (1, 0.0, 3.0, 0.0), (3, 10.0, 1.0, 0.0)],
+)
+def test_the_other_settings_are_followed_as_the_oracle_follows_them(
+    erode_px, percentile, sigmas, min_spread
+):
     """With no least spread the outlier limit is the MAD's alone, so the points near it
     check the median absolute deviation (one within a micrometre of it may count either
     way: the limit is exact to half a step of a window a few MADs wide)."""
     points, instance_map = random_scene(5, 60)
-    settings = DepthSettings(erode_px=erode_px, extent_percentile=percentile,
-                             outlier_sigmas=sigmas, min_spread_m=min_spread)
-    assert_same(measure_instances(points, instance_map, 60, settings),
-                reference_measure_instances(points, instance_map, 60, settings), 1e-4, 1)
+    settings = DepthSettings(
+        erode_px=erode_px,
+        extent_percentile=percentile,
+        outlier_sigmas=sigmas,
+        min_spread_m=min_spread,
+    )
+    assert_same(
+        measure_instances(points, instance_map, 60, settings),
+        reference_measure_instances(points, instance_map, 60, settings),
+        1e-4,
+        1,
+    )

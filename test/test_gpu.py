@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_classifier import MEAN, SIZE, STD, boxes_of, bundle, scene  # noqa: F401 (fixture)
+from test_pipeline import synthetic_image
+from test_proposals import PARITY_CASES, assert_matches, proposals, synthetic_frame, varied_tiny_sam
 
 from ovseg_ros.segmentation.classifier import MaskClassifier
-from reference.ovseg_crops import reference_crop_embeddings
 from ovseg_ros.segmentation.panoptic import UNLABELLED
 from ovseg_ros.segmentation.pipeline import Segmenter
 from ovseg_ros.segmentation.proposals import MaskProposals
 from ovseg_ros.segmentation.vocabulary import Vocabulary
-from test_classifier import MEAN, SIZE, STD, boxes_of, bundle, scene  # noqa: F401 (fixture)
-from test_pipeline import synthetic_image
-from test_proposals import (PARITY_CASES, assert_matches, proposals, synthetic_frame,
-                            varied_tiny_sam)
+from reference.ovseg_crops import reference_crop_embeddings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -47,8 +46,12 @@ def gpu_sam(seed: int) -> torch.nn.Module:
 
 
 def on_cpu(proposals: MaskProposals) -> MaskProposals:
-    return MaskProposals(**{field.name: getattr(proposals, field.name).cpu()
-                            for field in dataclasses.fields(proposals)})
+    return MaskProposals(
+        **{
+            field.name: getattr(proposals, field.name).cpu()
+            for field in dataclasses.fields(proposals)
+        }
+    )
 
 
 @pytest.mark.parametrize("height, width, seed, settings, least", PARITY_CASES)
@@ -66,23 +69,35 @@ def test_fast_returns_the_stock_masks_on_the_gpu(height, width, seed, settings, 
 
 @pytest.mark.parametrize("with_prompt", [False, True])
 @pytest.mark.parametrize("mode", ["crop", "mask_token"])
-def test_classifier_on_the_gpu_matches_the_cpu(scene, tiny_ovseg_clip, tiny_mask_embedding,
-                                               with_prompt, mode):
+def test_classifier_on_the_gpu_matches_the_cpu(
+    scene, tiny_ovseg_clip, tiny_mask_embedding, with_prompt, mode
+):
     image, masks = scene
     boxes = boxes_of(masks)
     prompt = tiny_mask_embedding if with_prompt else None
     cpu = MaskClassifier(bundle(tiny_ovseg_clip, prompt), mode=mode)
-    gpu = MaskClassifier(bundle(copy.deepcopy(tiny_ovseg_clip).to(CUDA),
-                                None if prompt is None else prompt.to(CUDA)), mode=mode)
+    gpu = MaskClassifier(
+        bundle(
+            copy.deepcopy(tiny_ovseg_clip).to(CUDA), None if prompt is None else prompt.to(CUDA)
+        ),
+        mode=mode,
+    )
     got = gpu.embed_masks(image.to(CUDA), masks.to(CUDA), boxes.to(CUDA))
     assert got.device.type == "cuda"
     expected = cpu.embed_masks(image, masks, boxes)
     torch.testing.assert_close(got.cpu(), expected, atol=GPU_EMBEDDING_ATOL, rtol=0)
     if mode == "crop":
         # The gathered GPU crops against OVSeg's per-mask recipe on the GPU.
-        reference = reference_crop_embeddings(gpu.clip.model, image.numpy(), masks.numpy(),
-                                              boxes.numpy(), MEAN, STD, SIZE,
-                                              gpu.clip.mask_embedding)
+        reference = reference_crop_embeddings(
+            gpu.clip.model,
+            image.numpy(),
+            masks.numpy(),
+            boxes.numpy(),
+            MEAN,
+            STD,
+            SIZE,
+            gpu.clip.mask_embedding,
+        )
         torch.testing.assert_close(got, reference, atol=GPU_EMBEDDING_ATOL, rtol=0)
 
 
@@ -126,6 +141,7 @@ def test_segmenter_on_the_gpu(tiny_settings):
         assert np.all(result.semantic[pixels] == instance.class_index)
     # The same frame on the CPU labels the same pixels.
     cpu_segmenter = Segmenter(tiny_settings)
-    cpu = cpu_segmenter.segment(synthetic_image(), cpu_segmenter.encode_vocabulary(
-        Vocabulary.parse("mug, kettle, person")))
+    cpu = cpu_segmenter.segment(
+        synthetic_image(), cpu_segmenter.encode_vocabulary(Vocabulary.parse("mug, kettle, person"))
+    )
     assert (cpu.semantic == result.semantic).mean() > 0.99

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip(
-    "rclpy", reason="rclpy is not importable: ROS 2 (Humble/Jazzy) is not installed or not "
-                    "sourced, so the launch_testing test of the real node cannot run here")
+    "rclpy",
+    reason="rclpy is not importable: ROS 2 (Humble/Jazzy) is not installed or not "
+    "sourced, so the launch_testing test of the real node cannot run here",
+)
 pytest.importorskip("launch_testing", reason="launch_testing (ROS 2) is not installed")
 
-import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,13 +32,23 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
+import launch  # noqa: E402
 import ovseg_ros  # noqa: E402
 
 # Under pytest the repository root comes first on sys.path (conftest.py), and the source tree
 # has no generated ovseg_ros.msg; let the package also search the built (installed) copies.
-ovseg_ros.__path__[:] = list(dict.fromkeys(
-    [*ovseg_ros.__path__, *(str(Path(entry) / "ovseg_ros") for entry in sys.path
-                            if (Path(entry) / "ovseg_ros" / "msg").is_dir())]))
+ovseg_ros.__path__[:] = list(
+    dict.fromkeys(
+        [
+            *ovseg_ros.__path__,
+            *(
+                str(Path(entry) / "ovseg_ros")
+                for entry in sys.path
+                if (Path(entry) / "ovseg_ros" / "msg").is_dir()
+            ),
+        ]
+    )
+)
 from ovseg_ros.msg import PanopticSegmentation  # noqa: E402
 
 TEST_DIR = Path(__file__).resolve().parent
@@ -53,16 +64,22 @@ HEIGHT, WIDTH = 48, 64
 @pytest.mark.launch_test
 def generate_test_description():
     config_dir, parameters = tiny_models.node_parameters(
-        Path(tempfile.mkdtemp(prefix="ovseg_launch_test_")))
+        Path(tempfile.mkdtemp(prefix="ovseg_launch_test_"))
+    )
     ros_arguments = ["--ros-args", "-r", "__node:=ovseg", "-r", f"image:={IMAGE_TOPIC}"]
     for name, value in parameters.items():
         ros_arguments += ["-p", f"{name}:={value}"]
     node = launch.actions.ExecuteProcess(
-        cmd=[sys.executable, str(TEST_DIR / "launch_tiny_node.py"), str(config_dir),
-             *ros_arguments],
-        name="ovseg", output="screen")
-    return (launch.LaunchDescription([node, launch_testing.actions.ReadyToTest()]),
-            {"ovseg": node})
+        cmd=[
+            sys.executable,
+            str(TEST_DIR / "launch_tiny_node.py"),
+            str(config_dir),
+            *ros_arguments,
+        ],
+        name="ovseg",
+        output="screen",
+    )
+    return (launch.LaunchDescription([node, launch_testing.actions.ReadyToTest()]), {"ovseg": node})
 
 
 def camera_image(sec: int, nanosec: int = 7) -> Image:
@@ -80,7 +97,6 @@ def label_image(msg: Image) -> np.ndarray:
 
 
 class TestRealNode(unittest.TestCase):
-
     @classmethod
     def setUpClass(cls):
         rclpy.init()
@@ -92,15 +108,23 @@ class TestRealNode(unittest.TestCase):
     def setUp(self):
         self.node = rclpy.create_node("ovseg_launch_test")
         self.received = {}
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
         for topic, msg_type, qos in (
-                ("semantic", Image, 10), ("instances", Image, 10), ("overlay", Image, 10),
-                ("panoptic", PanopticSegmentation, 10), ("detections", Detection2DArray, 10),
-                ("label_info", LabelInfo, latched)):
+            ("semantic", Image, 10),
+            ("instances", Image, 10),
+            ("overlay", Image, 10),
+            ("panoptic", PanopticSegmentation, 10),
+            ("detections", Detection2DArray, 10),
+            ("label_info", LabelInfo, latched),
+        ):
             self.received[topic] = []
-            self.node.create_subscription(msg_type, f"/ovseg/{topic}",
-                                          self.received[topic].append, qos)
+            self.node.create_subscription(
+                msg_type, f"/ovseg/{topic}", self.received[topic].append, qos
+            )
         self.images = self.node.create_publisher(Image, IMAGE_TOPIC, 10)
 
     def tearDown(self):
@@ -119,15 +143,23 @@ class TestRealNode(unittest.TestCase):
 
     def test_one_frame_gives_every_output(self, proc_output):
         def stamped(topic):  # frames labelled once the start vocabulary is encoded
-            labelled = {m.header.stamp.nanosec for m in self.received["panoptic"]
-                        if m.header.stamp.sec == 42 and list(m.vocabulary)}
-            return [m for m in self.received[topic] if m.header.stamp.sec == 42
-                    and m.header.stamp.nanosec in labelled]
+            labelled = {
+                m.header.stamp.nanosec
+                for m in self.received["panoptic"]
+                if m.header.stamp.sec == 42 and list(m.vocabulary)
+            }
+            return [
+                m
+                for m in self.received[topic]
+                if m.header.stamp.sec == 42 and m.header.stamp.nanosec in labelled
+            ]
 
-        self.spin_until(lambda: all(stamped(t) for t in
-                                    ("semantic", "instances", "panoptic", "detections",
-                                     "overlay")),
-                        STARTUP_TIMEOUT_S)
+        self.spin_until(
+            lambda: all(
+                stamped(t) for t in ("semantic", "instances", "panoptic", "detections", "overlay")
+            ),
+            STARTUP_TIMEOUT_S,
+        )
         panoptic = stamped("panoptic")[0]
         self.assertEqual(list(panoptic.vocabulary), ["mug", "kettle"])
         self.assertGreater(panoptic.vocabulary_version, 0)
@@ -137,8 +169,7 @@ class TestRealNode(unittest.TestCase):
             self.assertEqual(msg.header.frame_id, "launch_test_camera")
             self.assertEqual(msg.header.stamp.nanosec, panoptic.header.stamp.nanosec)
         overlay = stamped("overlay")[0]
-        self.assertEqual((overlay.encoding, overlay.height, overlay.width),
-                         ("rgb8", HEIGHT, WIDTH))
+        self.assertEqual((overlay.encoding, overlay.height, overlay.width), ("rgb8", HEIGHT, WIDTH))
         semantic, instances = label_image(panoptic.semantic), label_image(panoptic.instance)
         for index, instance in enumerate(panoptic.instances):
             self.assertEqual(instance.id, index + 1)
@@ -149,15 +180,24 @@ class TestRealNode(unittest.TestCase):
         names = {d.results[0].hypothesis.class_id for d in stamped("detections")[0].detections}
         self.assertLessEqual(names, {"mug", "kettle"})
         self.spin_until(lambda: self.received["label_info"], 30.0)
-        self.assertEqual([c.class_name for c in self.received["label_info"][-1].class_map],
-                         ["mug", "kettle", "unlabelled"])
+        self.assertEqual(
+            [c.class_name for c in self.received["label_info"][-1].class_map],
+            ["mug", "kettle", "unlabelled"],
+        )
 
     def test_vocabulary_topic_and_a_refused_empty_vocabulary(self, proc_output):
         client = self.node.create_client(SetParameters, "/ovseg/set_parameters")
         self.assertTrue(client.wait_for_service(timeout_sec=STARTUP_TIMEOUT_S))
-        request = SetParameters.Request(parameters=[ParameterMsg(
-            name="vocabulary", value=ParameterValue(
-                type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=[]))])
+        request = SetParameters.Request(
+            parameters=[
+                ParameterMsg(
+                    name="vocabulary",
+                    value=ParameterValue(
+                        type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=[]
+                    ),
+                )
+            ]
+        )
         future = client.call_async(request)
         rclpy.spin_until_future_complete(self.node, future, timeout_sec=30.0)
         result = future.result().results[0]
@@ -171,14 +211,12 @@ class TestRealNode(unittest.TestCase):
             if time.monotonic() - last_sent[0] > 1.0:  # until the subscription is matched
                 vocabulary.publish(String(data="chair, table"))
                 last_sent[0] = time.monotonic()
-            return any(list(m.vocabulary) == ["chair", "table"]
-                       for m in self.received["panoptic"])
+            return any(list(m.vocabulary) == ["chair", "table"] for m in self.received["panoptic"])
 
         self.spin_until(relabelled, STARTUP_TIMEOUT_S, sec=43)
 
 
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
-
     def test_node_exits_cleanly(self, proc_info):
         launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0])

@@ -7,7 +7,6 @@ import time
 import weakref
 
 import pytest
-
 import ros_standin
 from ros_standin import Parameter, ros2_param_set
 from test_node import WAIT_S, FakeSegmenter, frame, publishers, subscription, timer
@@ -32,8 +31,12 @@ def make_lifecycle(monkeypatch):
             made.append(built)
             return built
 
-        node = OvsegLifecycleNode(make_segmenter=build, parameter_overrides=[
-            Parameter(name, value=value) for name, value in parameters.items()])
+        node = OvsegLifecycleNode(
+            make_segmenter=build,
+            parameter_overrides=[
+                Parameter(name, value=value) for name, value in parameters.items()
+            ],
+        )
         nodes.append(node)
         return node, made
 
@@ -80,7 +83,10 @@ def test_the_states_from_configure_to_shutdown(make_lifecycle, distro):
 
     assert node.trigger_activate() == node_return("SUCCESS")
     assert [c.class_name for c in pubs["/ovseg/label_info"].messages[-1].class_map] == [
-        "mug", "kettle", "unlabelled"]
+        "mug",
+        "kettle",
+        "unlabelled",
+    ]
     subscription(node, "/image").deliver(frame(stamp=(2, 0)))
     wait_until(lambda: stamps(pubs["/ovseg/panoptic"]) == [2])
 
@@ -104,8 +110,10 @@ def test_the_states_from_configure_to_shutdown(make_lifecycle, distro):
     made.clear()
     gc.collect()
     assert segmenter() is None  # the models are let go
-    assert not any(p.topic_name.startswith("/ovseg/") and p.topic_name != "/ovseg/vocabulary"
-                   for p in node.publishers)
+    assert not any(
+        p.topic_name.startswith("/ovseg/") and p.topic_name != "/ovseg/vocabulary"
+        for p in node.publishers
+    )
     assert "/image" not in [s.topic_name for s in node.subscriptions]
     assert ros2_param_set(node, "granularity", "0.5").successful  # unconfigured again
 
@@ -130,7 +138,7 @@ def test_a_configure_that_cannot_load_the_models_fails_and_can_be_retried(make_l
     node, made = make_lifecycle(segmenter=Segmenter, vocabulary=["mug"])
     assert node.trigger_configure() == node_return("FAILURE")
     assert node.lifecycle_state == "unconfigured"
-    error, = node.get_logger().messages("ERROR")
+    (error,) = node.get_logger().messages("ERROR")
     assert "cannot configure: sam_vit_b_01ec64.pth not found" in error
     assert "/image" not in [s.topic_name for s in node.subscriptions]
     missing[0] = False  # the file appeared
@@ -152,8 +160,10 @@ def test_an_error_in_a_transition_ends_unconfigured_with_the_reason(make_lifecyc
 
     assert node.trigger_activate() == node_return("ERROR")
     assert node.lifecycle_state == "unconfigured" and node._runner is None
-    assert any("activate failed: RuntimeError: CUDA error: device lost" in message
-               for message in node.get_logger().messages("ERROR"))
+    assert any(
+        "activate failed: RuntimeError: CUDA error: device lost" in message
+        for message in node.get_logger().messages("ERROR")
+    )
     report = diagnostics.messages[-1].status[0]
     assert report.level == DiagnosticStatus.ERROR
     assert "activate failed: RuntimeError" in report.message

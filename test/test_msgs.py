@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("rosbags", reason="the message checks parse definitions with rosbags")
 
-from rosbags.interfaces import Nodetype  # noqa: E402
-from rosbags.typesys import get_types_from_msg  # noqa: E402
+from ros_standin import messages
+from rosbags.interfaces import Nodetype
+from rosbags.typesys import get_types_from_msg
 
-from ovseg_ros.segmentation import panoptic  # noqa: E402
-from ros_standin import messages  # noqa: E402
+from ovseg_ros.segmentation import panoptic
 
 MSG_DIR = Path(__file__).resolve().parent.parent / "msg"
 OUR_MESSAGES = sorted(MSG_DIR.glob("*.msg"))
@@ -49,24 +49,42 @@ def test_every_field_and_constant_has_a_comment_above_it(path):
     for number, line in enumerate(lines):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        assert number > 0 and lines[number - 1].lstrip().startswith("#"), \
+        assert number > 0 and lines[number - 1].lstrip().startswith("#"), (
             f"{path.name}:{number + 1} '{line}' has no comment above it"
+        )
 
 
 def test_sentinels_match_the_pipeline():
     store = messages.typestore()
-    constants = {name: value for name, _, value in
-                 store.fielddefs["ovseg_ros/msg/PanopticSegmentation"][0]}
-    assert constants == {"UNLABELLED": panoptic.UNLABELLED,
-                         "NO_INSTANCE": panoptic.NO_INSTANCE}
+    constants = {
+        name: value for name, _, value in store.fielddefs["ovseg_ros/msg/PanopticSegmentation"][0]
+    }
+    assert constants == {"UNLABELLED": panoptic.UNLABELLED, "NO_INSTANCE": panoptic.NO_INSTANCE}
 
 
 def test_panoptic_message_layout():
     assert field_names("ovseg_ros/msg/PanopticSegmentation") == [
-        "header", "vocabulary", "vocabulary_version", "semantic", "instance", "instances"]
+        "header",
+        "vocabulary",
+        "vocabulary_version",
+        "semantic",
+        "instance",
+        "instances",
+    ]
     assert field_names("ovseg_ros/msg/SegmentedInstance") == [
-        "id", "track_id", "class_index", "label", "score", "mask_quality", "is_thing", "bbox",
-        "area", "centroid", "extent", "valid_depth_points"]
+        "id",
+        "track_id",
+        "class_index",
+        "label",
+        "score",
+        "mask_quality",
+        "is_thing",
+        "bbox",
+        "area",
+        "centroid",
+        "extent",
+        "valid_depth_points",
+    ]
     fields = dict(messages.typestore().fielddefs["ovseg_ros/msg/SegmentedInstance"][1])
     assert fields["bbox"] == (Nodetype.NAME, "sensor_msgs/msg/RegionOfInterest")
     assert fields["centroid"] == (Nodetype.NAME, "geometry_msgs/msg/Point")

@@ -6,8 +6,8 @@ import array
 import ast
 import dataclasses
 import math
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,13 +20,14 @@ import yaml
 
 pytest.importorskip("rosbags", reason="the ROS stand-in builds its message classes with rosbags")
 
-import ros_standin  # noqa: E402
-from ros_standin import GRAPH, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set  # noqa: E402
-from ovseg_ros.segmentation import panoptic  # noqa: E402
-from ovseg_ros.settings.config import Settings, SettingsError, settings_fields  # noqa: E402
-from ovseg_ros.settings.params_file import settings_from_yaml  # noqa: E402
-from ovseg_ros.segmentation.vocabulary import EncodedVocabulary  # noqa: E402
-from ovseg_ros.segmentation.vocabulary_text import parse_names  # noqa: E402
+import ros_standin
+from ros_standin import GRAPH, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set
+
+from ovseg_ros.segmentation import panoptic
+from ovseg_ros.segmentation.vocabulary import EncodedVocabulary
+from ovseg_ros.segmentation.vocabulary_text import parse_names
+from ovseg_ros.settings.config import Settings, SettingsError, settings_fields
+from ovseg_ros.settings.params_file import settings_from_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 30.0  # generous bound for thread hand-offs on a loaded machine (not a timing check)
@@ -66,8 +67,7 @@ class FakeSegmenter:
             raise RuntimeError("CUDA out of memory (pretend)")
         with self._lock:
             self._version += 1
-            encoded = EncodedVocabulary(vocabulary, torch.zeros(len(vocabulary), 4),
-                                        self._version)
+            encoded = EncodedVocabulary(vocabulary, torch.zeros(len(vocabulary), 4), self._version)
         self.encoded.append(encoded)
         return encoded
 
@@ -80,16 +80,21 @@ class FakeSegmenter:
             raise RuntimeError("CUDA out of memory (pretend)")
         height, width = image.shape[:2]
         masks = torch.zeros(2, height, width, dtype=torch.bool)
-        masks[0, :height // 2, :width // 2] = True
-        masks[1, height // 2:, width // 2:] = True
+        masks[0, : height // 2, : width // 2] = True
+        masks[1, height // 2 :, width // 2 :] = True
         classes = vocabulary.embeddings.shape[0]
         probs = torch.full((2, classes), 0.05)
         probs[0, 0] = 1.0
         probs[1, min(1, classes - 1)] = 1.0
         probs = probs / probs.sum(dim=1, keepdim=True)
-        result = panoptic.fuse(masks, probs, torch.tensor([0.95, 0.9]), vocabulary.vocabulary,
-                               granularity=self._settings.granularity,
-                               vocabulary_version=vocabulary.version)
+        result = panoptic.fuse(
+            masks,
+            probs,
+            torch.tensor([0.95, 0.9]),
+            vocabulary.vocabulary,
+            granularity=self._settings.granularity,
+            vocabulary_version=vocabulary.version,
+        )
         result.timings_ms = {"proposals": 1.0, "classify": 2.0, "fuse": 0.5, "total": 3.5}
         return result
 
@@ -105,15 +110,17 @@ def make_node(monkeypatch):
     subscriber (the others have none: they are not built)."""
     nodes = []
 
-    def make(distro="humble", segmenter=FakeSegmenter, subscribed=PLANNER_OUTPUTS,
-             **parameters):
+    def make(distro="humble", segmenter=FakeSegmenter, subscribed=PLANNER_OUTPUTS, **parameters):
         ros_standin.install(monkeypatch, distro)
         from ovseg_ros.node.node import OvsegNode
 
         made = []
-        node = OvsegNode(make_segmenter=lambda s: made.append(segmenter(s)) or made[-1],
-                         parameter_overrides=[Parameter(name, value=value)
-                                              for name, value in parameters.items()])
+        node = OvsegNode(
+            make_segmenter=lambda s: made.append(segmenter(s)) or made[-1],
+            parameter_overrides=[
+                Parameter(name, value=value) for name, value in parameters.items()
+            ],
+        )
         for publisher in node.publishers:
             if publisher.topic_name.rpartition("/")[2] in subscribed:
                 publisher.subscription_count = 1
@@ -146,9 +153,15 @@ def frame(height=24, width=32, stamp=(100, 5), frame_id="camera", encoding="bgr8
     rng = np.random.default_rng(stamp[0])
     channels = {"bgr8": 3, "rgb8": 3, "mono8": 1}.get(encoding, 3)
     pixels = rng.integers(0, 256, (height, width * channels), dtype=np.uint8)
-    return Image(header=Header(stamp=Time(sec=stamp[0], nanosec=stamp[1]), frame_id=frame_id),
-                 height=height, width=width, encoding=encoding, is_bigendian=0,
-                 step=width * channels, data=array.array("B", pixels.tobytes()))
+    return Image(
+        header=Header(stamp=Time(sec=stamp[0], nanosec=stamp[1]), frame_id=frame_id),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels,
+        data=array.array("B", pixels.tobytes()),
+    )
 
 
 def label_image(msg):
@@ -178,9 +191,13 @@ def set_vocabulary(node, text):
 # ---------------------------------------------------------------------------- parameters
 def test_every_setting_is_a_typed_described_parameter(make_node):
     node, _ = make_node()
-    kinds = {"bool": Parameter.Type.BOOL, "int": Parameter.Type.INTEGER,
-             "float": Parameter.Type.DOUBLE, "str": Parameter.Type.STRING,
-             "list": Parameter.Type.STRING_ARRAY}
+    kinds = {
+        "bool": Parameter.Type.BOOL,
+        "int": Parameter.Type.INTEGER,
+        "float": Parameter.Type.DOUBLE,
+        "str": Parameter.Type.STRING,
+        "list": Parameter.Type.STRING_ARRAY,
+    }
     defaults = Settings()
     for setting in settings_fields():
         descriptor = node.describe_parameter(setting.name)
@@ -190,12 +207,17 @@ def test_every_setting_is_a_typed_described_parameter(make_node):
         assert node.get_parameter(setting.name).value == getattr(defaults, setting.name)
     assert node.describe_parameter("granularity").floating_point_range[0].to_value == 1.0
     assert node.describe_parameter("points_per_side").integer_range[0].to_value == 128
-    assert "one of: crop, mask_token" in \
-        node.describe_parameter("classifier_mode").additional_constraints
+    assert (
+        "one of: crop, mask_token"
+        in node.describe_parameter("classifier_mode").additional_constraints
+    )
     from ovseg_ros.settings.node_options import NODE_OPTIONS
 
-    option_kinds = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
-                    str: Parameter.Type.STRING}
+    option_kinds = {
+        bool: Parameter.Type.BOOL,
+        int: Parameter.Type.INTEGER,
+        str: Parameter.Type.STRING,
+    }
     for option in NODE_OPTIONS:
         descriptor = node.describe_parameter(option.name)
         assert descriptor.read_only and descriptor.description == option.description
@@ -221,8 +243,7 @@ def test_vocabulary_is_a_string_array_even_when_empty(make_node):
 
 
 def test_start_values_come_from_overrides_and_are_validated(make_node):
-    node, fake = make_node(vocabulary=["mug", "kettle"], granularity=0.5,
-                           stuff_classes=["kettle"])
+    node, fake = make_node(vocabulary=["mug", "kettle"], granularity=0.5, stuff_classes=["kettle"])
     assert fake.settings.granularity == 0.5 and fake.settings.vocabulary == ["mug", "kettle"]
     assert node.process_vocabulary()
     assert fake.encoded[-1].vocabulary.names == ("mug", "kettle")
@@ -251,20 +272,22 @@ def test_live_change_reaches_the_pipeline_between_frames(make_node):
     assert publishers(node)["/ovseg/label_info"].messages[-1].threshold == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("name, text, reason", [
-    ("granularity", "1.5", "out of range"),
-    ("granularity", "1", "Wrong parameter type"),
-    ("classifier_mode", "fancy", "classifier_mode must be one of crop, mask_token"),
-    ("sam_model", "vit_h", "read-only"),
-    ("device", "cpu", "read-only"),
-    ("vocabulary", "[mug, Mug]", "'Mug' appears twice"),
-    ("vocabulary", "[mug, '  ']", "entry 2 is blank"),
-    ("vocabulary", "[" + "x" * 300 + "]", "300 characters long"),
-    ("vocabulary", "[mug, '\t']", "entry 2 is blank"),
-    ("max_classes", "1", "at most 1 are allowed"),
-])
-def test_refused_changes_carry_the_reason_and_keep_the_old_values(make_node, name, text,
-                                                                  reason):
+@pytest.mark.parametrize(
+    "name, text, reason",
+    [
+        ("granularity", "1.5", "out of range"),
+        ("granularity", "1", "Wrong parameter type"),
+        ("classifier_mode", "fancy", "classifier_mode must be one of crop, mask_token"),
+        ("sam_model", "vit_h", "read-only"),
+        ("device", "cpu", "read-only"),
+        ("vocabulary", "[mug, Mug]", "'Mug' appears twice"),
+        ("vocabulary", "[mug, '  ']", "entry 2 is blank"),
+        ("vocabulary", "[" + "x" * 300 + "]", "300 characters long"),
+        ("vocabulary", "[mug, '\t']", "entry 2 is blank"),
+        ("max_classes", "1", "at most 1 are allowed"),
+    ],
+)
+def test_refused_changes_carry_the_reason_and_keep_the_old_values(make_node, name, text, reason):
     node, fake = make_node(vocabulary=["mug", "kettle"])
     before = node.get_parameter(name).value
     result = ros2_param_set(node, name, text)
@@ -312,12 +335,15 @@ def test_stuff_classes_can_be_cleared_with_an_empty_list(make_node, distro):
     assert node.get_parameter("stuff_classes").type_ == Parameter.Type.STRING_ARRAY
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('["mug\\nkettle"]', "control characters"),
-    ("[" + "x" * 10_000 + "]", "10000 characters long"),
-    ("[floor, FLOOR]", "appears twice"),
-    ("[" + ", ".join(f"c{i}" for i in range(300)) + "]", "at most 256"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('["mug\\nkettle"]', "control characters"),
+        ("[" + "x" * 10_000 + "]", "10000 characters long"),
+        ("[floor, FLOOR]", "appears twice"),
+        ("[" + ", ".join(f"c{i}" for i in range(300)) + "]", "at most 256"),
+    ],
+)
 def test_stuff_classes_are_refused_like_a_vocabulary(make_node, text, reason):
     node, fake = make_node(vocabulary=["floor", "mug"], stuff_classes=["floor"])
     result = ros2_param_set(node, "stuff_classes", text)
@@ -366,8 +392,9 @@ def test_vocabulary_topic_sets_the_parameter(make_node):
     assert node.get_parameter("vocabulary").value == ["chair", "table"]
 
 
-@pytest.mark.parametrize("text", ["\ufeffmug, door handle\n\n", "[yes, \"door handle\"]\n",
-                                  "null\r\nkettle\r\n"])
+@pytest.mark.parametrize(
+    "text", ["\ufeffmug, door handle\n\n", '[yes, "door handle"]\n', "null\r\nkettle\r\n"]
+)
 def test_topic_launch_argument_and_cli_read_a_vocabulary_list_alike(make_node, tmp_path, text):
     import argparse
 
@@ -381,8 +408,9 @@ def test_topic_launch_argument_and_cli_read_a_vocabulary_list_alike(make_node, t
     from_launch = launch_function("vocabulary_argument")(text)
     vocab_file = tmp_path / "classes.txt"
     vocab_file.write_bytes(text.encode("utf-8"))
-    from_file = read_vocabulary(argparse.Namespace(vocab=None, vocab_file=str(vocab_file)),
-                                Settings())
+    from_file = read_vocabulary(
+        argparse.Namespace(vocab=None, vocab_file=str(vocab_file)), Settings()
+    )
     assert from_topic == from_launch == list(from_file.names)
     assert from_topic[0] in ("mug", "yes", "null") and len(from_topic) == 2
 
@@ -407,8 +435,7 @@ def test_track_parameter_gives_ids_that_last_across_frames_and_restart_after_off
         panoptic_msg = pubs["/ovseg/panoptic"].messages[-1]
         detections = pubs["/ovseg/detections"].messages[-1]
         ids = [instance.track_id for instance in panoptic_msg.instances]
-        assert [d.id for d in detections.detections] == [str(i or n + 1)
-                                                         for n, i in enumerate(ids)]
+        assert [d.id for d in detections.detections] == [str(i or n + 1) for n, i in enumerate(ids)]
         return ids
 
     assert next_ids() == [1, 2] and next_ids() == [1, 2]
@@ -425,22 +452,33 @@ def test_one_frame_gives_every_output_with_the_input_header(make_node):
     node.process_vocabulary()
     pubs = publishers(node)
     label_info = pubs["/ovseg/label_info"].messages[-1]
-    assert [(c.class_id, c.class_name) for c in label_info.class_map] == \
-        [(0, "mug"), (1, "kettle"), (2, "person"), (65535, "unlabelled")]
+    assert [(c.class_id, c.class_name) for c in label_info.class_map] == [
+        (0, "mug"),
+        (1, "kettle"),
+        (2, "person"),
+        (65535, "unlabelled"),
+    ]
 
     image = frame(height=24, width=32, stamp=(100, 5), frame_id="camera_optical")
     subscription(node, "/image").deliver(image)
     assert node.process_pending()
 
-    (seen, vocabulary), = fake.frames
+    ((seen, vocabulary),) = fake.frames
     bgr = np.frombuffer(image.data, dtype=np.uint8).reshape(24, 32, 3)
     np.testing.assert_array_equal(seen, bgr[..., ::-1])  # the pipeline gets RGB
-    semantic_msg, = pubs["/ovseg/semantic"].messages
-    instances_msg, = pubs["/ovseg/instances"].messages
-    panoptic_msg, = pubs["/ovseg/panoptic"].messages
-    detections, = pubs["/ovseg/detections"].messages
-    for msg in (semantic_msg, instances_msg, panoptic_msg, detections, panoptic_msg.semantic,
-                panoptic_msg.instance, *detections.detections):
+    (semantic_msg,) = pubs["/ovseg/semantic"].messages
+    (instances_msg,) = pubs["/ovseg/instances"].messages
+    (panoptic_msg,) = pubs["/ovseg/panoptic"].messages
+    (detections,) = pubs["/ovseg/detections"].messages
+    for msg in (
+        semantic_msg,
+        instances_msg,
+        panoptic_msg,
+        detections,
+        panoptic_msg.semantic,
+        panoptic_msg.instance,
+        *detections.detections,
+    ):
         assert msg.header == image.header
     assert (semantic_msg.height, semantic_msg.width) == (24, 32)
     semantic, instance_ids = label_image(semantic_msg), label_image(instances_msg)
@@ -458,8 +496,10 @@ def test_one_frame_gives_every_output_with_the_input_header(make_node):
         assert instance.label == panoptic_msg.vocabulary[instance.class_index]
         assert math.isnan(instance.centroid.z)
     assert [i.label for i in panoptic_msg.instances] == ["mug", "kettle"]
-    assert [(d.results[0].hypothesis.class_id, d.id) for d in detections.detections] == \
-        [("mug", "1"), ("kettle", "2")]
+    assert [(d.results[0].hypothesis.class_id, d.id) for d in detections.detections] == [
+        ("mug", "1"),
+        ("kettle", "2"),
+    ]
     for detection, instance in zip(detections.detections, panoptic_msg.instances):
         assert detection.results[0].hypothesis.score == pytest.approx(instance.score)
         assert 0.0 < instance.score <= 1.0
@@ -469,9 +509,8 @@ def test_one_frame_gives_every_output_with_the_input_header(make_node):
     pubs["/ovseg/overlay"].subscription_count = 1
     subscription(node, "/image").deliver(frame(stamp=(101, 0)))
     node.process_pending()
-    overlay, = pubs["/ovseg/overlay"].messages
-    assert (overlay.encoding, overlay.height, overlay.width, overlay.step) == \
-        ("rgb8", 24, 32, 96)
+    (overlay,) = pubs["/ovseg/overlay"].messages
+    assert (overlay.encoding, overlay.height, overlay.width, overlay.step) == ("rgb8", 24, 32, 96)
     assert overlay.header.stamp.sec == 101
 
 
@@ -482,8 +521,11 @@ def test_the_overlay_is_drawn_only_for_a_subscriber(make_node, monkeypatch):
 
     drawn = []
     draw = sys.modules["ovseg_ros.node.outputs"].overlay
-    monkeypatch.setattr(sys.modules["ovseg_ros.node.outputs"], "overlay",
-                        lambda rgb, result: drawn.append(rgb.shape) or draw(rgb, result))
+    monkeypatch.setattr(
+        sys.modules["ovseg_ros.node.outputs"],
+        "overlay",
+        lambda rgb, result: drawn.append(rgb.shape) or draw(rgb, result),
+    )
     overlay_pub = publishers(node)["/ovseg/overlay"]
     for second in (1, 2):
         subscription(node, "/image").deliver(frame(stamp=(second, 0)))
@@ -510,8 +552,7 @@ def test_output_and_input_qos(make_node):
     assert "/diagnostics" in pubs
 
     reliable, _ = make_node(image_reliability="reliable")
-    assert subscription(reliable, "/image").qos_profile.reliability == \
-        ReliabilityPolicy.RELIABLE
+    assert subscription(reliable, "/image").qos_profile.reliability == ReliabilityPolicy.RELIABLE
     with pytest.raises(Exception, match="image_transport must be one of raw, compressed"):
         make_node(image_transport="theora")
 
@@ -527,12 +568,13 @@ def test_compressed_input(make_node):
     rgb = np.zeros((20, 28, 3), dtype=np.uint8)
     rgb[:, :14] = (250, 0, 0)
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    msg = CompressedImage(header=Header(frame_id="cam"), format="png",
-                          data=array.array("B", png.tobytes()))
+    msg = CompressedImage(
+        header=Header(frame_id="cam"), format="png", data=array.array("B", png.tobytes())
+    )
     subscription(node, "/image/compressed").deliver(msg)
     node.process_pending()
     np.testing.assert_array_equal(fake.frames[-1][0], rgb)
-    semantic, = publishers(node)["/ovseg/semantic"].messages
+    (semantic,) = publishers(node)["/ovseg/semantic"].messages
     assert (semantic.height, semantic.width, semantic.header.frame_id) == (20, 28, "cam")
     msg.data = array.array("B", b"garbage")
     subscription(node, "/image/compressed").deliver(msg)
@@ -613,7 +655,7 @@ def test_without_vocabulary_frames_are_published_unlabelled(make_node):
     subscription(node, "/image").deliver(frame())
     node.process_pending()
     assert fake.frames == []  # no model run without classes
-    panoptic_msg, = publishers(node)["/ovseg/panoptic"].messages
+    (panoptic_msg,) = publishers(node)["/ovseg/panoptic"].messages
     assert list(panoptic_msg.vocabulary) == [] and panoptic_msg.vocabulary_version == 0
     assert np.all(label_image(panoptic_msg.semantic) == panoptic.UNLABELLED)
     assert any("no vocabulary set" in w for w in warnings(node))
@@ -640,11 +682,12 @@ def test_only_the_newest_frame_is_processed_and_drops_are_counted(make_node):
         subscription(node, "/image").deliver(frame(stamp=(second, 0)))
     assert node.process_pending()
     assert not node.process_pending()  # nothing queued behind it
-    panoptic_msg, = publishers(node)["/ovseg/panoptic"].messages
+    (panoptic_msg,) = publishers(node)["/ovseg/panoptic"].messages
     assert panoptic_msg.header.stamp.sec == 3
     timer(node, 1.0).fire()
-    values = {kv.key: kv.value
-              for kv in publishers(node)["/diagnostics"].messages[-1].status[0].values}
+    values = {
+        kv.key: kv.value for kv in publishers(node)["/diagnostics"].messages[-1].status[0].values
+    }
     assert values["frames dropped (a newer one arrived)"] == "2"
     assert values["frames received"] == "3"
 
@@ -659,7 +702,7 @@ def test_diagnostics_report_latency_fps_and_drops(make_node):
         node.process_pending()
     timer(node, 1.0).fire()
     array_msg = publishers(node)["/diagnostics"].messages[-1]
-    status, = array_msg.status
+    (status,) = array_msg.status
     assert status.level == DiagnosticStatus.OK and status.name == "ovseg: segmentation"
     values = {kv.key: kv.value for kv in status.values}
     for stage in ("decode", "proposals", "classify", "fuse", "publish", "total"):
@@ -707,12 +750,14 @@ def test_no_frame_hint_names_the_likely_cause(make_node):
     assert "nothing publishes it" in warnings(node)[-1]
 
     node, _ = make_node(image_reliability="reliable")
-    best_effort = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                             reliability=ReliabilityPolicy.BEST_EFFORT)
+    best_effort = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT
+    )
     GRAPH.add_publisher("/image", "sensor_msgs/msg/Image", best_effort)
     timer(node, 5.0).fire()
-    assert "reliability:=best_effort (parameter image_reliability:=best_effort)" \
-        in warnings(node)[-1]
+    assert (
+        "reliability:=best_effort (parameter image_reliability:=best_effort)" in warnings(node)[-1]
+    )
 
     GRAPH.publishers.clear()
     node, _ = make_node()
@@ -746,8 +791,7 @@ def test_a_new_vocabulary_is_used_from_the_frame_after_it_is_encoded(make_node):
     vocabularies = [list(m.vocabulary) for m in publishers(node)["/ovseg/panoptic"].messages]
     assert vocabularies == [["mug", "kettle"], ["mug", "kettle"], ["door handle", "backpack"]]
     label_info = publishers(node)["/ovseg/label_info"].messages[-1]
-    assert [c.class_name for c in label_info.class_map] == ["door handle", "backpack",
-                                                            "unlabelled"]
+    assert [c.class_name for c in label_info.class_map] == ["door handle", "backpack", "unlabelled"]
 
 
 def published_vocabulary(node):
@@ -763,8 +807,9 @@ def test_a_failed_encode_keeps_the_old_vocabulary_rolls_back_and_can_be_retried(
     assert ros2_param_set(node, "vocabulary", "[kettle]").successful
     node.process_pending()
     assert node.process_vocabulary()
-    assert any("could not encode the vocabulary (kettle)" in m
-               for m in node.get_logger().messages("ERROR"))
+    assert any(
+        "could not encode the vocabulary (kettle)" in m for m in node.get_logger().messages("ERROR")
+    )
     assert node.get_parameter("vocabulary").value == ["mug"]  # the vocabulary in use
     assert published_vocabulary(node) == ["mug"]
     assert not node.process_vocabulary()  # the rollback asks for no encode
@@ -832,8 +877,11 @@ def test_vocabulary_changes_never_mix_within_a_frame(make_node):
     image_topic = subscription(node, "/image")
     for step in range(1, 40):
         image_topic.deliver(frame(height=8, width=8, stamp=(step, 0)))
-        result = ros2_param_set(node, "vocabulary", f"[a{step}, b{step}, c{step}]"
-                                if step % 2 else f"[a{step}, b{step}]")
+        result = ros2_param_set(
+            node,
+            "vocabulary",
+            f"[a{step}, b{step}, c{step}]" if step % 2 else f"[a{step}, b{step}]",
+        )
         assert result.successful
         time.sleep(0.001)
     panoptic_pub = publishers(node)["/ovseg/panoptic"]
@@ -842,8 +890,9 @@ def test_vocabulary_changes_never_mix_within_a_frame(make_node):
     wait_until(lambda: any(m.header.stamp.sec == 100 for m in panoptic_pub.messages))
     node.stop()
     pubs = publishers(node)
-    detections = {(d.header.stamp.sec, d.header.stamp.nanosec): d
-                  for d in pubs["/ovseg/detections"].messages}
+    detections = {
+        (d.header.stamp.sec, d.header.stamp.nanosec): d for d in pubs["/ovseg/detections"].messages
+    }
     names_of_version = {}
     for msg in pubs["/ovseg/panoptic"].messages:
         names = list(msg.vocabulary)
@@ -854,9 +903,10 @@ def test_vocabulary_changes_never_mix_within_a_frame(make_node):
         assert semantic[semantic != panoptic.UNLABELLED].max() < len(names)
         for instance in msg.instances:
             assert instance.label == names[instance.class_index]
-        labels = [d.results[0].hypothesis.class_id
-                  for d in detections[(msg.header.stamp.sec, msg.header.stamp.nanosec)]
-                  .detections]
+        labels = [
+            d.results[0].hypothesis.class_id
+            for d in detections[(msg.header.stamp.sec, msg.header.stamp.nanosec)].detections
+        ]
         assert set(labels) <= set(names)
     assert len(names_of_version) >= 2 and list(msg.vocabulary) == ["a39", "b39", "c39"]
 
@@ -887,8 +937,9 @@ def test_the_worker_thread_drops_stale_frames_under_a_slow_pipeline(make_node):
     # the output stage took frame 1's.
     published = [m.header.stamp.sec for m in panoptic_pub.messages]
     assert published in ([1, 5], [5])
-    values = {kv.key: kv.value
-              for kv in publishers(node)["/diagnostics"].messages[-1].status[0].values}
+    values = {
+        kv.key: kv.value for kv in publishers(node)["/diagnostics"].messages[-1].status[0].values
+    }
     assert values["frames dropped (a newer one arrived)"] == "3"
     assert values["results dropped (a newer one was segmented)"] == str(2 - len(published))
 
@@ -924,8 +975,11 @@ def real_segmenter(settings):
 def test_real_segmenter_with_tiny_models_end_to_end(make_node, tiny_settings):
     defaults = Settings()
     tiny = tiny_settings.replace(points_per_side=4, templates="single")  # fewer CPU seconds
-    overrides = {f.name: getattr(tiny, f.name) for f in dataclasses.fields(Settings)
-                 if getattr(tiny, f.name) != getattr(defaults, f.name)}
+    overrides = {
+        f.name: getattr(tiny, f.name)
+        for f in dataclasses.fields(Settings)
+        if getattr(tiny, f.name) != getattr(defaults, f.name)
+    }
     node, segmenter = make_node(segmenter=real_segmenter, **overrides)
     assert type(segmenter).__name__ == "Segmenter"
     set_vocabulary(node, "[red square, blue square, background]")
@@ -938,7 +992,7 @@ def test_real_segmenter_with_tiny_models_end_to_end(make_node, tiny_settings):
     assert node.process_pending()
     assert node.get_logger().messages("ERROR") == []
     pubs = publishers(node)
-    panoptic_msg, = pubs["/ovseg/panoptic"].messages
+    (panoptic_msg,) = pubs["/ovseg/panoptic"].messages
     assert list(panoptic_msg.vocabulary) == ["red square", "blue square", "background"]
     semantic = label_image(panoptic_msg.semantic)
     instance_ids = label_image(panoptic_msg.instance)
@@ -948,9 +1002,10 @@ def test_real_segmenter_with_tiny_models_end_to_end(make_node, tiny_settings):
         assert instance.area == pixels.sum()
         if instance.area:
             assert np.all(semantic[pixels] == instance.class_index)
-    detections, = pubs["/ovseg/detections"].messages
-    assert {d.results[0].hypothesis.class_id for d in detections.detections} <= \
-        set(panoptic_msg.vocabulary)
+    (detections,) = pubs["/ovseg/detections"].messages
+    assert {d.results[0].hypothesis.class_id for d in detections.detections} <= set(
+        panoptic_msg.vocabulary
+    )
 
 
 def run_main(monkeypatch, ros_arguments, spin=None):
@@ -967,19 +1022,23 @@ def run_main(monkeypatch, ros_arguments, spin=None):
 
 
 def test_main_reports_missing_weights_in_one_line(monkeypatch, tmp_path):
-    code = run_main(monkeypatch, ["-p", "offline:=true", "-p", f"cache_dir:={tmp_path}",
-                                  "-p", "device:=cpu"])
+    code = run_main(
+        monkeypatch, ["-p", "offline:=true", "-p", f"cache_dir:={tmp_path}", "-p", "device:=cpu"]
+    )
     assert code == 1
     fatal = [r.message for r in ros_standin.LOG if r.severity == "FATAL"]
     assert len(fatal) == 1 and fatal[0].startswith("cannot start: ")
     assert "sam_vit_b_01ec64.pth" in fatal[0] and str(tmp_path) in fatal[0]
 
 
-@pytest.mark.parametrize("argument, says", [
-    ("granularity:=1", "expecting type 'DOUBLE'"),
-    ("granularity:=1.5", "out of range"),
-    ("max_classes:=0", "max_classes"),
-])
+@pytest.mark.parametrize(
+    "argument, says",
+    [
+        ("granularity:=1", "expecting type 'DOUBLE'"),
+        ("granularity:=1.5", "out of range"),
+        ("max_classes:=0", "max_classes"),
+    ],
+)
 def test_main_refuses_a_bad_start_parameter_in_one_line(monkeypatch, argument, says):
     assert run_main(monkeypatch, ["-p", argument]) == 1
     fatal = [r.message for r in ros_standin.LOG if r.severity == "FATAL"]
@@ -1036,10 +1095,13 @@ def test_params_yaml_holds_the_settings_defaults_and_nothing_else():
 def test_params_yaml_documents_every_setting():
     lines = params_file().read_text().splitlines()
     for setting in settings_fields():
-        key = next(i for i, line in enumerate(lines)
-                   if line.strip().lstrip("# ").startswith(f"{setting.name}:"))
+        key = next(
+            i
+            for i, line in enumerate(lines)
+            if line.strip().lstrip("# ").startswith(f"{setting.name}:")
+        )
         assert lines[key - 1].strip().startswith("#"), f"{setting.name} has no comment"
-        comment = " ".join(line.strip("# ") for line in lines[max(0, key - 6):key])
+        comment = " ".join(line.strip("# ") for line in lines[max(0, key - 6) : key])
         assert ("[live" if setting.metadata["live"] else "[start") in comment, setting.name
 
 
@@ -1047,37 +1109,62 @@ def test_launch_file_declares_described_arguments():
     tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
     declared = {}
     for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == \
-                "DeclareLaunchArgument" and isinstance(call.args[0], ast.Constant):
+        if (
+            isinstance(call, ast.Call)
+            and getattr(call.func, "id", "") == "DeclareLaunchArgument"
+            and isinstance(call.args[0], ast.Constant)
+        ):
             keywords = {k.arg for k in call.keywords}
             assert {"default_value", "description"} <= keywords, call.args[0].value
             declared[call.args[0].value] = keywords
     settings_arguments = next(
-        node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-        and getattr(node.targets[0], "id", "") == "SETTING_ARGUMENTS")
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and getattr(node.targets[0], "id", "") == "SETTING_ARGUMENTS"
+    )
     declared.update({e.value: set() for e in settings_arguments.elts})
-    assert {"image", "compressed", "vocabulary", "params_file", "namespace", "node_name",
-            "reliability", "rviz", "device", "sam_model", "clip_model", "ovseg_checkpoint",
-            "classifier_mode"} <= set(declared)
-    assert set(e.value for e in settings_arguments.elts) <= {f.name for f in settings_fields()}
+    assert {
+        "image",
+        "compressed",
+        "vocabulary",
+        "params_file",
+        "namespace",
+        "node_name",
+        "reliability",
+        "rviz",
+        "device",
+        "sam_model",
+        "clip_model",
+        "ovseg_checkpoint",
+        "classifier_mode",
+    } <= set(declared)
+    assert {e.value for e in settings_arguments.elts} <= {f.name for f in settings_fields()}
 
 
 def launch_function(name):
     """A function of launch/segment.launch.py, loaded without ROS (the file's imports need
     ament_index and launch; its functions need only yaml and the vocabulary reader)."""
     tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
-    function = next(node for node in tree.body
-                    if isinstance(node, ast.FunctionDef) and node.name == name)
+    function = next(
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name
+    )
     namespace = {"yaml": yaml, "parse_names": parse_names}
-    exec(compile(ast.Module([function], type_ignores=[]), "segment.launch.py", "exec"),
-         namespace)
+    exec(compile(ast.Module([function], type_ignores=[]), "segment.launch.py", "exec"), namespace)
     return namespace[name]
 
 
 def test_launch_vocabulary_argument_keeps_every_class_name_a_string():
     vocabulary_argument = launch_function("vocabulary_argument")
-    assert vocabulary_argument("[yes, no, null, true, off, 1.5, door handle]") == \
-        ["yes", "no", "null", "true", "off", "1.5", "door handle"]
+    assert vocabulary_argument("[yes, no, null, true, off, 1.5, door handle]") == [
+        "yes",
+        "no",
+        "null",
+        "true",
+        "off",
+        "1.5",
+        "door handle",
+    ]
     assert vocabulary_argument("yes, no") == ["yes", "no"]
     assert vocabulary_argument("[]") == [] and vocabulary_argument("") == []
 
@@ -1085,14 +1172,18 @@ def test_launch_vocabulary_argument_keeps_every_class_name_a_string():
 def test_launch_points_rviz_at_the_nodes_topics_and_shows_3d_with_depth_only(tmp_path):
     tree = ast.parse((REPO / "launch" / "segment.launch.py").read_text())
     namespace = {"yaml": yaml, "SHARE": REPO, "tempfile": tempfile}
-    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)
-                 and node.name in ("write_temporary", "rviz_config")]
-    exec(compile(ast.Module(functions, type_ignores=[]), "segment.launch.py", "exec"),
-         namespace)
+    functions = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name in ("write_temporary", "rviz_config")
+    ]
+    exec(compile(ast.Module(functions, type_ignores=[]), "segment.launch.py", "exec"), namespace)
     for depth in (True, False):
         path = Path(namespace["rviz_config"]("/cam/color/image_raw", "/robot/seg", depth))
-        displays = {d["Name"]: d for d in yaml.safe_load(path.read_text())[
-            "Visualization Manager"]["Displays"]}
+        displays = {
+            d["Name"]: d
+            for d in yaml.safe_load(path.read_text())["Visualization Manager"]["Displays"]
+        }
         path.unlink()
         assert displays["Camera"]["Topic"]["Value"] == "/cam/color/image_raw"
         assert displays["Points"]["Topic"]["Value"] == "/robot/seg/points"
@@ -1124,19 +1215,25 @@ def test_outputs_nobody_subscribes_to_are_not_built(make_node, monkeypatch):
     built = []
     for name in ("panoptic_message", "detections_message", "image_message"):
         original = getattr(outputs.convert, name)
-        monkeypatch.setattr(outputs.convert, name,
-                            lambda *args, _name=name, _original=original, **kwargs:
-                            built.append(_name) or _original(*args, **kwargs))
+        monkeypatch.setattr(
+            outputs.convert,
+            name,
+            lambda *args, _name=name, _original=original, **kwargs: (
+                built.append(_name) or _original(*args, **kwargs)
+            ),
+        )
     pubs = publishers(node)
     subscription(node, "/image").deliver(frame(stamp=(1, 0)))
     assert node.process_pending()
     timer(node, 1.0).fire()
     assert built == []
     assert {topic for topic, p in pubs.items() if p.messages} == {
-        "/ovseg/label_info", "/diagnostics"}
+        "/ovseg/label_info",
+        "/diagnostics",
+    }
     pubs["/ovseg/semantic"].subscription_count = 1
     subscription(node, "/image").deliver(frame(stamp=(2, 0)))
     assert node.process_pending()
     assert built == ["image_message"]
-    semantic, = pubs["/ovseg/semantic"].messages
+    (semantic,) = pubs["/ovseg/semantic"].messages
     assert semantic.header.stamp.sec == 2 and pubs["/ovseg/panoptic"].messages == []

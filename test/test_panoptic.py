@@ -27,8 +27,12 @@ def check_invariants(result, num_classes):
         assert np.all(sem[pixels] == instance.class_index)  # instance pixels carry its class
         x, y, w, h = instance.bbox
         ys, xs = np.nonzero(pixels)
-        assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1,
-                                ys.max() - ys.min() + 1)
+        assert (x, y, w, h) == (
+            xs.min(),
+            ys.min(),
+            xs.max() - xs.min() + 1,
+            ys.max() - ys.min() + 1,
+        )
         assert instance.label == result.vocabulary.names[instance.class_index]
     assert np.all(sem[inst != NO_INSTANCE] != UNLABELLED)
 
@@ -40,7 +44,9 @@ def test_two_objects_and_unknown_background():
     result = fuse(masks, probs, torch.tensor([0.95, 0.9]), vocab)
     check_invariants(result, 2)
     assert [(i.label, i.area, i.bbox) for i in result.instances] == [
-        ("mug", 48, (2, 2, 8, 6)), ("kettle", 128, (12, 10, 16, 8))]
+        ("mug", 48, (2, 2, 8, 6)),
+        ("kettle", 128, (12, 10, 16, 8)),
+    ]
     assert result.instances[0].mask_quality == pytest.approx(0.95)
     assert result.semantic[0, 0] == UNLABELLED and result.instance_map[0, 0] == NO_INSTANCE
 
@@ -93,8 +99,13 @@ def test_unknown_threshold_leaves_low_confidence_pixels_unlabelled():
 
 def test_stuff_masks_merge_into_one_region():
     vocab = Vocabulary.parse("floor, mug", stuff=["floor"])
-    masks = torch.stack([box_mask(10, 10, 5, 10, 0, 5), box_mask(10, 10, 5, 10, 5, 10),
-                         box_mask(10, 10, 0, 3, 0, 3)])
+    masks = torch.stack(
+        [
+            box_mask(10, 10, 5, 10, 0, 5),
+            box_mask(10, 10, 5, 10, 5, 10),
+            box_mask(10, 10, 0, 3, 0, 3),
+        ]
+    )
     probs = torch.tensor([[0.9, 0.1], [0.85, 0.15], [0.1, 0.9]])
     result = fuse(masks, probs, torch.tensor([0.9, 0.99, 0.8]), vocab)
     check_invariants(result, 2)
@@ -127,8 +138,13 @@ def test_random_fusions_keep_the_invariants():
     for _ in range(20):
         masks = torch.rand(7, 15, 17, generator=generator) > 0.6
         probs = torch.rand(7, 4, generator=generator).softmax(dim=1)
-        result = fuse(masks, probs, torch.rand(7, generator=generator), vocab,
-                      granularity=float(torch.rand(1, generator=generator)))
+        result = fuse(
+            masks,
+            probs,
+            torch.rand(7, generator=generator),
+            vocab,
+            granularity=float(torch.rand(1, generator=generator)),
+        )
         check_invariants(result, 4)
         covered = masks.any(0).numpy()
         assert np.all(result.semantic[~covered] == UNLABELLED)
@@ -140,14 +156,21 @@ def test_resized_keeps_ids_and_measures_again():
     result = fuse(masks, torch.tensor([[0.9, 0.1], [0.1, 0.9]]), torch.ones(2), vocab)
     big = resized(result, 20, 20)
     check_invariants(big, 2)
-    assert [(i.area, i.bbox) for i in big.instances] == [(100, (0, 0, 10, 10)),
-                                                          (100, (10, 10, 10, 10))]
+    assert [(i.area, i.bbox) for i in big.instances] == [
+        (100, (0, 0, 10, 10)),
+        (100, (10, 10, 10, 10)),
+    ]
 
 
 def test_a_merged_stuff_region_scores_its_best_member_also_when_not_the_first():
     vocab = Vocabulary.parse("floor, mug", stuff=["floor"])
-    masks = torch.stack([box_mask(10, 10, 5, 10, 0, 5), box_mask(10, 10, 5, 10, 5, 10),
-                         box_mask(10, 10, 0, 3, 5, 10)])
+    masks = torch.stack(
+        [
+            box_mask(10, 10, 5, 10, 0, 5),
+            box_mask(10, 10, 5, 10, 5, 10),
+            box_mask(10, 10, 0, 3, 5, 10),
+        ]
+    )
     # The first floor mask is the weaker one, in score and in quality.
     probs = torch.tensor([[0.8, 0.2], [0.95, 0.05], [0.7, 0.3]])
     result = fuse(masks, probs, torch.tensor([0.5, 0.97, 0.6]), vocab, granularity=0.0)
@@ -159,6 +182,7 @@ def test_a_merged_stuff_region_scores_its_best_member_also_when_not_the_first():
 
 def test_fusion_band_by_band_equals_one_band(monkeypatch):
     from ovseg_ros.segmentation import panoptic
+
     generator = torch.Generator().manual_seed(5)
     vocab = Vocabulary.parse("a, b, c, d", stuff=["c", "d"])
     masks = torch.rand(9, 23, 19, generator=generator) > 0.5
@@ -179,6 +203,7 @@ def test_box_measurement_needs_little_more_than_the_instance_image():
     import tracemalloc
 
     from ovseg_ros.segmentation.panoptic import Instance, _measure
+
     instance_map = np.zeros((2000, 3000), dtype=np.uint16)
     instance_map[100:900, 2999] = 1  # one column at the right border
     instance_map[1500:, :40] = 2
@@ -187,6 +212,8 @@ def test_box_measurement_needs_little_more_than_the_instance_image():
     _measure(instances, instance_map)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert [(i.bbox, i.area) for i in instances] == [((2999, 100, 1, 800), 800),
-                                                     ((0, 1500, 40, 500), 20000)]
+    assert [(i.bbox, i.area) for i in instances] == [
+        ((2999, 100, 1, 800), 800),
+        ((0, 1500, 40, 500), 20000),
+    ]
     assert peak < 2 * instance_map.nbytes  # was 32 bytes per pixel: 16x the image

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torchmetrics")
 
-from ovseg_ros.evaluation.metrics import PanopticMetrics, Segment  # noqa: E402
+from panopticapi_cases import EXPECTED, cases
 
-from panopticapi_cases import EXPECTED, cases  # noqa: E402
+from ovseg_ros.evaluation.metrics import PanopticMetrics, Segment
 
 PINNED = json.loads(EXPECTED.read_text())["cases"]
 
@@ -21,8 +21,12 @@ PINNED = json.loads(EXPECTED.read_text())["cases"]
 def ours(case) -> dict[str, float]:
     metrics = PanopticMetrics(case.things, case.stuffs)
     for image in case.images:
-        metrics.update(image.pred_classes, image.pred_instances, image.gt_ids,
-                       {i: Segment(c, crowd) for i, c, crowd in image.gt_segments})
+        metrics.update(
+            image.pred_classes,
+            image.pred_instances,
+            image.gt_ids,
+            {i: Segment(c, crowd) for i, c, crowd in image.gt_segments},
+        )
     scores = metrics.compute()
     return {"pq": scores.pq, "sq": scores.sq, "rq": scores.rq}
 
@@ -70,5 +74,4 @@ def test_a_category_only_missed_or_only_predicted_counts_zero_in_the_means():
 
 def test_shapes_must_agree():
     with pytest.raises(ValueError, match="shape"):
-        PanopticMetrics({0}, set()).update(np.zeros((2, 2)), np.zeros((2, 2)),
-                                           np.zeros((2, 3)), {})
+        PanopticMetrics({0}, set()).update(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 3)), {})

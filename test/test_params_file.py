@@ -23,7 +23,9 @@ def test_the_shipped_params_file_loads_as_the_defaults():
 
 
 def test_ros_level_parameters_and_node_options_are_ignored(tmp_path):
-    assert load(tmp_path, """
+    assert load(
+        tmp_path,
+        """
 /**:
   ros__parameters:
     use_sim_time: true
@@ -35,7 +37,8 @@ def test_ros_level_parameters_and_node_options_are_ignored(tmp_path):
         publisher:
           depth: 1000
     granularity: 0.5
-""") == {"granularity": 0.5}
+""",
+    ) == {"granularity": 0.5}
 
 
 def test_nested_namespace_and_spelled_out_paths(tmp_path):
@@ -44,11 +47,14 @@ def test_nested_namespace_and_spelled_out_paths(tmp_path):
     spelled = "/robot/arm/ovseg:\n  ros__parameters:\n    points_per_side: 8\n"
     assert load(tmp_path, spelled) == {"points_per_side": 8}
     assert load(tmp_path, spelled.replace("ovseg", "left_cam"), node_name="left_cam") == {
-        "points_per_side": 8}
+        "points_per_side": 8
+    }
 
 
 def test_other_nodes_are_ignored_and_sections_merge_in_file_order(tmp_path):
-    assert load(tmp_path, """
+    assert load(
+        tmp_path,
+        """
 /**:
   ros__parameters:
     use_sim_time: true
@@ -63,15 +69,22 @@ camera_driver:
     ros__parameters:
       granularity: 0.6
       device: cpu
-""") == {"granularity": 0.6, "device": "cpu"}
+""",
+    ) == {"granularity": 0.6, "device": "cpu"}
 
 
 def test_unknown_keys_of_our_section_are_refused_with_a_suggestion(tmp_path):
-    with pytest.raises(SettingsError, match=r"unknown setting 'granularty' in the section "
-                       r"/robot/ovseg \(did you mean 'granularity'\?\)"):
+    with pytest.raises(
+        SettingsError,
+        match=r"unknown setting 'granularty' in the section "
+        r"/robot/ovseg \(did you mean 'granularity'\?\)",
+    ):
         load(tmp_path, "/robot:\n  ovseg:\n    ros__parameters:\n      granularty: 0.5\n")
-    with pytest.raises(SettingsError, match=r"'pointz_per_side' in the section /\*\* "
-                       r"\(did you mean 'points_per_side'\?\)"):
+    with pytest.raises(
+        SettingsError,
+        match=r"'pointz_per_side' in the section /\*\* "
+        r"\(did you mean 'points_per_side'\?\)",
+    ):
         load(tmp_path, "/**:\n  ros__parameters:\n    pointz_per_side: 8\n")
     with pytest.raises(SettingsError, match=r"'devise' in the file \(did you mean 'device'"):
         load(tmp_path, "devise: cpu\n")
@@ -91,8 +104,10 @@ def test_malformed_params_files_are_refused_with_the_place(tmp_path):
 
 
 def test_every_node_option_is_ignored_and_no_setting_is_one(tmp_path):
-    section = "".join(f"    {option.name}: {json.dumps(option.default)}\n"
-                      for option in NODE_OPTIONS)
-    assert load(tmp_path, f"/**:\n  ros__parameters:\n{section}    granularity: 0.5\n") == \
-        {"granularity": 0.5}
+    section = "".join(
+        f"    {option.name}: {json.dumps(option.default)}\n" for option in NODE_OPTIONS
+    )
+    assert load(tmp_path, f"/**:\n  ros__parameters:\n{section}    granularity: 0.5\n") == {
+        "granularity": 0.5
+    }
     assert not set(NODE_OPTION_NAMES) & {f.name for f in settings_fields()}

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.settings.config import SettingsError
 from ovseg_ros.segmentation.panoptic import UNLABELLED
 from ovseg_ros.segmentation.pipeline import ImageError, Segmenter, working_size
 from ovseg_ros.segmentation.vocabulary import Vocabulary
+from ovseg_ros.settings.config import SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,9 @@ def test_each_instance_carries_the_clip_embedding_its_class_came_from(segmenter)
     for instance in result.instances:
         assert instance.embedding.shape == (embeddings.shape[1],)
         assert np.linalg.norm(instance.embedding) == pytest.approx(1.0, abs=1e-5)
-        probs = class_probabilities(torch.from_numpy(instance.embedding)[None],
-                                    encoded.embeddings.cpu())[0]
+        probs = class_probabilities(
+            torch.from_numpy(instance.embedding)[None], encoded.embeddings.cpu()
+        )[0]
         if instance.is_thing:
             assert int(probs.argmax()) == instance.class_index
             assert float(probs[instance.class_index]) == pytest.approx(instance.score, abs=1e-4)
@@ -115,12 +116,15 @@ def test_start_only_settings_are_refused_live(segmenter):
         segmenter.update_settings(segmenter.settings.replace(sam_model="vit_l"))
 
 
-@pytest.mark.parametrize("image, words", [
-    (np.zeros((0, 5, 3), np.uint8), "zero size"),
-    (np.zeros((5, 5), np.uint8), "HxWx3"),
-    (np.zeros((5, 5, 3), np.float32), "uint8"),
-    ("not an image", "numpy array"),
-])
+@pytest.mark.parametrize(
+    "image, words",
+    [
+        (np.zeros((0, 5, 3), np.uint8), "zero size"),
+        (np.zeros((5, 5), np.uint8), "HxWx3"),
+        (np.zeros((5, 5, 3), np.float32), "uint8"),
+        ("not an image", "numpy array"),
+    ],
+)
 def test_bad_images_are_refused_with_the_reason(segmenter, image, words):
     encoded = segmenter.encode_vocabulary(Vocabulary.parse("mug"))
     with pytest.raises(ImageError, match=words):
@@ -149,10 +153,12 @@ def test_read_only_frames_are_accepted_without_a_warning(segmenter):
 
 @pytest.mark.parametrize("device, gpus", [("cuda", 0), ("cuda:3", 2), ("cuda:0", 0)])
 def test_a_cuda_device_that_does_not_exist_is_refused_with_the_devices_there(
-        tiny_settings, monkeypatch, device, gpus):
+    tiny_settings, monkeypatch, device, gpus
+):
     import torch
 
     from ovseg_ros.models.weights import WeightsError
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     with pytest.raises(WeightsError) as err:
@@ -163,19 +169,35 @@ def test_a_cuda_device_that_does_not_exist_is_refused_with_the_devices_there(
     assert f"devices here: {expected} " in message
 
 
-def test_the_cli_ends_a_missing_device_in_one_line(tiny_settings, monkeypatch, tmp_path,
-                                                  capsys):
+def test_the_cli_ends_a_missing_device_in_one_line(tiny_settings, monkeypatch, tmp_path, capsys):
     import torch
 
     from ovseg_ros.offline.cli import main
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     s = tiny_settings
     image = tmp_path / "frame.png"
     import cv2
+
     cv2.imwrite(str(image), synthetic_image())
-    code = main([str(image), "--vocab", "mug", "--out", str(tmp_path / "out"),
-                 "--device", "cuda:3", "--cache-dir", s.cache_dir, "--clip-model", s.clip_model,
-                 "--clip-pretrained", s.clip_pretrained, "--offline"])
+    code = main(
+        [
+            str(image),
+            "--vocab",
+            "mug",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cuda:3",
+            "--cache-dir",
+            s.cache_dir,
+            "--clip-model",
+            s.clip_model,
+            "--clip-pretrained",
+            s.clip_pretrained,
+            "--offline",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [err.strip()] and "devices here: cpu " in err

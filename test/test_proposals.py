@@ -17,12 +17,21 @@ import pytest
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.amg import batched_mask_to_box, is_box_near_crop_edge
-
-from ovseg_ros.settings.config import Settings, SettingsError
-from ovseg_ros.segmentation.proposals import (GPU_MEMORY_CAP_BYTES, MaskProposals, MaskProposer, chunk_sizes,
-                                 frame_memory_budget)
-from ovseg_ros.models.sam_decoder import MULTIMASK_TOKENS, multimask_predictions, two_way_transformer
 from tiny_models import build_tiny_sam
+
+from ovseg_ros.models.sam_decoder import (
+    MULTIMASK_TOKENS,
+    multimask_predictions,
+    two_way_transformer,
+)
+from ovseg_ros.segmentation.proposals import (
+    GPU_MEMORY_CAP_BYTES,
+    MaskProposals,
+    MaskProposer,
+    chunk_sizes,
+    frame_memory_budget,
+)
+from ovseg_ros.settings.config import Settings, SettingsError
 
 
 @functools.cache
@@ -106,26 +115,85 @@ def assert_matches(stock: MaskProposals, fast: MaskProposals) -> None:
     assert overlap.max(dim=0).values.min() >= 0.95
     torch.testing.assert_close(fast.boxes[best], stock.boxes, atol=1.0, rtol=0.0)
     torch.testing.assert_close(fast.predicted_iou, stock.predicted_iou, atol=1e-4, rtol=0.0)
-    torch.testing.assert_close(fast.stability_score.sort().values,
-                               stock.stability_score.sort().values, atol=0.02, rtol=0.0,
-                               equal_nan=True)
+    torch.testing.assert_close(
+        fast.stability_score.sort().values,
+        stock.stability_score.sort().values,
+        atol=0.02,
+        rtol=0.0,
+        equal_nan=True,
+    )
 
 
 PARITY_CASES = [
     # (height, width, seed, settings, least number of stock masks)
-    (120, 160, 3, dict(points_per_side=8, points_per_batch=64, pred_iou_thresh=0.01,
-                       stability_score_thresh=0.4, box_nms_thresh=0.8), 8),
-    (90, 70, 3, dict(points_per_side=16, points_per_batch=100, pred_iou_thresh=0.0,
-                     stability_score_thresh=0.6, stability_score_offset=0.5,
-                     box_nms_thresh=0.5), 20),
-    (90, 70, 3, dict(points_per_side=4, points_per_batch=7, pred_iou_thresh=0.001,
-                     stability_score_thresh=0.0, box_nms_thresh=0.9), 6),
-    (90, 70, 2, dict(points_per_side=8, points_per_batch=64, pred_iou_thresh=0.0,
-                     stability_score_thresh=0.4, box_nms_thresh=0.8,
-                     min_mask_region_area=40), 8),
-    (120, 160, 3, dict(points_per_side=16, points_per_batch=64, pred_iou_thresh=0.01,
-                       stability_score_thresh=0.6, box_nms_thresh=0.6,
-                       min_mask_region_area=100), 8),
+    (
+        120,
+        160,
+        3,
+        dict(
+            points_per_side=8,
+            points_per_batch=64,
+            pred_iou_thresh=0.01,
+            stability_score_thresh=0.4,
+            box_nms_thresh=0.8,
+        ),
+        8,
+    ),
+    (
+        90,
+        70,
+        3,
+        dict(
+            points_per_side=16,
+            points_per_batch=100,
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.6,
+            stability_score_offset=0.5,
+            box_nms_thresh=0.5,
+        ),
+        20,
+    ),
+    (
+        90,
+        70,
+        3,
+        dict(
+            points_per_side=4,
+            points_per_batch=7,
+            pred_iou_thresh=0.001,
+            stability_score_thresh=0.0,
+            box_nms_thresh=0.9,
+        ),
+        6,
+    ),
+    (
+        90,
+        70,
+        2,
+        dict(
+            points_per_side=8,
+            points_per_batch=64,
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.4,
+            box_nms_thresh=0.8,
+            min_mask_region_area=40,
+        ),
+        8,
+    ),
+    (
+        120,
+        160,
+        3,
+        dict(
+            points_per_side=16,
+            points_per_batch=64,
+            pred_iou_thresh=0.01,
+            stability_score_thresh=0.6,
+            box_nms_thresh=0.6,
+            min_mask_region_area=100,
+        ),
+        8,
+    ),
 ]
 
 
@@ -145,8 +213,9 @@ def test_small_region_clean_up_changes_masks():
     """The clean-up path is exercised: it fills holes and drops islands in these masks."""
     sam = varied_tiny_sam(2)
     image = synthetic_frame(90, 70, 2)
-    settings = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.4,
-                    box_nms_thresh=0.8)
+    settings = dict(
+        points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.4, box_nms_thresh=0.8
+    )
     raw = proposals(sam, image, "fast", **settings)
     cleaned = proposals(sam, image, "fast", min_mask_region_area=40, **settings)
     # Masks that the model never proposed as they are: holes filled or islands dropped.
@@ -169,8 +238,15 @@ def test_fast_does_not_depend_on_the_decoder_chunk_size():
 def test_output_layout(backend):
     sam = varied_tiny_sam(2)
     image = synthetic_frame(90, 70, 4)
-    result = proposals(sam, image, backend, points_per_side=8, pred_iou_thresh=0.0,
-                       stability_score_thresh=0.3, min_mask_region_area=20)
+    result = proposals(
+        sam,
+        image,
+        backend,
+        points_per_side=8,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.3,
+        min_mask_region_area=20,
+    )
     assert len(result) > 0
     assert result.masks.shape == (len(result), 90, 70)
     assert result.masks.dtype == torch.bool
@@ -196,14 +272,27 @@ def test_max_masks_keeps_the_best(backend):
 
 @pytest.mark.parametrize("backend", ["stock", "fast"])
 @pytest.mark.parametrize("area", [0, 50])
-@pytest.mark.parametrize("thresholds", [
-    dict(pred_iou_thresh=1.0, stability_score_thresh=1.0),  # nothing passes the IoU filter
-    dict(pred_iou_thresh=0.0, stability_score_thresh=1.0,  # nothing passes stability
-         stability_score_offset=100.0)])
+@pytest.mark.parametrize(
+    "thresholds",
+    [
+        dict(pred_iou_thresh=1.0, stability_score_thresh=1.0),  # nothing passes the IoU filter
+        dict(
+            pred_iou_thresh=0.0,
+            stability_score_thresh=1.0,  # nothing passes stability
+            stability_score_offset=100.0,
+        ),
+    ],
+)
 def test_no_mask_passes_strict_thresholds(backend, area, thresholds):
     image = synthetic_frame(90, 70, 0)
-    result = proposals(varied_tiny_sam(2), image, backend, points_per_side=4,
-                       min_mask_region_area=area, **thresholds)
+    result = proposals(
+        varied_tiny_sam(2),
+        image,
+        backend,
+        points_per_side=4,
+        min_mask_region_area=area,
+        **thresholds,
+    )
     assert len(result) == 0
     assert result.masks.shape == (0, 90, 70)
     assert result.boxes.shape == (0, 4)
@@ -229,8 +318,10 @@ def test_frame_memory_budget_is_capped_for_the_8_gb_target():
     assert frame_memory_budget(2 * gib) == 1 * gib
     # An H200's 139 GiB free still plans 3 GiB: 96 fp32 prompts per decoder call.
     assert frame_memory_budget(139 * gib) == GPU_MEMORY_CAP_BYTES == 3 * gib
-    assert chunk_sizes(1024, 64, (480, 640), 1024, torch.float32,
-                       frame_memory_budget(139 * gib))[0] == 96
+    assert (
+        chunk_sizes(1024, 64, (480, 640), 1024, torch.float32, frame_memory_budget(139 * gib))[0]
+        == 96
+    )
 
 
 def test_single_crop_drops_nothing_at_crop_edges():
@@ -247,12 +338,18 @@ def test_select_keeps_fields_aligned():
     masks = torch.zeros(n, 4, 5, dtype=torch.bool)
     for i in range(n):
         masks[i, i % 4, i % 5] = True
-    result = MaskProposals(masks=masks, boxes=batched_mask_to_box(masks).float(),
-                           predicted_iou=torch.arange(n, dtype=torch.float32) / 10,
-                           stability_score=torch.arange(n, dtype=torch.float32) / 100)
+    result = MaskProposals(
+        masks=masks,
+        boxes=batched_mask_to_box(masks).float(),
+        predicted_iou=torch.arange(n, dtype=torch.float32) / 10,
+        stability_score=torch.arange(n, dtype=torch.float32) / 100,
+    )
     assert len(result) == n
-    for index in (torch.tensor([True, False, True, False, False, True]),
-                  torch.tensor([5, 0, 2]), slice(1, 4)):
+    for index in (
+        torch.tensor([True, False, True, False, False, True]),
+        torch.tensor([5, 0, 2]),
+        slice(1, 4),
+    ):
         picked = result.select(index)
         rows = torch.arange(n)[index]
         assert len(picked) == len(rows)
@@ -261,13 +358,18 @@ def test_select_keeps_fields_aligned():
         assert torch.equal(picked.predicted_iou, rows.float() / 10)
         assert torch.equal(picked.stability_score, rows.float() / 100)
     with pytest.raises(ValueError, match="disagree"):
-        MaskProposals(masks=masks, boxes=result.boxes[:3], predicted_iou=result.predicted_iou,
-                      stability_score=result.stability_score)
+        MaskProposals(
+            masks=masks,
+            boxes=result.boxes[:3],
+            predicted_iou=result.predicted_iou,
+            stability_score=result.stability_score,
+        )
 
 
 def test_live_settings_apply_and_start_only_ones_are_refused():
-    settings = Settings().replace(points_per_side=4, pred_iou_thresh=0.0,
-                                  stability_score_thresh=0.0, box_nms_thresh=1.0)
+    settings = Settings().replace(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+    )
     proposer = MaskProposer(varied_tiny_sam(2), settings)
     image = synthetic_frame(90, 70, 5)
     assert len(proposer.propose(image)) > 2
@@ -278,9 +380,14 @@ def test_live_settings_apply_and_start_only_ones_are_refused():
     assert proposer.settings.max_masks == 2
 
 
-@pytest.mark.parametrize("image", [np.zeros((10, 10, 3), np.float32),
-                                   np.zeros((10, 10), np.uint8),
-                                   np.zeros((0, 10, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((10, 10), np.uint8),
+        np.zeros((0, 10, 3), np.uint8),
+    ],
+)
 def test_bad_images_are_refused(image):
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         MaskProposer(varied_tiny_sam(2), Settings()).propose(image)
@@ -301,18 +408,26 @@ def test_two_way_transformer_matches_sams(seed, prompts):
     (One prompt keeps a batch of 1 through every layer, the shared-image code paths.)"""
     decoder = varied_tiny_sam(seed).mask_decoder if seed else build_tiny_sam(seed).mask_decoder
     image, pe, _, sparse = random_decoder_inputs(seed, prompts=prompts)
-    tokens = torch.cat([torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
-                        .expand(prompts, -1, -1), sparse], dim=1)
+    tokens = torch.cat(
+        [
+            torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight]).expand(
+                prompts, -1, -1
+            ),
+            sparse,
+        ],
+        dim=1,
+    )
     with torch.no_grad():
         expected_tokens, expected_image = decoder.transformer(
-            image.expand(prompts, -1, -1, -1), pe.expand(prompts, -1, -1, -1), tokens)
+            image.expand(prompts, -1, -1, -1), pe.expand(prompts, -1, -1, -1), tokens
+        )
         got_tokens, got_image = two_way_transformer(decoder.transformer, image, pe, tokens)
-        picked, _ = two_way_transformer(decoder.transformer, image, pe, tokens,
-                                        MULTIMASK_TOKENS)
+        picked, _ = two_way_transformer(decoder.transformer, image, pe, tokens, MULTIMASK_TOKENS)
     torch.testing.assert_close(got_tokens, expected_tokens, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got_image, expected_image, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(picked, expected_tokens[:, list(MULTIMASK_TOKENS)],
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        picked, expected_tokens[:, list(MULTIMASK_TOKENS)], atol=1e-4, rtol=1e-4
+    )
 
 
 def test_multimask_predictions_match_the_decoder():
@@ -327,8 +442,7 @@ def test_multimask_predictions_match_the_decoder():
         # A threshold half way between two predicted IoUs, so rounding cannot move a mask.
         ordered = iou.sort().values
         threshold = float(ordered[9] + ordered[10]) / 2
-        kept_logits, kept_iou = multimask_predictions(decoder, image, pe, sparse, dense,
-                                                      threshold)
+        kept_logits, kept_iou = multimask_predictions(decoder, image, pe, sparse, dense, threshold)
         none_logits, none_iou = multimask_predictions(decoder, image, pe, sparse, dense, 2.0)
     torch.testing.assert_close(all_logits, logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(all_iou, iou, atol=1e-5, rtol=0.0)
@@ -364,6 +478,7 @@ def test_bf16_runs_on_the_cpu(backend):
 
 def test_gpu_memory_budget_counts_cached_blocks_as_free_and_is_capped(monkeypatch):
     from types import SimpleNamespace
+
     gib = 1 << 30
     queried = []
 
@@ -371,6 +486,7 @@ def test_gpu_memory_budget_counts_cached_blocks_as_free_and_is_capped(monkeypatc
         def mem_get_info(device):
             queried.append(device)
             return free, 80 * gib
+
         monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
         monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: reserved)
         monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: allocated)

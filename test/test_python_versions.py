@@ -19,10 +19,23 @@ def oldest_supported() -> str:
 def test_no_feature_newer_than_the_oldest_supported_python():
     # vermin cannot tell bytes.decode from Python 2's str.decode: that one is excluded.
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
-         f"--target={oldest_supported()}-", "--violations",
-         "--no-tips", "--eval-annotations", "--exclude", "str.decode",
-         *(str(REPO / folder) for folder in ("ovseg_ros", "test", "benchmarks", "reference",
-                                             "scripts", "launch"))],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            "import sys, vermin; sys.exit(vermin.main())",
+            f"--target={oldest_supported()}-",
+            "--violations",
+            "--no-tips",
+            "--eval-annotations",
+            "--exclude",
+            "str.decode",
+            *(
+                str(REPO / folder)
+                for folder in ("ovseg_ros", "test", "benchmarks", "reference", "scripts", "launch")
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

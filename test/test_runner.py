@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.settings.config import Settings
 from ovseg_ros.messages.convert import FrameError
 from ovseg_ros.runner.frame_runner import FrameRunner, Level
 from ovseg_ros.scene.geometry import DepthError
 from ovseg_ros.segmentation.panoptic import UNLABELLED, Instance, SegmentationResult
 from ovseg_ros.segmentation.vocabulary import EncodedVocabulary, Vocabulary
+from ovseg_ros.settings.config import Settings
 
 WAIT_S = 30.0  # bound for thread hand-offs on a loaded machine (a hang, not a timing check)
 SOURCE = "/camera/image"
@@ -79,6 +79,7 @@ class Outputs:
             if self.fail_results:
                 raise RuntimeError("publisher is gone (pretend)")
             self.results.append((frame, result.vocabulary.names))
+
         return publish
 
     def publish_label_info(self, vocabulary, unknown_thresh):
@@ -155,23 +156,39 @@ class FakeSegmenter:
         if self.mug_box is not None:
             rows, columns = self.mug_box
             semantic[rows, columns], instance_map[rows, columns] = 0, 1
-            instances = [Instance(1, 0, vocabulary.vocabulary.names[0], 0.9, 0.95, True,
-                                  (columns.start, rows.start, columns.stop - columns.start,
-                                   rows.stop - rows.start),
-                                  int(instance_map.sum()))]
-        return SegmentationResult(semantic, instance_map, instances,
-                                  vocabulary.vocabulary, vocabulary.version,
-                                  {"proposals": 1.0, "total": 2.0})
+            instances = [
+                Instance(
+                    1,
+                    0,
+                    vocabulary.vocabulary.names[0],
+                    0.9,
+                    0.95,
+                    True,
+                    (
+                        columns.start,
+                        rows.start,
+                        columns.stop - columns.start,
+                        rows.stop - rows.start,
+                    ),
+                    int(instance_map.sum()),
+                )
+            ]
+        return SegmentationResult(
+            semantic,
+            instance_map,
+            instances,
+            vocabulary.vocabulary,
+            vocabulary.version,
+            {"proposals": 1.0, "total": 2.0},
+        )
 
 
 class Harness:
     """A runner with a fake segmenter, recorded outputs and log, a fake clock and a
     recording roll_back."""
 
-    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, stages=2,
-                 **settings):
-        self.settings = Settings().replace(
-            vocabulary=list(vocabulary or []), **settings)
+    def __init__(self, vocabulary=None, roll_back=None, depth_of=None, stages=2, **settings):
+        self.settings = Settings().replace(vocabulary=list(vocabulary or []), **settings)
         self.segmenter = FakeSegmenter(self.settings)
         self.outputs = Outputs()
         self.log = Log()
@@ -184,11 +201,19 @@ class Harness:
             return self.roll_back_result
 
         self.runner = FrameRunner(
-            self.segmenter, self.settings, self.vocabulary(vocabulary), self.outputs,
-            decode=decode, log=self.log, source=SOURCE,
-            how_to_set_vocabulary="ros2 param set /ovseg vocabulary \"[mug]\"",
-            roll_back=roll_back or record_roll_back, clock=self.clock, depth_of=depth_of,
-            stages=stages)
+            self.segmenter,
+            self.settings,
+            self.vocabulary(vocabulary),
+            self.outputs,
+            decode=decode,
+            log=self.log,
+            source=SOURCE,
+            how_to_set_vocabulary='ros2 param set /ovseg vocabulary "[mug]"',
+            roll_back=roll_back or record_roll_back,
+            clock=self.clock,
+            depth_of=depth_of,
+            stages=stages,
+        )
 
     def vocabulary(self, names):
         return Vocabulary.parse(names) if names else None
@@ -229,11 +254,18 @@ def started():
 
 
 def test_the_runner_imports_no_ros():
-    check = ("import sys, ovseg_ros.runner.frame_runner; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs')))")
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                          timeout=WAIT_S * 4, check=True)
+    check = (
+        "import sys, ovseg_ros.runner.frame_runner; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'vision_msgs')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S * 4,
+        check=True,
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -246,7 +278,7 @@ def test_a_failed_encode_keeps_the_vocabulary_in_use_and_setting_it_again_retrie
     assert h.frame() == ("mug",)  # applied, kettle asked for, still labelled with mug
     assert h.runner.process_vocabulary()
     assert h.roll_backs == [(("kettle",), ("mug",))]
-    error, = h.log.messages("ERROR")
+    (error,) = h.log.messages("ERROR")
     assert "could not encode the vocabulary (kettle)" in error
     assert "previous vocabulary (mug)" in error and "set back to it" in error
     assert h.frame() == ("mug",)
@@ -286,8 +318,7 @@ def test_a_failing_roll_back_is_logged_and_the_vocabulary_thread_goes_on():
     assert h.runner.process_vocabulary()  # does not raise
     errors = h.log.messages("ERROR")
     assert any("could not set the vocabulary parameter back" in e for e in errors)
-    assert any("could not encode the vocabulary (mug)" in e and "set back" not in e
-               for e in errors)
+    assert any("could not encode the vocabulary (mug)" in e and "set back" not in e for e in errors)
 
 
 def test_label_info_names_the_vocabulary_in_use_whichever_thread_publishes_last():
@@ -337,8 +368,10 @@ def test_the_threads_follow_a_stream_of_vocabulary_changes_to_the_last_one(start
 def test_without_vocabulary_frames_are_unlabelled_with_a_hint_but_not_while_encoding():
     h = Harness()
     assert h.frame() == ()
-    assert any("no vocabulary set" in w and "ros2 param set /ovseg vocabulary" in w
-               for w in h.log.messages("WARN"))
+    assert any(
+        "no vocabulary set" in w and "ros2 param set /ovseg vocabulary" in w
+        for w in h.log.messages("WARN")
+    )
     assert h.health().message == "no vocabulary: nothing is labelled"
 
     h = Harness(vocabulary=["mug"])
@@ -369,9 +402,12 @@ def test_bad_frames_and_decoder_errors_are_counted_skips_logged_once_per_cause()
     h = Harness(vocabulary=["mug"])
     h.runner.process_vocabulary()
     pixel_limit = cv2.error("OpenCV(4.11) error: (-215:Assertion failed)\n pixels <= limit")
-    for error in (FrameError("encoding", "unsupported encoding '32FC1'"),
-                  FrameError("encoding", "unsupported encoding '32FC1'"),
-                  pixel_limit, pixel_limit):
+    for error in (
+        FrameError("encoding", "unsupported encoding '32FC1'"),
+        FrameError("encoding", "unsupported encoding '32FC1'"),
+        pixel_limit,
+        pixel_limit,
+    ):
         assert h.frame(error=error) is None  # process_pending does not raise
     skipped = [w for w in h.log.messages("WARN") if w.startswith("skipping a frame")]
     assert len(skipped) == 2
@@ -404,8 +440,10 @@ def test_a_failing_frame_is_logged_at_most_every_30_s():
         h.segmenter.fail_next_frame = True
         h.frame()
     assert len(h.log.messages("ERROR")) == 1
-    assert "frame failed and was skipped: RuntimeError: CUDA out of memory" in \
-        h.log.messages("ERROR")[0]
+    assert (
+        "frame failed and was skipped: RuntimeError: CUDA out of memory"
+        in h.log.messages("ERROR")[0]
+    )
     h.clock.advance(1.5)  # 30.5 s after the first
     h.segmenter.fail_next_frame = True
     h.frame()
@@ -445,8 +483,9 @@ def test_fps_is_the_rate_since_the_last_report():
     health = h.health()  # no new frame
     assert (health.values["fps"], health.values["input fps"]) == ("0.00", "0.00")
     assert "latency proposals (ms)" not in health.values
-    assert any(" fps, " in m and "ms from arrival to publication" in m
-               for m in h.log.messages("INFO"))
+    assert any(
+        " fps, " in m and "ms from arrival to publication" in m for m in h.log.messages("INFO")
+    )
 
 
 def test_diagnostics_warn_while_no_frame_arrived_and_when_the_camera_stops():
@@ -564,16 +603,16 @@ def test_frames_with_depth_are_placed_in_3d_and_their_points_handed_over():
 
 
 def test_unusable_depth_is_logged_once_per_cause_and_the_frames_still_go_out():
-    depth = Depth(DepthError("depth is 4x3 but colour is 8x6: give registered depth",
-                             cause="size"))
+    depth = Depth(DepthError("depth is 4x3 but colour is 8x6: give registered depth", cause="size"))
     h = Harness(vocabulary=["mug"], depth_of=depth)
     h.runner.process_vocabulary()
     h.segmenter.mug_box = (slice(0, 6), slice(0, 4))
     for number in range(3):
         assert h.frame(number) == ("mug",)
     assert [points for _, points in h.outputs.scenes] == [None] * 3
-    assert all(math.isnan(result.instances[0].geometry.centroid[2])
-               for result, _ in h.outputs.scenes)
+    assert all(
+        math.isnan(result.instances[0].geometry.centroid[2]) for result, _ in h.outputs.scenes
+    )
     warnings = h.log.messages("WARN")
     assert len(warnings) == 1 and "depth is 4x3 but colour is 8x6" in warnings[0]
     assert "(size)" in warnings[0] and SOURCE in warnings[0]
@@ -658,10 +697,15 @@ def test_the_serial_path_finishes_each_frame_in_the_segment_step():
 def test_the_serial_path_runs_no_output_thread(started):
     h = started(Harness(vocabulary=["mug"], stages=1))
     assert sorted(thread.name for thread in h.runner.threads) == [
-        "ovseg-segment", "ovseg-vocabulary"]
+        "ovseg-segment",
+        "ovseg-vocabulary",
+    ]
     h = started(Harness(vocabulary=["mug"]))
     assert sorted(thread.name for thread in h.runner.threads) == [
-        "ovseg-output", "ovseg-segment", "ovseg-vocabulary"]
+        "ovseg-output",
+        "ovseg-segment",
+        "ovseg-vocabulary",
+    ]
 
 
 def test_stages_other_than_1_or_2_are_refused():
@@ -711,10 +755,16 @@ def test_the_stages_publish_frames_in_arrival_order_each_with_one_vocabulary(sta
         assert [i.label for i in result.instances] == list(result.vocabulary.names)
     assert len({result.vocabulary.names for result, _ in h.outputs.scenes}) > 1
     values = h.runner.health().values
-    accounted = sum(int(values[key]) for key in (
-        "frames processed", "frames dropped (a newer one arrived)",
-        "results dropped (a newer one was segmented)", "frames skipped (bad input)",
-        "frames failed"))
+    accounted = sum(
+        int(values[key])
+        for key in (
+            "frames processed",
+            "frames dropped (a newer one arrived)",
+            "results dropped (a newer one was segmented)",
+            "frames skipped (bad input)",
+            "frames failed",
+        )
+    )
     assert accounted == int(values["frames received"]) == 120
     assert int(values["results dropped (a newer one was segmented)"]) > 0
 
@@ -780,8 +830,9 @@ def test_track_settings_changed_while_tracking_apply_from_the_next_frame():
     h.frame(4)
     h.segmenter.mug_box = (slice(0, 6), slice(3, 7))
     h.frame(5)
-    ids = [result.instances[0].track_id if result.instances else None
-           for result, _ in h.outputs.scenes]
+    ids = [
+        result.instances[0].track_id if result.instances else None for result, _ in h.outputs.scenes
+    ]
     assert ids == [1, 1, 2, None, 3]
 
 

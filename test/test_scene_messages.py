@@ -9,11 +9,12 @@ import pytest
 
 pytest.importorskip("rosbags", reason="the ROS stand-in builds its message classes with rosbags")
 
-from ovseg_ros.messages import convert, depth_messages  # noqa: E402
-from ovseg_ros.scene.geometry import DepthError, DepthSettings  # noqa: E402
-from ovseg_ros.segmentation.panoptic import UNLABELLED  # noqa: E402
-from ovseg_ros.scene.placement import POINT_DTYPE, labelled_points, locate  # noqa: E402
-from test_convert import header, raw_image, registry, two_object_result, types  # noqa: E402,F401
+from test_convert import header, raw_image, registry, two_object_result, types  # noqa: F401
+
+from ovseg_ros.messages import convert, depth_messages
+from ovseg_ros.scene.geometry import DepthError, DepthSettings
+from ovseg_ros.scene.placement import POINT_DTYPE, labelled_points, locate
+from ovseg_ros.segmentation.panoptic import UNLABELLED
 
 K = [10.0, 0.0, 15.0, 0.0, 10.0, 10.0, 0.0, 0.0, 1.0]
 
@@ -42,12 +43,15 @@ def test_32fc1_depth_keeps_metres_and_nan(types):
     np.testing.assert_array_equal(depth, metres)
 
 
-@pytest.mark.parametrize("change, cause, words", [
-    (dict(encoding="rgb8"), "encoding", "depth encoding 'rgb8' is not supported"),
-    (dict(height=0), "size", "zero size"),
-    (dict(step=7), "step", "step 7 is smaller than a row"),
-    (dict(data=b"\x00" * 10), "truncated", "needs 24"),
-])
+@pytest.mark.parametrize(
+    "change, cause, words",
+    [
+        (dict(encoding="rgb8"), "encoding", "depth encoding 'rgb8' is not supported"),
+        (dict(height=0), "size", "zero size"),
+        (dict(step=7), "step", "step 7 is smaller than a row"),
+        (dict(data=b"\x00" * 10), "truncated", "needs 24"),
+    ],
+)
 def test_bad_depth_messages_are_refused_with_the_cause(types, change, cause, words):
     msg = raw_image(np.zeros((3, 4), np.uint16), "16UC1")
     for name, value in change.items():
@@ -58,10 +62,12 @@ def test_bad_depth_messages_are_refused_with_the_cause(types, change, cause, wor
 
 
 def test_camera_info_gives_k_for_its_own_image_size_only(types):
-    np.testing.assert_array_equal(depth_messages.camera_matrix_of(camera_info(), 30, 20),
-                                  np.reshape(K, (3, 3)))
-    np.testing.assert_array_equal(depth_messages.camera_matrix_of(camera_info(0, 0), 30, 20),
-                                  np.reshape(K, (3, 3)))  # size not given: not checked
+    np.testing.assert_array_equal(
+        depth_messages.camera_matrix_of(camera_info(), 30, 20), np.reshape(K, (3, 3))
+    )
+    np.testing.assert_array_equal(
+        depth_messages.camera_matrix_of(camera_info(0, 0), 30, 20), np.reshape(K, (3, 3))
+    )  # size not given: not checked
     with pytest.raises(DepthError, match="CameraInfo is for 60x40 images but colour is 30x20"):
         depth_messages.camera_matrix_of(camera_info(60, 40), 30, 20)
     with pytest.raises(DepthError, match="positive focal lengths") as uncalibrated:
@@ -71,11 +77,13 @@ def test_camera_info_gives_k_for_its_own_image_size_only(types):
 
 def test_registered_depth_is_metres_with_k(types):
     depth_msg = raw_image(np.full((20, 30), 1500, np.uint16), "16UC1")
-    metres, k = depth_messages.registered_depth(header(), 30, 20, depth_msg, camera_info(),
-                                         DepthSettings(max_range=1.0))
+    metres, k = depth_messages.registered_depth(
+        header(), 30, 20, depth_msg, camera_info(), DepthSettings(max_range=1.0)
+    )
     assert np.isnan(metres).all()  # 1.5 m is beyond max_range
-    metres, k = depth_messages.registered_depth(header(), 30, 20, depth_msg, camera_info(),
-                                         DepthSettings())
+    metres, k = depth_messages.registered_depth(
+        header(), 30, 20, depth_msg, camera_info(), DepthSettings()
+    )
     np.testing.assert_allclose(metres, 1.5)
     assert k[0, 2] == 15.0
 
@@ -102,18 +110,22 @@ def located_result(mug_depth=1.25):
     return result, points
 
 
-def test_markers_clear_the_last_frame_then_box_and_label_each_located_instance(types,
-                                                                               registry):
+def test_markers_clear_the_last_frame_then_box_and_label_each_located_instance(types, registry):
     result, _ = located_result()
     result.instances[0].track_id = 41
     msg = convert.markers_message(types, header(), result)
     delete_all, box, label = msg.markers  # the floor has no depth: no marker
     assert delete_all.action == convert.MARKER_DELETEALL
-    assert (box.ns, box.id, box.type, box.action) == ("boxes", 41, convert.MARKER_CUBE,
-                                                     convert.MARKER_ADD)
+    assert (box.ns, box.id, box.type, box.action) == (
+        "boxes",
+        41,
+        convert.MARKER_CUBE,
+        convert.MARKER_ADD,
+    )
     mug = result.instances[0].geometry
-    assert (box.pose.position.x, box.pose.position.y, box.pose.position.z) == \
-        pytest.approx(mug.centroid)
+    assert (box.pose.position.x, box.pose.position.y, box.pose.position.z) == pytest.approx(
+        mug.centroid
+    )
     assert box.pose.orientation.w == 1.0
     assert box.scale.x == pytest.approx(mug.extent[0])
     assert box.scale.z == convert.MIN_MARKER_SIZE_M  # a flat depth has no z extent
@@ -187,8 +199,9 @@ def test_messages_refilled_from_a_pool_equal_freshly_built_ones(types):
 
     def located(result, shift, tracked):
         for index, instance in enumerate(result.instances):
-            instance.geometry = InstanceGeometry((0.1 * index + shift, 0.2, 1.5 + shift),
-                                                 (0.3, 0.2 + shift, 0.1), 100 + index)
+            instance.geometry = InstanceGeometry(
+                (0.1 * index + shift, 0.2, 1.5 + shift), (0.3, 0.2 + shift, 0.1), 100 + index
+            )
             instance.track_id = 40 + index if tracked else 0
         return result
 
@@ -196,10 +209,14 @@ def test_messages_refilled_from_a_pool_equal_freshly_built_ones(types):
     small = located(two_object_result(), 0.5, False)
     small.instances = small.instances[:1]
     small.instances[0].label, small.instances[0].score = "kettle", 0.5
-    builders = (convert.markers_message, convert.detections_3d_message,
-                convert.detections_message,
-                lambda types, header, result, pool=None:
-                convert.panoptic_message(types, header, result, pool=pool))
+    builders = (
+        convert.markers_message,
+        convert.detections_3d_message,
+        convert.detections_message,
+        lambda types, header, result, pool=None: convert.panoptic_message(
+            types, header, result, pool=pool
+        ),
+    )
     for build in builders:
         pool = convert.MessagePool()
         build(types, header(sec=1), big, pool=pool)
@@ -213,9 +230,13 @@ def rectified_info(width=640, height=480, binning=(0, 0), roi=(0, 0, 0, 0)):
     """K = (fx 600, cx 320), P = (fx 540, cx 331): usual after rectification with alpha 0."""
     from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
-    info = CameraInfo(header=header(), width=width, height=height,
-                      k=[600.0, 0.0, 320.0, 0.0, 600.0, 240.0, 0.0, 0.0, 1.0],
-                      p=[540.0, 0.0, 331.0, 0.0, 0.0, 540.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    info = CameraInfo(
+        header=header(),
+        width=width,
+        height=height,
+        k=[600.0, 0.0, 320.0, 0.0, 600.0, 240.0, 0.0, 0.0, 1.0],
+        p=[540.0, 0.0, 331.0, 0.0, 0.0, 540.0, 236.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )
     info.binning_x, info.binning_y = binning
     info.roi = RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3])
     return info
@@ -227,8 +248,9 @@ def test_depth_is_back_projected_with_p_as_image_geometry_does(types):
     from ovseg_ros.scene.geometry import back_project
 
     notes = []
-    matrix = depth_messages.camera_matrix_of(rectified_info(), 640, 480,
-                                      lambda kind, text: notes.append(kind))
+    matrix = depth_messages.camera_matrix_of(
+        rectified_info(), 640, 480, lambda kind, text: notes.append(kind)
+    )
     points = back_project(np.full((480, 640), 3.0, np.float32), matrix)
     assert points[240, 500].tolist() == pytest.approx([169 * 3 / 540, 4 * 3 / 540, 3.0])
     assert notes == []

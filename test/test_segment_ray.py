@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from ray_faults import attempts
 from test_cli import EXAMPLE, settings_flags
 
@@ -42,21 +41,28 @@ def outputs(out: Path) -> dict[str, object]:
 def test_without_ray_flag_neither_cli_imports_ray(tmp_path, tiny_settings):
     """A whole ovseg-segment run, and ovseg-eval up to its dataset check."""
     image = small_image(tmp_path / "x.png")
-    segment = [str(image), "--vocab", "mug", "--out", str(tmp_path / "out"),
-               *settings_flags(tiny_settings)]
-    code = (f"import sys; sys.path.insert(0, {str(TEST_DIR)!r}); import tiny_models; "
-            f"tiny_models.register_tiny_clip(__import__('pathlib').Path({str(tmp_path)!r})); "
-            "from ovseg_ros.offline.cli import main; from ovseg_ros.evaluation import cli; "
-            f"assert main({segment!r}) == 0; "
-            f"assert cli.main(['--dataset', 'ade20k-150', '--root', {str(tmp_path)!r}]) == 2; "
-            "assert 'ray' not in sys.modules, 'ray was imported'")
+    segment = [
+        str(image),
+        "--vocab",
+        "mug",
+        "--out",
+        str(tmp_path / "out"),
+        *settings_flags(tiny_settings),
+    ]
+    code = (
+        f"import sys; sys.path.insert(0, {str(TEST_DIR)!r}); import tiny_models; "
+        f"tiny_models.register_tiny_clip(__import__('pathlib').Path({str(tmp_path)!r})); "
+        "from ovseg_ros.offline.cli import main; from ovseg_ros.evaluation import cli; "
+        f"assert main({segment!r}) == 0; "
+        f"assert cli.main(['--dataset', 'ade20k-150', '--root', {str(tmp_path)!r}]) == 2; "
+        "assert 'ray' not in sys.modules, 'ray was imported'"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out/x_labels.png").is_file()
 
 
-def test_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray_cluster,
-                                                     capsys):
+def test_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray_cluster, capsys):
     """Three inputs, three shards: a folder with x.png, another x.png (x_2 in both runs,
     though no shard sees the other's x), a two-frame video."""
     small_image(tmp_path / "a/x.png")
@@ -66,50 +72,80 @@ def test_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ra
     for shift in (0, 30):
         writer.write(cv2.imread(str(small_image(tmp_path / f"frame{shift}.png", shift))))
     writer.release()
-    inputs = [str(tmp_path / "a"), str(other), str(video), "--vocab", "mug, book", "--quiet",
-              *settings_flags(tiny_settings), "--templates", "single"]
+    inputs = [
+        str(tmp_path / "a"),
+        str(other),
+        str(video),
+        "--vocab",
+        "mug, book",
+        "--quiet",
+        *settings_flags(tiny_settings),
+        "--templates",
+        "single",
+    ]
     assert main([*inputs, "--out", str(tmp_path / "plain")]) == 0
     capsys.readouterr()
     assert main([*inputs, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
     assert "4 frame(s) segmented, 0 skipped" in capsys.readouterr().err
     plain, remote = outputs(tmp_path / "plain"), outputs(tmp_path / "ray")
     assert {Path(name).stem.split(".")[0] for name in plain if name.endswith(".json")} == {
-        "x", "x_2", "clip_000000", "clip_000001"}
+        "x",
+        "x_2",
+        "clip_000000",
+        "clip_000001",
+    }
     assert plain["x_2.json"]["source"] == str(other)
     assert list(remote) == list(plain)  # same names, nothing staged left behind
     assert remote == plain
 
 
 def test_an_input_that_keeps_failing_is_named_and_the_others_are_written(
-        tmp_path, tiny_settings, ray_cluster, capsys):
+    tmp_path, tiny_settings, ray_cluster, capsys
+):
     """poison.png fails on every read in a worker, flaky.png on its first only."""
     for name in ("ok", "poison", "flaky"):
         small_image(tmp_path / "in" / f"{name}.png")
     out = tmp_path / "out"
-    code = main([str(tmp_path / "in" / n) for n in ("ok.png", "poison.png", "flaky.png")]
-                + ["--vocab", "mug", "--out", str(out), "--quiet", "--ray", "auto",
-                   *settings_flags(tiny_settings), "--templates", "single"])
+    code = main(
+        [str(tmp_path / "in" / n) for n in ("ok.png", "poison.png", "flaky.png")]
+        + [
+            "--vocab",
+            "mug",
+            "--out",
+            str(out),
+            "--quiet",
+            "--ray",
+            "auto",
+            *settings_flags(tiny_settings),
+            "--templates",
+            "single",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "2 frame(s) segmented, 0 skipped" in err
-    assert (f"1 shard(s) failed 2 time(s), their outputs are missing:\n  - "
-            f"{tmp_path / 'in/poison.png'}: InjectedFailure: injected failure reading "
-            "poison.png (try 2)") in err
+    assert (
+        f"1 shard(s) failed 2 time(s), their outputs are missing:\n  - "
+        f"{tmp_path / 'in/poison.png'}: InjectedFailure: injected failure reading "
+        "poison.png (try 2)"
+    ) in err
     assert attempts(tmp_path / "in/poison.png") == 2
     assert attempts(tmp_path / "in/flaky.png") == 2
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{suffix}" for stem in ("ok", "flaky")
-        for suffix in ("_overlay.png", "_labels.png", "_instances.png", ".json"))
+        f"{stem}{suffix}"
+        for stem in ("ok", "flaky")
+        for suffix in ("_overlay.png", "_labels.png", "_instances.png", ".json")
+    )
 
 
 def test_a_unique_name_too_long_to_write_fails_as_in_the_single_process_run(
-        tmp_path, tiny_settings, ray_cluster, capsys, caplog):
+    tmp_path, tiny_settings, ray_cluster, capsys, caplog
+):
     """A 241-character stem fits every output name (NAME_MAX 255); the second input's
     claimed name (stem + '_2') does not fit '_instances.png': no file of it is kept."""
     stem = "n" * 241
     inputs = [str(small_image(tmp_path / f"{folder}/{stem}.png")) for folder in "ab"]
-    inputs += ["--vocab", "mug", "--quiet", *settings_flags(tiny_settings),
-               "--templates", "single"]
+    inputs += ["--vocab", "mug", "--quiet", *settings_flags(tiny_settings), "--templates", "single"]
     assert main([*inputs, "--out", str(tmp_path / "plain")]) == 1
     capsys.readouterr()
     assert main([*inputs, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 1
@@ -117,12 +153,12 @@ def test_a_unique_name_too_long_to_write_fails_as_in_the_single_process_run(
     assert f"{inputs[1]} not written: cannot write" in caplog.text
     assert "File name too long" in caplog.text
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
-        p.name for p in (tmp_path / "plain").iterdir())
+        p.name for p in (tmp_path / "plain").iterdir()
+    )
     assert len(list((tmp_path / "ray").iterdir())) == 4
 
 
-def test_bags_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray_cluster,
-                                                    capsys):
+def test_bags_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray_cluster, capsys):
     """Two bags as in the plain run; a third that fails after it was segmented leaves no
     partial bag and is named."""
     pytest.importorskip("rosbags")
@@ -130,17 +166,34 @@ def test_bags_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray
 
     for name in ("run1", "run2", "run3_poison"):
         camera_bag(tmp_path / "in" / name, frames=2)
-    flags = ["--vocab", "mug, chair", "--quiet", *settings_flags(tiny_settings),
-             "--templates", "single"]
+    flags = [
+        "--vocab",
+        "mug, chair",
+        "--quiet",
+        *settings_flags(tiny_settings),
+        "--templates",
+        "single",
+    ]
     bags = [str(tmp_path / "in" / name) for name in ("run1", "run2")]
     assert main([*bags, "--bag-out", str(tmp_path / "plain"), *flags]) == 0
     capsys.readouterr()
-    code = main([*bags, str(tmp_path / "in/run3_poison"), "--bag-out", str(tmp_path / "ray"),
-                 "--ray", "auto", *flags])
+    code = main(
+        [
+            *bags,
+            str(tmp_path / "in/run3_poison"),
+            "--bag-out",
+            str(tmp_path / "ray"),
+            "--ray",
+            "auto",
+            *flags,
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'in/run3_poison'}: InjectedFailure: injected failure after " \
+    assert (
+        f"{tmp_path / 'in/run3_poison'}: InjectedFailure: injected failure after "
         "segmenting run3_poison" in err
+    )
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["run1", "run2"]
 
     for name in ("run1", "run2"):
@@ -160,17 +213,27 @@ def bag_messages(bag: Path) -> list:
 
 
 def test_bags_with_depth_and_track_over_ray_equal_the_single_process_run(
-        tmp_path, tiny_settings, ray_cluster, capsys):
+    tmp_path, tiny_settings, ray_cluster, capsys
+):
     """A bag is one shard that pairs its depth and tracks its frames, written as a bag
     (markers and 3D detections too) and as files."""
     pytest.importorskip("rosbags")
     from test_bag_depth import DEPTH, camera_bag
 
     bag = tmp_path / "run1"
-    camera_bag(bag, cv2.cvtColor(cv2.resize(cv2.imread(str(EXAMPLE)), (96, 72)),
-                                 cv2.COLOR_BGR2RGB))
-    flags = [str(bag), "--depth-topic", DEPTH, "--track", "--vocab", "mug, chair", "--quiet",
-             *settings_flags(tiny_settings), "--templates", "single"]
+    camera_bag(bag, cv2.cvtColor(cv2.resize(cv2.imread(str(EXAMPLE)), (96, 72)), cv2.COLOR_BGR2RGB))
+    flags = [
+        str(bag),
+        "--depth-topic",
+        DEPTH,
+        "--track",
+        "--vocab",
+        "mug, chair",
+        "--quiet",
+        *settings_flags(tiny_settings),
+        "--templates",
+        "single",
+    ]
     for ray in ([], ["--ray", "auto"]):
         kind = "ray" if ray else "plain"
         assert main([*flags, "--bag-out", str(tmp_path / f"{kind}_bag"), *ray]) == 0
@@ -185,8 +248,7 @@ def test_bags_with_depth_and_track_over_ray_equal_the_single_process_run(
     assert outputs(tmp_path / "ray_files") == files
 
 
-def test_depth_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settings,
-                                                           ray_cluster):
+def test_depth_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settings, ray_cluster):
     """Each image is a shard that reads its depth file; the depth folder is one every Ray
     node reads (here, this machine)."""
     for name in ("a", "b"):
@@ -195,9 +257,19 @@ def test_depth_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settin
     cv2.imwrite(str(tmp_path / "depth/a.png"), np.full((72, 96), 1500, np.uint16))
     info = tmp_path / "K.yaml"
     info.write_text("camera_matrix: {rows: 3, cols: 3, data: [100, 0, 48, 0, 100, 36, 0, 0, 1]}\n")
-    flags = [str(tmp_path / "in"), "--depth", str(tmp_path / "depth"), "--camera-info",
-             str(info), "--vocab", "mug, chair", "--quiet", *settings_flags(tiny_settings),
-             "--templates", "single"]
+    flags = [
+        str(tmp_path / "in"),
+        "--depth",
+        str(tmp_path / "depth"),
+        "--camera-info",
+        str(info),
+        "--vocab",
+        "mug, chair",
+        "--quiet",
+        *settings_flags(tiny_settings),
+        "--templates",
+        "single",
+    ]
     assert main([*flags, "--out", str(tmp_path / "plain")]) == 0
     assert main([*flags, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
     plain = outputs(tmp_path / "plain")
@@ -208,7 +280,17 @@ def test_depth_files_over_ray_equal_the_single_process_run(tmp_path, tiny_settin
 
 def test_ray_missing_is_one_clear_error(tmp_path, tiny_settings, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    code = main([str(small_image(tmp_path / "x.png")), "--vocab", "mug", "--out",
-                 str(tmp_path / "out"), "--ray", "auto", *settings_flags(tiny_settings)])
+    code = main(
+        [
+            str(small_image(tmp_path / "x.png")),
+            "--vocab",
+            "mug",
+            "--out",
+            str(tmp_path / "out"),
+            "--ray",
+            "auto",
+            *settings_flags(tiny_settings),
+        ]
+    )
     assert code == 2
     assert "--ray needs Ray: pip install 'ovseg_ros[ray]'" in capsys.readouterr().err

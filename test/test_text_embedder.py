@@ -24,7 +24,7 @@ class RecordingEncoder:
         self.calls.append(len(tokens))
         rows = []
         for i in tokens.tolist():
-            g = torch.Generator().manual_seed(sum(map(ord, self.prompts[i])) * 7919 % 2 ** 31)
+            g = torch.Generator().manual_seed(sum(map(ord, self.prompts[i])) * 7919 % 2**31)
             rows.append(torch.randn(8, generator=g))
         return torch.stack(rows)
 
@@ -33,7 +33,7 @@ class RecordingEncoder:
 def test_text_is_encoded_in_bounded_chunks_with_unchanged_embeddings(templates, monkeypatch):
     names = ", ".join(f"class {i}" for i in range(40))
     whole_encoder = RecordingEncoder()
-    monkeypatch.setattr(vocabulary_module, "TEXT_BATCH", 10 ** 6)
+    monkeypatch.setattr(vocabulary_module, "TEXT_BATCH", 10**6)
     whole = TextEmbedder(whole_encoder.encode, whole_encoder.tokenize, "cpu", templates)
     expected = whole.encode(Vocabulary.parse(names)).embeddings
     assert whole_encoder.calls == [40 * len(template_set(templates))]

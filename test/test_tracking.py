@@ -10,7 +10,7 @@ def frame(*boxes, size=(60, 80)):
     """An instance image with one instance per (top, left, height, width) box, in order."""
     image = np.zeros(size, dtype=np.uint16)
     for index, (top, left, height, width) in enumerate(boxes, start=1):
-        image[top:top + height, left:left + width] = index
+        image[top : top + height, left : left + width] = index
     return image
 
 
@@ -27,11 +27,11 @@ def test_a_missed_frame_keeps_the_id_and_max_age_ends_the_track():
     tracker = Tracker(TrackingSettings(max_age=2))
     mug = (5, 5, 20, 20)
     assert tracker.update(frame(mug), ["mug"]) == [1]
-    assert tracker.update(frame(), []) == []             # missed once
-    assert tracker.update(frame(mug), ["mug"]) == [1]    # back: same id
-    for _ in range(3):                                   # missed three times > max_age
+    assert tracker.update(frame(), []) == []  # missed once
+    assert tracker.update(frame(mug), ["mug"]) == [1]  # back: same id
+    for _ in range(3):  # missed three times > max_age
         tracker.update(frame(), [])
-    assert tracker.update(frame(mug), ["mug"]) == [2]    # a new track; 1 is never reused
+    assert tracker.update(frame(mug), ["mug"]) == [2]  # a new track; 1 is never reused
 
 
 def test_a_new_object_gets_a_new_id_and_another_class_never_continues_a_track():
@@ -100,10 +100,10 @@ def unit(seed: int, like: np.ndarray | None = None, noise: float = 0.02) -> np.n
 
 
 def disc_frame(*centres, radius=5, size=(60, 120)):
-    rows, cols = np.ogrid[:size[0], :size[1]]
+    rows, cols = np.ogrid[: size[0], : size[1]]
     image = np.zeros(size, dtype=np.uint16)
     for index, (x, y) in enumerate(centres, start=1):
-        image[(cols - x) ** 2 + (rows - y) ** 2 <= radius ** 2] = index
+        image[(cols - x) ** 2 + (rows - y) ** 2 <= radius**2] = index
     return image
 
 
@@ -112,8 +112,10 @@ def test_a_fast_mover_with_no_overlap_keeps_its_id_by_appearance_then_motion():
     step is matched by appearance near where it was, the next ones by the predicted box."""
     ball = unit(1)
     tracker = Tracker()
-    ids = [tracker.update(disc_frame((8 + 12 * t, 30)), ["ball"],
-                          embeddings=[unit(10 + t, ball)])[0] for t in range(9)]
+    ids = [
+        tracker.update(disc_frame((8 + 12 * t, 30)), ["ball"], embeddings=[unit(10 + t, ball)])[0]
+        for t in range(9)
+    ]
     assert ids == [1] * 9
     plain = Tracker()  # without appearance only the motion model is left: the first step
     ids = [plain.update(disc_frame((8 + 12 * t, 30)), ["ball"])[0] for t in range(9)]
@@ -168,12 +170,13 @@ def test_a_3d_jump_faster_than_max_speed_is_refused():
     box = (5, 5, 20, 20)
     near, far = np.array([[0.0, 0.0, 1.0]]), np.array([[0.0, 0.0, 3.0]])
     tracker = Tracker(TrackingSettings(max_speed=3.0))
-    assert tracker.update(frame(box), ["mug"], embeddings=[mug], centroids=near,
-                          stamp=10.0) == [1]
-    assert tracker.update(frame(box), ["mug"], embeddings=[mug],
-                          centroids=near + [0, 0, 0.02], stamp=10.0 + 1 / 30) == [1]
-    assert tracker.update(frame(box), ["mug"], embeddings=[mug], centroids=far,
-                          stamp=10.0 + 2 / 30) == [2]
+    assert tracker.update(frame(box), ["mug"], embeddings=[mug], centroids=near, stamp=10.0) == [1]
+    assert tracker.update(
+        frame(box), ["mug"], embeddings=[mug], centroids=near + [0, 0, 0.02], stamp=10.0 + 1 / 30
+    ) == [1]
+    assert tracker.update(
+        frame(box), ["mug"], embeddings=[mug], centroids=far, stamp=10.0 + 2 / 30
+    ) == [2]
     unstamped = Tracker(TrackingSettings(max_speed=3.0))
     unstamped.update(frame(box), ["mug"], embeddings=[mug], centroids=near)
     assert unstamped.update(frame(box), ["mug"], embeddings=[mug], centroids=far) == [1]
@@ -182,13 +185,15 @@ def test_a_3d_jump_faster_than_max_speed_is_refused():
 def test_the_3d_gate_also_refuses_a_re_identification():
     mug = unit(9)
     tracker = Tracker(TrackingSettings(max_age=1, max_speed=1.0))
-    tracker.update(frame((5, 5, 20, 20)), ["mug"], embeddings=[mug],
-                   centroids=[[0.0, 0.0, 1.0]], stamp=0.0)
+    tracker.update(
+        frame((5, 5, 20, 20)), ["mug"], embeddings=[mug], centroids=[[0.0, 0.0, 1.0]], stamp=0.0
+    )
     for k in range(1, 4):
         tracker.update(frame(), [], stamp=k / 10)
     # 0.4 s later, 2 m away: faster than 1 m/s
-    assert tracker.update(frame((5, 5, 20, 20)), ["mug"], embeddings=[mug],
-                          centroids=[[2.0, 0.0, 1.0]], stamp=0.4) == [2]
+    assert tracker.update(
+        frame((5, 5, 20, 20)), ["mug"], embeddings=[mug], centroids=[[2.0, 0.0, 1.0]], stamp=0.4
+    ) == [2]
 
 
 def test_appearance_alone_never_merges_two_objects_seen_in_one_frame():
@@ -198,13 +203,15 @@ def test_appearance_alone_never_merges_two_objects_seen_in_one_frame():
     first = unit(11)
     second = unit(12, first, noise=0.005)
     tracker = Tracker(TrackingSettings(max_age=1))
-    assert tracker.update(frame((5, 5, 15, 15), (5, 40, 15, 15)), ["mug", "mug"],
-                          embeddings=[first, second]) == [1, 2]
+    assert tracker.update(
+        frame((5, 5, 15, 15), (5, 40, 15, 15)), ["mug", "mug"], embeddings=[first, second]
+    ) == [1, 2]
     for _ in range(3):
         tracker.update(frame(), [])
     assert tracker.update(frame((30, 60, 15, 15)), ["mug"], embeddings=[first]) == [3]
-    both = tracker.update(frame((30, 60, 15, 15), (5, 5, 15, 15)), ["mug", "mug"],
-                          embeddings=[first, second])
+    both = tracker.update(
+        frame((30, 60, 15, 15), (5, 5, 15, 15)), ["mug", "mug"], embeddings=[first, second]
+    )
     assert len(set(both)) == 2
 
 

@@ -31,8 +31,10 @@ def random_stream(seed: int, frames: int, objects: int, size=(60, 80)):
         labels = []
         for index, obj in enumerate(shown, start=1):
             top, left = position[obj].astype(int)
-            image[max(top, 0):max(top + extent[obj, 0], 0),
-                  max(left, 0):max(left + extent[obj, 1], 0)] = index
+            image[
+                max(top, 0) : max(top + extent[obj, 0], 0),
+                max(left, 0) : max(left + extent[obj, 1], 0),
+            ] = index
             labels.append(CLASSES[label[obj]])
         labels += ["mug"] * int(rng.integers(0, 2))  # listed, no pixels
         yield image, labels
@@ -62,14 +64,18 @@ def test_mask_overlaps_and_boxes_equal_plain_per_mask_computations(seed, objects
         flat = image.ravel()
         if last is not None:
             overlap, areas = tracker._mask_overlaps(flat, count)
-            np.testing.assert_allclose(overlap, plain_overlaps(tracker.tracks, last, image,
-                                                               count), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(
+                overlap, plain_overlaps(tracker.tracks, last, image, count), rtol=0, atol=1e-12
+            )
             np.testing.assert_array_equal(areas, [(image == k + 1).sum() for k in range(count)])
             compared += int((overlap > 0).sum())
         for index, box in enumerate(_boxes(image, flat, count, None)):
             rows, cols = np.nonzero(image == index + 1)
-            expected = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) if rows.size \
+            expected = (
+                (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+                if rows.size
                 else (0, 0, 0, 0)
+            )
             assert tuple(box) == expected
         tracker.update(image, labels)
         last = image

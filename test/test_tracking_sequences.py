@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("motmetrics")
 sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from ovseg_ros.scene.tracking import Tracker  # noqa: E402
-from tracking_sequences import SEQUENCES, score  # noqa: E402
+from tracking_sequences import SEQUENCES, score
+
+from ovseg_ros.scene.tracking import Tracker
 
 TARGETS = {  # sequence: (most switches, least IDF1)
     "crossing, one hidden 1 frame": (0, 1.0),
@@ -25,9 +26,14 @@ TARGETS = {  # sequence: (most switches, least IDF1)
 
 
 def ids_by(tracker: Tracker):
-    return lambda f: tracker.update(f.instance_map, f.labels, boxes=f.boxes,
-                                    embeddings=f.embeddings, centroids=f.centroids,
-                                    stamp=f.stamp)
+    return lambda f: tracker.update(
+        f.instance_map,
+        f.labels,
+        boxes=f.boxes,
+        embeddings=f.embeddings,
+        centroids=f.centroids,
+        stamp=f.stamp,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

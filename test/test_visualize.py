@@ -22,15 +22,22 @@ def random_result(seed: int, instances: int = 30, size=(120, 160)):
         top, left = rng.integers(0, size[0] - 5), rng.integers(0, size[1] - 5)
         height, width = rng.integers(3, 40), rng.integers(3, 50)
         class_index = int(rng.integers(0, 6))
-        instance_map[top:top + height, left:left + width] = index
-        semantic[top:top + height, left:left + width] = class_index
-        listed.append(Instance(index, class_index, vocabulary.names[class_index], 0.5, 0.9,
-                               True, (0, 0, 0, 0), 0))
+        instance_map[top : top + height, left : left + width] = index
+        semantic[top : top + height, left : left + width] = class_index
+        listed.append(
+            Instance(
+                index, class_index, vocabulary.names[class_index], 0.5, 0.9, True, (0, 0, 0, 0), 0
+            )
+        )
     for instance in listed:  # boxes and areas of what stayed visible
         rows, cols = np.nonzero(instance_map == instance.id)
         if rows.size:
-            instance.bbox = (int(cols.min()), int(rows.min()),
-                             int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1))
+            instance.bbox = (
+                int(cols.min()),
+                int(rows.min()),
+                int(cols.max() - cols.min() + 1),
+                int(rows.max() - rows.min() + 1),
+            )
             instance.area = int(rows.size)
     image = rng.integers(0, 256, (*size, 3), np.uint8)
     return image, SegmentationResult(semantic, instance_map, listed, vocabulary)
@@ -47,7 +54,7 @@ def label_boxes(result):
     boxes = np.zeros(result.semantic.shape, bool)
     for instance in result.instances:
         x, y = instance.bbox[:2]
-        boxes[max(y - 16, 0):y + 16, max(x - 2, 0):x + 120] = True
+        boxes[max(y - 16, 0) : y + 16, max(x - 2, 0) : x + 120] = True
     return boxes
 
 
@@ -79,15 +86,15 @@ def test_outlines_are_drawn_in_the_class_colour_on_every_instance_border():
         mask = result.instance_map == instance.id
         # the border pixels of the mask (a neighbour outside it) are all in the band
         inner = mask.copy()
-        inner[1:-1, 1:-1] &= (mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2]
-                              & mask[1:-1, 2:])
+        inner[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
         assert not np.any(mask & ~inner & ~band)
 
 
 def test_every_instance_gets_its_label():
     image, result = random_result(5, instances=5, size=(200, 400))
-    plain = overlay(image, SegmentationResult(result.semantic, result.instance_map, [],
-                                              result.vocabulary))
+    plain = overlay(
+        image, SegmentationResult(result.semantic, result.instance_map, [], result.vocabulary)
+    )
     drawn = overlay(image, result)
     for instance in result.instances:
         if instance.area:

@@ -3,9 +3,16 @@
 import pytest
 import torch
 
+from ovseg_ros.segmentation.vocabulary import (
+    TextEmbedder,
+    Vocabulary,
+    VocabularyError,
+    check_names,
+    refuse_hidden_control,
+    stuff_names,
+    template_set,
+)
 from ovseg_ros.settings.templates import VILD_TEMPLATES
-from ovseg_ros.segmentation.vocabulary import (TextEmbedder, Vocabulary, VocabularyError, check_names,
-                                  refuse_hidden_control, stuff_names, template_set)
 
 
 def test_parse_string_and_list():
@@ -13,16 +20,19 @@ def test_parse_string_and_list():
     assert Vocabulary.parse(["mug ", " kettle"]).names == ("mug", "kettle")
 
 
-@pytest.mark.parametrize("entries, words", [
-    ("", "vocabulary is empty"),
-    ([], "vocabulary is empty"),
-    ("   ", "vocabulary is empty"),
-    ("mug,,kettle", "entry 2 is blank"),
-    ("mug, Mug", "'Mug' appears twice (entries 1 and 2)"),
-    (["x" * 201], "201 characters long"),
-    (["mug\x00"], "control characters"),
-    ([3], "must be strings"),
-])
+@pytest.mark.parametrize(
+    "entries, words",
+    [
+        ("", "vocabulary is empty"),
+        ([], "vocabulary is empty"),
+        ("   ", "vocabulary is empty"),
+        ("mug,,kettle", "entry 2 is blank"),
+        ("mug, Mug", "'Mug' appears twice (entries 1 and 2)"),
+        (["x" * 201], "201 characters long"),
+        (["mug\x00"], "control characters"),
+        ([3], "must be strings"),
+    ],
+)
 def test_bad_vocabularies_are_refused_with_the_reason(entries, words):
     with pytest.raises(VocabularyError) as err:
         Vocabulary.parse(entries)
@@ -66,7 +76,7 @@ class CountingEncoder:
         for i in tokens.tolist():
             prompt = self.prompts[i]
             if prompt not in self.table:
-                g = torch.Generator().manual_seed(hash(prompt) % (2 ** 31))
+                g = torch.Generator().manual_seed(hash(prompt) % (2**31))
                 self.table[prompt] = torch.randn(8, generator=g) * 3
             out.append(self.table[prompt])
         return torch.stack(out)
@@ -99,12 +109,15 @@ def test_single_class_gets_ovseg_others_row():
     assert "a photo of a others." in enc.prompts
 
 
-@pytest.mark.parametrize("entries, reason", [
-    (["mug\nkettle"], "has control characters"),
-    (["x" * 10_000], "10000 characters long"),
-    (["floor", "Floor"], "'Floor' appears twice"),
-    ([f"c{i}" for i in range(300)], "300 classes given; at most 256"),
-])
+@pytest.mark.parametrize(
+    "entries, reason",
+    [
+        (["mug\nkettle"], "has control characters"),
+        (["x" * 10_000], "10000 characters long"),
+        (["floor", "Floor"], "'Floor' appears twice"),
+        ([f"c{i}" for i in range(300)], "300 classes given; at most 256"),
+    ],
+)
 def test_stuff_classes_follow_the_vocabulary_rules(entries, reason):
     from ovseg_ros.segmentation.vocabulary import stuff_names
 

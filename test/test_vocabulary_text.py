@@ -7,28 +7,34 @@ from ovseg_ros.segmentation.vocabulary import Vocabulary
 from ovseg_ros.segmentation.vocabulary_text import VocabularyError, decode_names_file, parse_names
 
 
-@pytest.mark.parametrize("text, names", [
-    ("mug, door handle\nperson", ["mug", "door handle", "person"]),
-    ("\ufeffmug\nkettle\n", ["mug", "kettle"]),                # byte order mark
-    ("mug\nkettle\n\n  \n\t\n", ["mug", "kettle"]),            # trailing blank lines
-    ("mug\n\nkettle", ["mug", "kettle"]),                      # a blank line between
-    ("mug\r\nkettle\r\n", ["mug", "kettle"]),                  # Windows line ends
-    ("[yes, no, null, 1.5, \"door handle\"]", ["yes", "no", "null", "1.5", "door handle"]),
-    ("\ufeff[mug, kettle]", ["mug", "kettle"]),
-    ("mug,,kettle", ["mug", "", "kettle"]),                    # kept for the stray-comma check
-    ("", []),
-    ("[]", []),
-])
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("mug, door handle\nperson", ["mug", "door handle", "person"]),
+        ("\ufeffmug\nkettle\n", ["mug", "kettle"]),  # byte order mark
+        ("mug\nkettle\n\n  \n\t\n", ["mug", "kettle"]),  # trailing blank lines
+        ("mug\n\nkettle", ["mug", "kettle"]),  # a blank line between
+        ("mug\r\nkettle\r\n", ["mug", "kettle"]),  # Windows line ends
+        ('[yes, no, null, 1.5, "door handle"]', ["yes", "no", "null", "1.5", "door handle"]),
+        ("\ufeff[mug, kettle]", ["mug", "kettle"]),
+        ("mug,,kettle", ["mug", "", "kettle"]),  # kept for the stray-comma check
+        ("", []),
+        ("[]", []),
+    ],
+)
 def test_names_from_text(text, names):
     assert parse_names(text) == names
 
 
-@pytest.mark.parametrize("text, words", [
-    ("mug\x0bkettle", "control characters"),   # would have split the name unseen
-    ("mug\x1ekettle", "control characters"),
-    ("[mug, [cup, glass]]", "flat list"),
-    ("[mug, kettle", "not a valid YAML list"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("mug\x0bkettle", "control characters"),  # would have split the name unseen
+        ("mug\x1ekettle", "control characters"),
+        ("[mug, [cup, glass]]", "flat list"),
+        ("[mug, kettle", "not a valid YAML list"),
+    ],
+)
 def test_bad_text_is_refused_with_the_reason(text, words):
     with pytest.raises(VocabularyError, match=words):
         parse_names(text)

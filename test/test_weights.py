@@ -1,12 +1,13 @@
-"""ovseg_ros.models.weights (checkpoints, sam_weights, clip_weights): tiny models saved in the real checkpoint layouts load through the real code;
+"""ovseg_ros.models.weights (checkpoints, sam_weights, clip_weights): tiny models saved in the
+real checkpoint layouts load through the real code;
 every way a checkpoint can be missing, broken or wrong ends in one WeightsError that says what
 to do; downloads are checked and never leave a bad file in the cache."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import http.server
+import shutil
 import socket
 import threading
 from functools import partial
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import open_clip
 import pytest
+import tiny_models
 import torch
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 from segment_anything import sam_model_registry
 
-import tiny_models
 from ovseg_ros.models import sam_weights
 from ovseg_ros.models.checkpoints import WeightsError, fetch
 from ovseg_ros.models.clip_weights import load_clip
@@ -41,8 +42,9 @@ def uses_quick_gelu(model: torch.nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in model.modules())
 
 
-def official_shapes(embed: int, depth: int, head_dim: int, global_blocks: list[int],
-                    image_size: int = 1024) -> dict[str, torch.Tensor]:
+def official_shapes(
+    embed: int, depth: int, head_dim: int, global_blocks: list[int], image_size: int = 1024
+) -> dict[str, torch.Tensor]:
     """The tensors sam_architecture reads, shaped as in an official checkpoint; expanded
     from one element so they cost nothing in memory or on disk."""
     grid = image_size // 16
@@ -50,8 +52,10 @@ def official_shapes(embed: int, depth: int, head_dim: int, global_blocks: list[i
     def fake(*shape: int) -> torch.Tensor:
         return torch.zeros(1).expand(*shape)
 
-    state = {"image_encoder.patch_embed.proj.weight": fake(embed, 3, 16, 16),
-             "image_encoder.pos_embed": fake(1, grid, grid, embed)}
+    state = {
+        "image_encoder.patch_embed.proj.weight": fake(embed, 3, 16, 16),
+        "image_encoder.pos_embed": fake(1, grid, grid, embed),
+    }
     for i in range(depth):
         size = grid if i in global_blocks else 14
         state[f"image_encoder.blocks.{i}.attn.rel_pos_h"] = fake(2 * size - 1, head_dim)
@@ -62,6 +66,7 @@ def official_shapes(embed: int, depth: int, head_dim: int, global_blocks: list[i
 @pytest.fixture
 def no_download(monkeypatch):
     """Fail the test if anything tries to download."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"unexpected download attempt: {args}")
 
@@ -95,10 +100,12 @@ def file_server(tmp_path: Path, monkeypatch):
     served.mkdir()
     requests: list[str] = []
     handler = type("Handler", (CountingHandler,), {"requests": requests, "timeout": 10})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             partial(handler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(handler, directory=str(served))
+    )
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     for name in ("no_proxy", "NO_PROXY"):  # never route the local server through a proxy
         monkeypatch.setenv(name, "127.0.0.1,localhost")
@@ -111,6 +118,7 @@ def file_server(tmp_path: Path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- SAM
+
 
 def test_tiny_sam_loads_from_cache_and_matches_original(tiny_settings, tiny_sam, no_download):
     sam = load_sam(tiny_settings, "cpu")
@@ -134,8 +142,9 @@ def test_architecture_of_official_models_is_recognised_and_rebuilt(variant):
         rebuilt = sam_weights._build_sam(arch)
 
     assert arch.variant == variant
-    assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
-            == {k: v.shape for k, v in official.state_dict().items()})
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in official.state_dict().items()
+    }
 
 
 def test_architecture_of_tiny_checkpoint_is_no_known_variant(tiny_sam):
@@ -155,8 +164,7 @@ def test_checkpoint_of_another_variant_is_refused(tiny_settings, tmp_path):
     assert str(path) in str(err.value)
 
 
-def test_missing_official_sam_offline_says_where_and_how(tiny_settings, empty_cache,
-                                                         no_download):
+def test_missing_official_sam_offline_says_where_and_how(tiny_settings, empty_cache, no_download):
     settings = tiny_settings.replace(cache_dir=str(empty_cache))
 
     with pytest.raises(WeightsError) as err:
@@ -168,8 +176,7 @@ def test_missing_official_sam_offline_says_where_and_how(tiny_settings, empty_ca
     assert missing_weights(settings) == [message]
 
 
-def test_missing_explicit_sam_checkpoint_is_not_downloaded(tiny_settings, tmp_path,
-                                                           no_download):
+def test_missing_explicit_sam_checkpoint_is_not_downloaded(tiny_settings, tmp_path, no_download):
     path = tmp_path / "nowhere" / "my_sam.pth"
     settings = tiny_settings.replace(sam_checkpoint=str(path), offline=False)
 
@@ -178,8 +185,7 @@ def test_missing_explicit_sam_checkpoint_is_not_downloaded(tiny_settings, tmp_pa
     assert len(missing_weights(settings)) == 1 and str(path) in missing_weights(settings)[0]
 
 
-def test_truncated_sam_checkpoint_says_delete_and_download(tiny_settings, tiny_weights,
-                                                           tmp_path):
+def test_truncated_sam_checkpoint_says_delete_and_download(tiny_settings, tiny_weights, tmp_path):
     data = tiny_weights["sam"].read_bytes()
     path = tmp_path / SAM_FILE
     path.write_bytes(data[: len(data) // 2])
@@ -218,40 +224,54 @@ def test_pickled_objects_are_refused(tiny_settings, tmp_path):
 
 # --------------------------------------------------------------------------- downloads
 
+
 def test_fetch_downloads_into_cache(tiny_weights, file_server, empty_cache):
     served, base_url, requests = file_server
     (served / "tiny.pth").write_bytes(tiny_weights["sam"].read_bytes())
 
-    path = fetch("tiny.pth", f"{base_url}/tiny.pth", sha256(tiny_weights["sam"])[:10],
-                 empty_cache, offline=False)
+    path = fetch(
+        "tiny.pth",
+        f"{base_url}/tiny.pth",
+        sha256(tiny_weights["sam"])[:10],
+        empty_cache,
+        offline=False,
+    )
 
     assert path == empty_cache / "tiny.pth" and sha256(path) == sha256(tiny_weights["sam"])
     assert fetch("tiny.pth", f"{base_url}/tiny.pth", "", empty_cache, offline=False) == path
     assert requests == ["/tiny.pth"]  # the second call used the cache
 
 
-def test_fetch_rejects_corrupt_download_and_caches_nothing(tiny_weights, file_server,
-                                                           empty_cache):
+def test_fetch_rejects_corrupt_download_and_caches_nothing(tiny_weights, file_server, empty_cache):
     served, base_url, _ = file_server
     data = bytearray(tiny_weights["sam"].read_bytes())
     data[len(data) // 2] ^= 0xFF
     (served / "tiny.pth").write_bytes(bytes(data))
 
     with pytest.raises(WeightsError, match="invalid hash value") as err:
-        fetch("tiny.pth", f"{base_url}/tiny.pth", sha256(tiny_weights["sam"]), empty_cache,
-              offline=False)
+        fetch(
+            "tiny.pth",
+            f"{base_url}/tiny.pth",
+            sha256(tiny_weights["sam"]),
+            empty_cache,
+            offline=False,
+        )
     assert "wget -P" in str(err.value)
     assert list(empty_cache.iterdir()) == []
 
 
-def test_load_sam_downloads_from_mirror(tiny_settings, tiny_sam, tiny_weights, file_server,
-                                        empty_cache, monkeypatch):
+def test_load_sam_downloads_from_mirror(
+    tiny_settings, tiny_sam, tiny_weights, file_server, empty_cache, monkeypatch
+):
     served, base_url, requests = file_server
     (served / SAM_FILE).write_bytes(tiny_weights["sam"].read_bytes())
     monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, base_url)
     # The table holds the real file's digest; accept the tiny stand-in's instead.
-    monkeypatch.setitem(sam_weights.SAM_CHECKPOINTS, "vit_b",
-                        sam_weights.RemoteFile(SAM_FILE, sha256(tiny_weights["sam"])))
+    monkeypatch.setitem(
+        sam_weights.SAM_CHECKPOINTS,
+        "vit_b",
+        sam_weights.RemoteFile(SAM_FILE, sha256(tiny_weights["sam"])),
+    )
     settings = tiny_settings.replace(cache_dir=str(empty_cache), offline=False)
 
     assert missing_weights(settings) == []
@@ -261,8 +281,9 @@ def test_load_sam_downloads_from_mirror(tiny_settings, tiny_sam, tiny_weights, f
     assert same_state(sam.state_dict(), tiny_sam.state_dict())
 
 
-def test_load_sam_rejects_wrong_file_from_mirror(tiny_settings, tiny_weights, file_server,
-                                                 empty_cache, monkeypatch):
+def test_load_sam_rejects_wrong_file_from_mirror(
+    tiny_settings, tiny_weights, file_server, empty_cache, monkeypatch
+):
     served, base_url, requests = file_server
     (served / SAM_FILE).write_bytes(tiny_weights["sam"].read_bytes())  # not the real vit_b
     monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, base_url + "/")
@@ -274,8 +295,9 @@ def test_load_sam_rejects_wrong_file_from_mirror(tiny_settings, tiny_weights, fi
     assert requests == [f"/{SAM_FILE}"] and list(empty_cache.iterdir()) == []
 
 
-def test_offline_never_touches_the_network(tiny_settings, tiny_weights, file_server,
-                                           empty_cache, monkeypatch):
+def test_offline_never_touches_the_network(
+    tiny_settings, tiny_weights, file_server, empty_cache, monkeypatch
+):
     served, base_url, requests = file_server
     (served / SAM_FILE).write_bytes(tiny_weights["sam"].read_bytes())
     monkeypatch.setenv(sam_weights.WEIGHTS_URL_ENV, base_url)
@@ -301,6 +323,7 @@ def test_unreachable_server_is_a_weights_error(tiny_settings, empty_cache, monke
 
 # --------------------------------------------------------------------------- CLIP
 
+
 def test_clip_from_state_dict_file(tiny_settings, tiny_clip, no_download):
     bundle = load_clip(tiny_settings, "cpu")
 
@@ -317,20 +340,28 @@ def test_clip_from_state_dict_file(tiny_settings, tiny_clip, no_download):
 def test_clip_from_open_clip_training_checkpoint(tiny_settings, tiny_clip, tmp_path):
     # open_clip's training script saves {'epoch', 'name', 'state_dict'} with DDP's 'module.'.
     path = tmp_path / "epoch_3.pt"
-    torch.save({"epoch": 3, "name": "run",
-                "state_dict": {f"module.{k}": v for k, v in tiny_clip.state_dict().items()}},
-               path)
+    torch.save(
+        {
+            "epoch": 3,
+            "name": "run",
+            "state_dict": {f"module.{k}": v for k, v in tiny_clip.state_dict().items()},
+        },
+        path,
+    )
 
     bundle = load_clip(tiny_settings.replace(clip_pretrained=str(path)), "cpu")
 
     assert same_state(bundle.model.state_dict(), tiny_clip.state_dict())
 
 
-def test_ovseg_detectron2_checkpoint(tiny_settings, tiny_weights, tiny_ovseg_clip,
-                                     tiny_mask_embedding, tmp_path, no_download):
+def test_ovseg_detectron2_checkpoint(
+    tiny_settings, tiny_weights, tiny_ovseg_clip, tiny_mask_embedding, tmp_path, no_download
+):
     # The OVSeg weights replace the pretrained ones, which need not exist then.
-    settings = tiny_settings.replace(ovseg_checkpoint=str(tiny_weights["ovseg_mpt"]),
-                                     clip_pretrained=str(tmp_path / "absent.pth"))
+    settings = tiny_settings.replace(
+        ovseg_checkpoint=str(tiny_weights["ovseg_mpt"]),
+        clip_pretrained=str(tmp_path / "absent.pth"),
+    )
 
     assert missing_weights(settings) == []
     bundle = load_clip(settings, "cpu")
@@ -341,21 +372,29 @@ def test_ovseg_detectron2_checkpoint(tiny_settings, tiny_weights, tiny_ovseg_cli
 
 
 def test_ovseg_plain_state_dict(tiny_settings, tiny_weights, tiny_ovseg_clip, no_download):
-    bundle = load_clip(tiny_settings.replace(ovseg_checkpoint=str(tiny_weights["ovseg_clip"])),
-                       "cpu")
+    bundle = load_clip(
+        tiny_settings.replace(ovseg_checkpoint=str(tiny_weights["ovseg_clip"])), "cpu"
+    )
 
     assert same_state(bundle.model.state_dict(), tiny_ovseg_clip.state_dict())
     assert bundle.mask_embedding is None and uses_quick_gelu(bundle.model)
 
 
-@pytest.mark.parametrize("shape", [(3, 100, 64),   # another grid (image or patch size)
-                                   (3, 196, 32),   # another width
-                                   (4, 196, 64),   # deeper than the 3 layers
-                                   (196, 64)])
-def test_mask_embedding_of_wrong_shape_is_explained(tiny_settings, tiny_ovseg_clip, tmp_path,
-                                                    shape):
-    path = tiny_models.save_ovseg_checkpoint(tiny_ovseg_clip, torch.zeros(shape),
-                                             tmp_path / "ovseg_bad.pth")
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (3, 100, 64),  # another grid (image or patch size)
+        (3, 196, 32),  # another width
+        (4, 196, 64),  # deeper than the 3 layers
+        (196, 64),
+    ],
+)
+def test_mask_embedding_of_wrong_shape_is_explained(
+    tiny_settings, tiny_ovseg_clip, tmp_path, shape
+):
+    path = tiny_models.save_ovseg_checkpoint(
+        tiny_ovseg_clip, torch.zeros(shape), tmp_path / "ovseg_bad.pth"
+    )
 
     with pytest.raises(WeightsError) as err:
         load_clip(tiny_settings.replace(ovseg_checkpoint=str(path)), "cpu")
@@ -379,13 +418,18 @@ def test_clip_weights_of_another_model_are_listed(tiny_settings, tiny_sam, tmp_p
 
 
 def test_missing_paths_are_all_reported(tiny_settings, tmp_path):
-    settings = tiny_settings.replace(sam_checkpoint=str(tmp_path / "sam.pth"),
-                                     clip_pretrained=str(tmp_path / "clip.pth"))
-    assert [line.split()[0] for line in missing_weights(settings)] == ["sam_checkpoint",
-                                                                       "clip_pretrained"]
+    settings = tiny_settings.replace(
+        sam_checkpoint=str(tmp_path / "sam.pth"), clip_pretrained=str(tmp_path / "clip.pth")
+    )
+    assert [line.split()[0] for line in missing_weights(settings)] == [
+        "sam_checkpoint",
+        "clip_pretrained",
+    ]
     settings = settings.replace(ovseg_checkpoint=str(tmp_path / "ovseg.pth"))
-    assert [line.split()[0] for line in missing_weights(settings)] == ["sam_checkpoint",
-                                                                       "ovseg_checkpoint"]
+    assert [line.split()[0] for line in missing_weights(settings)] == [
+        "sam_checkpoint",
+        "ovseg_checkpoint",
+    ]
     with pytest.raises(WeightsError, match="ovseg_checkpoint .*ovseg.pth does not exist"):
         load_clip(settings, "cpu")
 
@@ -401,15 +445,23 @@ def tiny_tag(tiny_clip_name, monkeypatch):
     """Make TINY_TAG an open_clip pretrained tag of the tiny model, hosted on the Hub like
     the real ones, trained with QuickGELU and its own normalisation."""
     real = open_clip.get_pretrained_cfg
-    config = {"url": "", "hf_hub": f"{TINY_REPO}/", "quick_gelu": True,
-              "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    config = {
+        "url": "",
+        "hf_hub": f"{TINY_REPO}/",
+        "quick_gelu": True,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+    }
 
     def get_pretrained_cfg(model: str, tag: str) -> dict:
         return dict(config) if (model, tag) == (tiny_clip_name, TINY_TAG) else real(model, tag)
 
     monkeypatch.setattr(open_clip, "get_pretrained_cfg", get_pretrained_cfg)
-    monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model",
-                        lambda model: [TINY_TAG] if model == tiny_clip_name else [])
+    monkeypatch.setattr(
+        open_clip,
+        "list_pretrained_tags_by_model",
+        lambda model: [TINY_TAG] if model == tiny_clip_name else [],
+    )
     return TINY_TAG
 
 
@@ -425,8 +477,9 @@ def put_in_hub_cache(model: torch.nn.Module, cache: Path) -> Path:
     return path
 
 
-def test_tag_offline_and_not_cached_says_what_to_do(tiny_settings, tiny_tag, empty_cache,
-                                                    no_download):
+def test_tag_offline_and_not_cached_says_what_to_do(
+    tiny_settings, tiny_tag, empty_cache, no_download
+):
     settings = tiny_settings.replace(clip_pretrained=tiny_tag, cache_dir=str(empty_cache))
 
     with pytest.raises(WeightsError) as err:
@@ -437,9 +490,9 @@ def test_tag_offline_and_not_cached_says_what_to_do(tiny_settings, tiny_tag, emp
     assert missing_weights(settings)[-1] == message
 
 
-def test_tag_cached_loads_offline_with_the_tags_settings(tiny_settings, tiny_tag, tiny_clip,
-                                                         tiny_weights, empty_cache,
-                                                         no_download):
+def test_tag_cached_loads_offline_with_the_tags_settings(
+    tiny_settings, tiny_tag, tiny_clip, tiny_weights, empty_cache, no_download
+):
     put_in_hub_cache(tiny_clip, empty_cache)
     shutil.copy(tiny_weights["sam"], empty_cache / SAM_FILE)
     settings = tiny_settings.replace(clip_pretrained=tiny_tag, cache_dir=str(empty_cache))
@@ -452,8 +505,9 @@ def test_tag_cached_loads_offline_with_the_tags_settings(tiny_settings, tiny_tag
     assert bundle.image_mean == (0.5, 0.5, 0.5) and bundle.image_std == (0.25, 0.25, 0.25)
 
 
-def test_tag_is_fetched_with_open_clip_when_online(tiny_settings, tiny_tag, tiny_clip,
-                                                   tiny_weights, empty_cache, monkeypatch):
+def test_tag_is_fetched_with_open_clip_when_online(
+    tiny_settings, tiny_tag, tiny_clip, tiny_weights, empty_cache, monkeypatch
+):
     calls = []
 
     def download_pretrained(cfg: dict, cache_dir: str) -> str:
@@ -461,8 +515,9 @@ def test_tag_is_fetched_with_open_clip_when_online(tiny_settings, tiny_tag, tiny
         return str(tiny_weights["clip"])
 
     monkeypatch.setattr(open_clip, "download_pretrained", download_pretrained)
-    settings = tiny_settings.replace(clip_pretrained=tiny_tag, cache_dir=str(empty_cache),
-                                     offline=False)
+    settings = tiny_settings.replace(
+        clip_pretrained=tiny_tag, cache_dir=str(empty_cache), offline=False
+    )
 
     bundle = load_clip(settings, "cpu")
 
@@ -470,14 +525,14 @@ def test_tag_is_fetched_with_open_clip_when_online(tiny_settings, tiny_tag, tiny
     assert same_state(bundle.model.state_dict(), tiny_clip.state_dict())
 
 
-def test_tag_download_failure_is_a_weights_error(tiny_settings, tiny_tag, empty_cache,
-                                                 monkeypatch):
+def test_tag_download_failure_is_a_weights_error(tiny_settings, tiny_tag, empty_cache, monkeypatch):
     def download_pretrained(cfg: dict, cache_dir: str) -> str:
         raise FileNotFoundError("Failed to download file (open_clip_pytorch_model.bin)")
 
     monkeypatch.setattr(open_clip, "download_pretrained", download_pretrained)
-    settings = tiny_settings.replace(clip_pretrained=tiny_tag, cache_dir=str(empty_cache),
-                                     offline=False)
+    settings = tiny_settings.replace(
+        clip_pretrained=tiny_tag, cache_dir=str(empty_cache), offline=False
+    )
 
     with pytest.raises(WeightsError, match=f"Could not download .*{TINY_TAG}.*clip_pretrained"):
         load_clip(settings, "cpu")
@@ -502,8 +557,9 @@ class TouchesAFile:
 
 
 @pytest.mark.parametrize("setting", ["sam_checkpoint", "clip_pretrained", "ovseg_checkpoint"])
-def test_a_checkpoint_that_would_run_code_is_refused_and_runs_none(tiny_settings, tmp_path,
-                                                                   setting):
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_none(
+    tiny_settings, tmp_path, setting
+):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": TouchesAFile(marker)}, path)

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import open_clip
 import torch
-from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                       TwoWayTransformer)
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
 
 TINY_CLIP = "ovseg-test-tiny-ViT"
 TINY_CLIP_CONFIG = {
     "embed_dim": 32,
-    "vision_cfg": {"image_size": 224, "layers": 3, "width": 64, "patch_size": 16,
-                   "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                 "layers": 2},
+    "vision_cfg": {"image_size": 224, "layers": 3, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 TINY_SAM_IMAGE_SIZE = 256
 MASK_PROMPT_DEPTH = 3
@@ -47,18 +50,32 @@ def build_tiny_sam(seed: int = 0, image_size: int = TINY_SAM_IMAGE_SIZE) -> Sam:
     embedding = image_size // 16
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            depth=2, embed_dim=64, img_size=image_size, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=16,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=[1], window_size=14,
-            out_chans=256),
+            depth=2,
+            embed_dim=64,
+            img_size=image_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=2,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=[1],
+            window_size=14,
+            out_chans=256,
+        ),
         prompt_encoder=PromptEncoder(
-            embed_dim=256, image_embedding_size=(embedding, embedding),
-            input_image_size=(image_size, image_size), mask_in_chans=16),
+            embed_dim=256,
+            image_embedding_size=(embedding, embedding),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048,
-                                          num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
     )
     return sam.eval()
 
@@ -80,8 +97,9 @@ def tiny_mask_embedding(model: torch.nn.Module, seed: int = 1) -> torch.Tensor:
     visual = model.visual
     grid = visual.grid_size[0] * visual.grid_size[1]
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(MASK_PROMPT_DEPTH, grid, visual.conv1.out_channels,
-                       generator=generator) * 0.1
+    return (
+        torch.randn(MASK_PROMPT_DEPTH, grid, visual.conv1.out_channels, generator=generator) * 0.1
+    )
 
 
 def save_clip_state_dict(model: torch.nn.Module, path: Path) -> Path:
@@ -91,8 +109,7 @@ def save_clip_state_dict(model: torch.nn.Module, path: Path) -> Path:
     return path
 
 
-def save_ovseg_checkpoint(model: torch.nn.Module, mask_embedding: torch.Tensor,
-                          path: Path) -> Path:
+def save_ovseg_checkpoint(model: torch.nn.Module, mask_embedding: torch.Tensor, path: Path) -> Path:
     """As ovseg_swinbase_vitL14_ft_mpt.pth: detectron2 {'model': ...}, CLIP under
     clip_adapter.clip_model., the prompt at clip_adapter.clip_model.visual.mask_embedding,
     next to weights of other parts of OVSeg's network that the loader must ignore."""
@@ -113,8 +130,14 @@ def node_parameters(folder: Path) -> tuple[Path, dict[str, str]]:
     save_sam_checkpoint(build_tiny_sam(0), folder / "cache" / "sam_vit_b_01ec64.pth")
     clip = save_clip_state_dict(build_tiny_clip(1), folder / "tiny_clip.pth")
     return config_dir, {
-        "clip_model": clip_name, "clip_pretrained": str(clip),
-        "cache_dir": str(folder / "cache"), "offline": "true", "device": "cpu",
-        "points_per_side": "4", "pred_iou_thresh": "0.0", "stability_score_thresh": "0.0",
-        "templates": "single", "vocabulary": "[mug, kettle]",
+        "clip_model": clip_name,
+        "clip_pretrained": str(clip),
+        "cache_dir": str(folder / "cache"),
+        "offline": "true",
+        "device": "cpu",
+        "points_per_side": "4",
+        "pred_iou_thresh": "0.0",
+        "stability_score_thresh": "0.0",
+        "templates": "single",
+        "vocabulary": "[mug, kettle]",
     }

@@ -9,10 +9,10 @@ also the vocabulary. ``--root`` is the dataset's own folder (e.g. ADEChallengeDa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -27,7 +27,7 @@ class DatasetError(ValueError):
     path was expected and how to get it."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def class_names(key: str) -> tuple[str, ...]:
     """The dataset's class names in label order (one per line in classes/<key>.txt)."""
     return tuple(line for line in (CLASSES_DIR / f"{key}.txt").read_text().splitlines() if line)
@@ -42,10 +42,12 @@ def _shift_zero_ignored(label: np.ndarray, num_classes: int) -> np.ndarray:
 
 def _contiguous(ignore: int) -> Callable[[np.ndarray, int], np.ndarray]:
     """OVSeg-prepared labels: values are class indices already, ``ignore`` (255 or 65535)."""
+
     def decode(label: np.ndarray, num_classes: int) -> np.ndarray:
         out = label.astype(np.int64)
         out[(out == ignore) | (out >= num_classes)] = IGNORE
         return out
+
     return decode
 
 
@@ -78,35 +80,76 @@ class DatasetSpec:
         return class_names(self.key)
 
 
-_PREPARE = ("run OVSeg's datasets/prepare_{} (github.com/facebookresearch/ov-seg, "
-            "datasets/DATASETS.md)")
+_PREPARE = (
+    "run OVSeg's datasets/prepare_{} (github.com/facebookresearch/ov-seg, datasets/DATASETS.md)"
+)
 
-DATASETS: dict[str, DatasetSpec] = {spec.key: spec for spec in (
-    DatasetSpec("ade20k-150", "ADEChallengeData2016", "images/validation",
-                "annotations/validation", ".png", _shift_zero_ignored,
-                panoptic="ade20k_panoptic_val",
-                howto="download ADEChallengeData2016.zip from the MIT Scene Parsing benchmark",
-                paper={"R101c + ViT-B/16": 24.8, "Swin-B + ViT-L/14": 29.6}),
-    DatasetSpec("ade20k-847", "ADE20K_2021_17_01", "images_detectron2/validation",
-                "annotations_detectron2/validation", ".tif", _contiguous(65535),
-                howto=_PREPARE.format("ade20k_full_sem_seg.py"),
-                paper={"R101c + ViT-B/16": 7.1, "Swin-B + ViT-L/14": 9.0}),
-    DatasetSpec("pascal-context-59", "VOCdevkit/VOC2010", "JPEGImages",
-                "annotations_detectron2/pc59_val", ".png", _contiguous(255),
-                howto=_PREPARE.format("pascal_context.py"),
-                paper={"R101c + ViT-B/16": 53.3, "Swin-B + ViT-L/14": 55.7}),
-    DatasetSpec("pascal-context-459", "VOCdevkit/VOC2010", "JPEGImages",
-                "annotations_detectron2/pc459_val", ".tif", _contiguous(65535),
-                howto=_PREPARE.format("pascal_context.py"),
-                paper={"R101c + ViT-B/16": 11.0, "Swin-B + ViT-L/14": 12.4}),
-    DatasetSpec("pascal-voc-20", "VOCdevkit/VOC2012", "JPEGImages", "SegmentationClass",
-                ".png", _shift_zero_ignored, split_file="ImageSets/Segmentation/val.txt",
-                howto="download VOCtrainval_11-May-2012.tar from the PASCAL VOC site",
-                paper={"R101c + ViT-B/16": 92.6, "Swin-B + ViT-L/14": 94.5}),
-    DatasetSpec("coco-stuff-171", "coco", "val2017", "stuffthingmaps_trainval2017/val2017",
-                ".png", _coco_stuff,
-                howto="download val2017.zip and stuffthingmaps_trainval2017.zip (COCO-Stuff)"),
-)}
+DATASETS: dict[str, DatasetSpec] = {
+    spec.key: spec
+    for spec in (
+        DatasetSpec(
+            "ade20k-150",
+            "ADEChallengeData2016",
+            "images/validation",
+            "annotations/validation",
+            ".png",
+            _shift_zero_ignored,
+            panoptic="ade20k_panoptic_val",
+            howto="download ADEChallengeData2016.zip from the MIT Scene Parsing benchmark",
+            paper={"R101c + ViT-B/16": 24.8, "Swin-B + ViT-L/14": 29.6},
+        ),
+        DatasetSpec(
+            "ade20k-847",
+            "ADE20K_2021_17_01",
+            "images_detectron2/validation",
+            "annotations_detectron2/validation",
+            ".tif",
+            _contiguous(65535),
+            howto=_PREPARE.format("ade20k_full_sem_seg.py"),
+            paper={"R101c + ViT-B/16": 7.1, "Swin-B + ViT-L/14": 9.0},
+        ),
+        DatasetSpec(
+            "pascal-context-59",
+            "VOCdevkit/VOC2010",
+            "JPEGImages",
+            "annotations_detectron2/pc59_val",
+            ".png",
+            _contiguous(255),
+            howto=_PREPARE.format("pascal_context.py"),
+            paper={"R101c + ViT-B/16": 53.3, "Swin-B + ViT-L/14": 55.7},
+        ),
+        DatasetSpec(
+            "pascal-context-459",
+            "VOCdevkit/VOC2010",
+            "JPEGImages",
+            "annotations_detectron2/pc459_val",
+            ".tif",
+            _contiguous(65535),
+            howto=_PREPARE.format("pascal_context.py"),
+            paper={"R101c + ViT-B/16": 11.0, "Swin-B + ViT-L/14": 12.4},
+        ),
+        DatasetSpec(
+            "pascal-voc-20",
+            "VOCdevkit/VOC2012",
+            "JPEGImages",
+            "SegmentationClass",
+            ".png",
+            _shift_zero_ignored,
+            split_file="ImageSets/Segmentation/val.txt",
+            howto="download VOCtrainval_11-May-2012.tar from the PASCAL VOC site",
+            paper={"R101c + ViT-B/16": 92.6, "Swin-B + ViT-L/14": 94.5},
+        ),
+        DatasetSpec(
+            "coco-stuff-171",
+            "coco",
+            "val2017",
+            "stuffthingmaps_trainval2017/val2017",
+            ".png",
+            _coco_stuff,
+            howto="download val2017.zip and stuffthingmaps_trainval2017.zip (COCO-Stuff)",
+        ),
+    )
+}
 
 
 @dataclass
@@ -132,8 +175,9 @@ def read_raw_label(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         label = np.asarray(image)
     if label.ndim != 2:
-        raise DatasetError(f"{path}: expected a single-channel label image, got shape "
-                           f"{label.shape}")
+        raise DatasetError(
+            f"{path}: expected a single-channel label image, got shape {label.shape}"
+        )
     return label
 
 
@@ -155,7 +199,8 @@ class Dataset:
             f"{spec.key}: {what}. Expected --root to be the {spec.folder} folder holding "
             f"{spec.images}/ and {spec.labels}/*{spec.label_ext}"
             + (f" and {spec.split_file}" if spec.split_file else "")
-            + (f"; to get it, {spec.howto}" if spec.howto else ""))
+            + (f"; to get it, {spec.howto}" if spec.howto else "")
+        )
 
     def _find_samples(self) -> list[Sample]:
         spec = self.spec
@@ -177,12 +222,14 @@ class Dataset:
         samples = []
         for stem in stems:
             label = labels / f"{stem}{spec.label_ext}"
-            image = next((p for p in (images / f"{stem}.jpg", images / f"{stem}.png")
-                          if p.is_file()), None)
+            image = next(
+                (p for p in (images / f"{stem}.jpg", images / f"{stem}.png") if p.is_file()), None
+            )
             if image is None or not label.is_file():
-                raise self._fail(f"{stem}: missing "
-                                 + (f"image {images / stem}.jpg" if image is None
-                                    else f"label {label}"))
+                raise self._fail(
+                    f"{stem}: missing "
+                    + (f"image {images / stem}.jpg" if image is None else f"label {label}")
+                )
             samples.append(Sample(stem, image, label))
         return samples
 
@@ -202,16 +249,16 @@ class Dataset:
         except (ValueError, KeyError, TypeError) as err:
             raise DatasetError(f"{index}: not a COCO panoptic file ({err})") from None
         if len(categories) != len(self.names):
-            raise DatasetError(f"{index}: {len(categories)} categories, expected "
-                               f"{len(self.names)}")
+            raise DatasetError(f"{index}: {len(categories)} categories, expected {len(self.names)}")
         to_index = {c["id"]: i for i, c in enumerate(categories)}
         for sample in self.samples:
             entry = annotations.get(sample.name)
             if entry is None:
                 continue
             sample.panoptic_path = folder / entry["file_name"]
-            sample.segments = [dict(s, class_index=to_index[s["category_id"]])
-                               for s in entry["segments_info"]]
+            sample.segments = [
+                dict(s, class_index=to_index[s["category_id"]]) for s in entry["segments_info"]
+            ]
         things = {i for i, c in enumerate(categories) if c.get("isthing")}
         return things, set(range(len(categories))) - things
 
@@ -234,8 +281,9 @@ class Dataset:
             return None
         rgb = read_image(sample.panoptic_path).astype(np.int64)
         ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-        segments = {int(s["id"]): Segment(s["class_index"], bool(s.get("iscrowd")))
-                    for s in sample.segments}
+        segments = {
+            int(s["id"]): Segment(s["class_index"], bool(s.get("iscrowd"))) for s in sample.segments
+        }
         return ids, segments
 
     def __iter__(self) -> Iterator[Sample]:

@@ -9,8 +9,8 @@ resolution; unlabelled output pixels count as misses.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class Report:
         data = asdict(self)
         data["semantic"]["per_class_iou"] = {
             name: (None if math.isnan(v) else v)
-            for name, v in zip(self.classes, self.semantic.per_class_iou)}
+            for name, v in zip(self.classes, self.semantic.per_class_iou)
+        }
         del data["classes"]
         return data
 
@@ -48,8 +49,9 @@ def dataset_vocabulary(dataset: Dataset) -> Vocabulary:
     return Vocabulary.parse(list(dataset.names), max_classes=len(dataset.names), stuff=stuff)
 
 
-def score(dataset: Dataset, results: Iterable[tuple[int, SegmentationResult]],
-          model: str = "") -> Report:
+def score(
+    dataset: Dataset, results: Iterable[tuple[int, SegmentationResult]], model: str = ""
+) -> Report:
     """Accumulate metrics over (sample index, result) pairs in any order."""
     semantic = SemanticMetrics(len(dataset.names))
     panoptic = PanopticMetrics(dataset.things, dataset.stuffs) if dataset.has_panoptic else None
@@ -62,13 +64,19 @@ def score(dataset: Dataset, results: Iterable[tuple[int, SegmentationResult]],
         if gt is not None:
             panoptic.update(prediction, result.instance_map, *gt)
         images += 1
-    return Report(dataset.spec.key, images, list(dataset.names), semantic.compute(),
-                  panoptic.compute() if panoptic is not None and panoptic.images else None,
-                  paper=dict(dataset.spec.paper))
+    return Report(
+        dataset.spec.key,
+        images,
+        list(dataset.names),
+        semantic.compute(),
+        panoptic.compute() if panoptic is not None and panoptic.images else None,
+        paper=dict(dataset.spec.paper),
+    )
 
 
-def segment_samples(segmenter, dataset: Dataset, indices: Iterable[int]
-                    ) -> Iterable[tuple[int, SegmentationResult]]:
+def segment_samples(
+    segmenter, dataset: Dataset, indices: Iterable[int]
+) -> Iterable[tuple[int, SegmentationResult]]:
     """(index, result) for the given samples, in the given order."""
     encoded = segmenter.encode_vocabulary(dataset_vocabulary(dataset))
     for index in indices:
@@ -84,13 +92,21 @@ def table(report: Report) -> str:
         return "-" if v is None or math.isnan(v) else f"{v:.1f}"
 
     p = report.panoptic
-    rows.append(("ovseg_ros (this run)", fmt(s.miou), fmt(s.pixel_accuracy),
-                 *(fmt(getattr(p, k)) if p else "-" for k in ("pq", "sq", "rq"))))
+    rows.append(
+        (
+            "ovseg_ros (this run)",
+            fmt(s.miou),
+            fmt(s.pixel_accuracy),
+            *(fmt(getattr(p, k)) if p else "-" for k in ("pq", "sq", "rq")),
+        )
+    )
     for model, miou in report.paper.items():
         rows.append((f"OVSeg {model} (paper)", fmt(miou), "-", "-", "-", "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"{report.images} images, {len(report.classes)} classes")
     return "\n".join(lines)

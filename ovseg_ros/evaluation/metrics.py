@@ -16,8 +16,8 @@ is our own, pinned to panopticapi's numbers by tests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -46,15 +46,17 @@ class SemanticMetrics:
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
-        self._matrix = MulticlassConfusionMatrix(num_classes + 1, ignore_index=IGNORE,
-                                                 validate_args=False)
+        self._matrix = MulticlassConfusionMatrix(
+            num_classes + 1, ignore_index=IGNORE, validate_args=False
+        )
 
     def update(self, prediction: np.ndarray, target: np.ndarray) -> None:
         """prediction: [H, W] class indices (anything else = unlabelled); target: [H, W]
         class indices 0..C-1 or IGNORE. Same shape."""
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction {prediction.shape} and target {target.shape} differ "
-                             "in shape")
+            raise ValueError(
+                f"prediction {prediction.shape} and target {target.shape} differ in shape"
+            )
         pred = torch.from_numpy(prediction.astype(np.int64))
         pred[(pred < 0) | (pred >= self.num_classes)] = self.num_classes
         self._matrix.update(pred.flatten(), torch.from_numpy(target.astype(np.int64)).flatten())
@@ -79,10 +81,12 @@ class SemanticMetrics:
         return SemanticScores(
             miou=100.0 * float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
             pixel_accuracy=100.0 * float(tp.sum() / total) if total else float("nan"),
-            mean_accuracy=100.0 * float(np.nanmean(accuracy)) if np.isfinite(accuracy).any()
+            mean_accuracy=100.0 * float(np.nanmean(accuracy))
+            if np.isfinite(accuracy).any()
             else float("nan"),
             per_class_iou=[100.0 * float(v) for v in iou],
-            pixels=int(total))
+            pixels=int(total),
+        )
 
 
 @dataclass
@@ -131,18 +135,24 @@ class PanopticMetrics:
         self._iou = np.zeros(self.num_classes, dtype=np.float64)
         self.images = 0
 
-    def update(self, pred_classes: np.ndarray, pred_instances: np.ndarray,
-               gt_ids: np.ndarray, gt_segments: Mapping[int, Segment]) -> None:
+    def update(
+        self,
+        pred_classes: np.ndarray,
+        pred_instances: np.ndarray,
+        gt_ids: np.ndarray,
+        gt_segments: Mapping[int, Segment],
+    ) -> None:
         """Add one image (all maps [H, W]; classes outside 0..C-1 are unlabelled)."""
         if not pred_classes.shape == pred_instances.shape == gt_ids.shape:
-            raise ValueError(f"prediction {pred_classes.shape} / {pred_instances.shape} and "
-                             f"ground truth {gt_ids.shape} differ in shape")
+            raise ValueError(
+                f"prediction {pred_classes.shape} / {pred_instances.shape} and "
+                f"ground truth {gt_ids.shape} differ in shape"
+            )
         # Predicted segments: compact ids, 0 = void.
         classes = pred_classes.astype(np.int64).ravel()
         labelled = (classes >= 0) & (classes < self.num_classes)
         span = int(pred_instances.max(initial=0)) + 1
-        key = np.where(labelled, classes * span + pred_instances.astype(np.int64).ravel() + 1,
-                       0)
+        key = np.where(labelled, classes * span + pred_instances.astype(np.int64).ravel() + 1, 0)
         pred_keys, pred = np.unique(key, return_inverse=True)
         if pred_keys[0] != 0:  # no void pixel: index 0 stays the void all the same
             pred_keys, pred = np.concatenate([[0], pred_keys]), pred + 1
@@ -208,6 +218,8 @@ class PanopticMetrics:
         sq = np.where(tp > 0, self._iou / np.maximum(tp, 1), 0.0)
         rq = tp / np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12)
         pq = self._iou / np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12)
-        return PanopticScores(pq=100.0 * float(pq[seen].mean()),
-                              sq=100.0 * float(sq[seen].mean()),
-                              rq=100.0 * float(rq[seen].mean()))
+        return PanopticScores(
+            pq=100.0 * float(pq[seen].mean()),
+            sq=100.0 * float(sq[seen].mean()),
+            rq=100.0 * float(rq[seen].mean()),
+        )

@@ -75,8 +75,11 @@ def opencv_frame_error(err: cv2.error, what: str) -> FrameError:
     compressed image"). Images over OpenCV's pixel limit get the limit and how to raise it."""
     text = str(err)
     if "CV_IO_MAX_IMAGE_PIXELS" in text:
-        return FrameError("size", f"{what} is larger than OpenCV's pixel limit (2^30 "
-                          "unless the environment variable CV_IO_MAX_IMAGE_PIXELS raises it)")
+        return FrameError(
+            "size",
+            f"{what} is larger than OpenCV's pixel limit (2^30 "
+            "unless the environment variable CV_IO_MAX_IMAGE_PIXELS raises it)",
+        )
     detail = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
     return FrameError("decode", f"OpenCV cannot read {what}: {detail}")
 
@@ -136,7 +139,6 @@ class MessageTypes:
     BoundingBox3D: Any
 
 
-
 def byte_view(data: Any) -> np.ndarray:
     """[N] uint8 view of a message's byte data (array.array, bytes, numpy array or list)."""
     try:
@@ -153,8 +155,10 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     """
     encoding = msg.encoding
     if encoding not in FRAME_ENCODINGS:
-        raise FrameError("encoding", f"unsupported encoding {encoding!r}; supported: "
-                         f"{', '.join(FRAME_ENCODINGS)}")
+        raise FrameError(
+            "encoding",
+            f"unsupported encoding {encoding!r}; supported: {', '.join(FRAME_ENCODINGS)}",
+        )
     channels, depth, conversion = FRAME_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
@@ -163,13 +167,18 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         raise FrameError("size", f"{encoding} images need an even width, got {width}")
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise FrameError("step", f"step {step} is smaller than a row of {width} {encoding} "
-                         f"pixels ({row_bytes} bytes)")
+        raise FrameError(
+            "step",
+            f"step {step} is smaller than a row of {width} {encoding} pixels ({row_bytes} bytes)",
+        )
     data = byte_view(msg.data)
     if data.size < step * height:
-        raise FrameError("truncated", f"data has {data.size} bytes but a {width}x{height} "
-                         f"{encoding} image with step {step} needs {step * height}")
-    rows = np.ascontiguousarray(data[:step * height].reshape(height, step)[:, :row_bytes])
+        raise FrameError(
+            "truncated",
+            f"data has {data.size} bytes but a {width}x{height} "
+            f"{encoding} image with step {step} needs {step * height}",
+        )
+    rows = np.ascontiguousarray(data[: step * height].reshape(height, step)[:, :row_bytes])
     if depth == 2:
         pixels = rows.view(">u2" if msg.is_bigendian else "<u2").reshape(height, width)
         pixels = (pixels >> 8).astype(np.uint8)
@@ -188,8 +197,9 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> [H, W, 3] uint8 RGB, or FrameError."""
     if "compresseddepth" in msg.format.lower():
-        raise FrameError("encoding", f"format {msg.format!r} is a compressed depth image, "
-                         "not a colour image")
+        raise FrameError(
+            "encoding", f"format {msg.format!r} is a compressed depth image, not a colour image"
+        )
     data = byte_view(msg.data)
     if data.size == 0:
         raise FrameError("size", "compressed image has no data")
@@ -203,21 +213,32 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise opencv_frame_error(err, what) from None
 
 
-def image_message(types: MessageTypes, header: Any, pixels: np.ndarray,
-                  encoding: str) -> Any:
+def image_message(types: MessageTypes, header: Any, pixels: np.ndarray, encoding: str) -> Any:
     """sensor_msgs/Image of [H, W] (16UC1) or [H, W, 3] (rgb8) pixels, little endian."""
     dtype, channels = OUTPUT_ENCODINGS[encoding]
     expected_ndim = 2 if channels == 1 else 3
-    if pixels.dtype != dtype or pixels.ndim != expected_ndim or (
-            channels > 1 and pixels.shape[2] != channels):
-        raise ValueError(f"{encoding} needs a {dtype} array of {expected_ndim} dimensions, got "
-                         f"{pixels.dtype} {pixels.shape}")
+    if (
+        pixels.dtype != dtype
+        or pixels.ndim != expected_ndim
+        or (channels > 1 and pixels.shape[2] != channels)
+    ):
+        raise ValueError(
+            f"{encoding} needs a {dtype} array of {expected_ndim} dimensions, got "
+            f"{pixels.dtype} {pixels.shape}"
+        )
     pixels = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder("<"))
     height, width = pixels.shape[:2]
     data = array.array("B")
     data.frombytes(pixels.reshape(-1).view(np.uint8))
-    return types.Image(header=header, height=height, width=width, encoding=encoding,
-                       is_bigendian=0, step=width * channels * dtype.itemsize, data=data)
+    return types.Image(
+        header=header,
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels * dtype.itemsize,
+        data=data,
+    )
 
 
 def fill_instance(msg: Any, instance: Instance) -> Any:
@@ -244,9 +265,14 @@ def instance_message(types: MessageTypes, instance: Instance) -> Any:
     return fill_instance(types.SegmentedInstance(), instance)
 
 
-def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResult,
-                     semantic: Any = None, instance: Any = None,
-                     pool: MessagePool | None = None) -> Any:
+def panoptic_message(
+    types: MessageTypes,
+    header: Any,
+    result: SegmentationResult,
+    semantic: Any = None,
+    instance: Any = None,
+    pool: MessagePool | None = None,
+) -> Any:
     """ovseg_ros/PanopticSegmentation: both label images (``semantic`` and ``instance``
     when already built), the vocabulary and the instances."""
     instances = _pool(pool).take("instance", len(result.instances), types.SegmentedInstance)
@@ -254,11 +280,14 @@ def panoptic_message(types: MessageTypes, header: Any, result: SegmentationResul
         header=header,
         vocabulary=list(result.vocabulary.names),
         vocabulary_version=int(result.vocabulary_version),
-        semantic=semantic if semantic is not None else
-        image_message(types, header, result.semantic, "16UC1"),
-        instance=instance if instance is not None else
-        image_message(types, header, result.instance_map, "16UC1"),
-        instances=[fill_instance(msg, item) for msg, item in zip(instances, result.instances)])
+        semantic=semantic
+        if semantic is not None
+        else image_message(types, header, result.semantic, "16UC1"),
+        instance=instance
+        if instance is not None
+        else image_message(types, header, result.instance_map, "16UC1"),
+        instances=[fill_instance(msg, item) for msg, item in zip(instances, result.instances)],
+    )
 
 
 def _hypothesis(types: MessageTypes) -> Any:
@@ -269,8 +298,9 @@ def _detection_2d(types: MessageTypes) -> Any:
     return types.Detection2D(results=[_hypothesis(types)])
 
 
-def detections_message(types: MessageTypes, header: Any, result: SegmentationResult,
-                       pool: MessagePool | None = None) -> Any:
+def detections_message(
+    types: MessageTypes, header: Any, result: SegmentationResult, pool: MessagePool | None = None
+) -> Any:
     """vision_msgs/Detection2DArray: one detection per instance with pixels.
 
     class_id is the class name, score the classification probability, id object_id() (the
@@ -293,19 +323,25 @@ def detections_message(types: MessageTypes, header: Any, result: SegmentationRes
     return types.Detection2DArray(header=header, detections=detections)
 
 
-def label_info_message(types: MessageTypes, header: Any, vocabulary: Vocabulary,
-                       threshold: float) -> Any:
+def label_info_message(
+    types: MessageTypes, header: Any, vocabulary: Vocabulary, threshold: float
+) -> Any:
     """vision_msgs/LabelInfo: class index -> name, plus UNLABELLED (65535) -> 'unlabelled'."""
-    class_map = [types.VisionClass(class_id=index, class_name=name)
-                 for index, name in enumerate(vocabulary.names)]
+    class_map = [
+        types.VisionClass(class_id=index, class_name=name)
+        for index, name in enumerate(vocabulary.names)
+    ]
     class_map.append(types.VisionClass(class_id=UNLABELLED, class_name=UNLABELLED_NAME))
     return types.LabelInfo(header=header, class_map=class_map, threshold=float(threshold))
 
 
 def _located(result: SegmentationResult) -> list[Instance]:
     """The instances with a 3D centroid."""
-    return [instance for instance in result.instances
-            if all(math.isfinite(c) for c in instance.geometry.centroid)]
+    return [
+        instance
+        for instance in result.instances
+        if all(math.isfinite(c) for c in instance.geometry.centroid)
+    ]
 
 
 def _set_pose(pose: Any, x: float, y: float, z: float) -> None:
@@ -320,14 +356,15 @@ def object_id(instance: Instance) -> int:
     return int(instance.track_id or instance.id)
 
 
-def markers_message(types: MessageTypes, header: Any, result: SegmentationResult,
-                    pool: MessagePool | None = None) -> Any:
+def markers_message(
+    types: MessageTypes, header: Any, result: SegmentationResult, pool: MessagePool | None = None
+) -> Any:
     """visualization_msgs/MarkerArray for rviz: first a DELETEALL (instances of the previous
     frame do not linger), then per instance with a 3D centroid a box (namespace 'boxes': a
     CUBE at the centroid, the extent as its size, at least MIN_MARKER_SIZE_M, in the class
     colour) and its label above it (namespace 'labels'). Marker ids are object_id()."""
     pool = _pool(pool)
-    delete_all, = pool.take("marker_delete_all", 1, types.Marker)
+    (delete_all,) = pool.take("marker_delete_all", 1, types.Marker)
     delete_all.header, delete_all.action = header, MARKER_DELETEALL
     located = _located(result)
     boxes = pool.take("marker_box", len(located), types.Marker)
@@ -358,8 +395,9 @@ def _detection_3d(types: MessageTypes) -> Any:
     return types.Detection3D(results=[_hypothesis(types)])
 
 
-def detections_3d_message(types: MessageTypes, header: Any, result: SegmentationResult,
-                          pool: MessagePool | None = None) -> Any:
+def detections_3d_message(
+    types: MessageTypes, header: Any, result: SegmentationResult, pool: MessagePool | None = None
+) -> Any:
     """vision_msgs/Detection3DArray: one detection per instance with a 3D centroid, in the
     colour camera's optical frame: the box is centred on the centroid with the extent as its
     size (axis-aligned, identity orientation); class_id is the class name, score the

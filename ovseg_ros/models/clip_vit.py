@@ -25,16 +25,22 @@ QUICK_GELU_SCALE = 1.702  # open_clip's QuickGELU: x * sigmoid(1.702 x)
 
 def is_class_token_vit(visual: nn.Module) -> bool:
     """True for an open_clip VisionTransformer pooled by its class token, with a projection."""
-    return (isinstance(visual, VisionTransformer) and visual.attn_pool is None
-            and visual.pool_type == "tok" and visual.proj is not None)
+    return (
+        isinstance(visual, VisionTransformer)
+        and visual.attn_pool is None
+        and visual.pool_type == "tok"
+        and visual.proj is not None
+    )
 
 
 def require_class_token_vit(visual: nn.Module) -> None:
     """Raise ValueError unless ``is_class_token_vit(visual)``, naming what was given."""
     if not is_class_token_vit(visual):
-        raise ValueError("the mask prompt and mask tokens need an open_clip VisionTransformer "
-                         "pooled by its class token with a projection (CLIP's ViTs); got "
-                         f"{type(visual).__name__}")
+        raise ValueError(
+            "the mask prompt and mask tokens need an open_clip VisionTransformer "
+            "pooled by its class token with a projection (CLIP's ViTs); got "
+            f"{type(visual).__name__}"
+        )
 
 
 def patch_tokens(visual: VisionTransformer, pixels: torch.Tensor) -> torch.Tensor:
@@ -59,12 +65,20 @@ def is_plain_block(block: nn.Module) -> bool:
     if not isinstance(block, ResidualAttentionBlock) or hasattr(block, "ln_1_kv"):
         return False
     attn = block.attn
-    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim
-            and attn.bias_k is None and not attn.add_zero_attn)
+    return (
+        isinstance(attn, nn.MultiheadAttention)
+        and attn._qkv_same_embed_dim
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+    )
 
 
-def residual_block(visual: VisionTransformer, block: nn.Module, x: torch.Tensor,
-                   attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def residual_block(
+    visual: VisionTransformer,
+    block: nn.Module,
+    x: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One residual block on [B, L, width] -> [B, L, width]; ``attn_mask`` [L, L] is additive.
 
     A plain block runs ``attention`` and ``mlp`` on its own weights; any other block runs its
@@ -78,8 +92,7 @@ def residual_block(visual: VisionTransformer, block: nn.Module, x: torch.Tensor,
     return x + block.ls_2(mlp(block.mlp, block.ln_2(x)))
 
 
-def class_token_block(visual: VisionTransformer, block: nn.Module, x: torch.Tensor
-                      ) -> torch.Tensor:
+def class_token_block(visual: VisionTransformer, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The class token's output of one residual block, [B, L, width] -> [B, width]: keys and
     values from every token, attention and MLP for the class token only (what a full block
     gives at x[:, 0], up to float rounding)."""
@@ -90,8 +103,12 @@ def class_token_block(visual: VisionTransformer, block: nn.Module, x: torch.Tens
     return (cls + block.ls_2(mlp(block.mlp, block.ln_2(cls))))[:, 0]
 
 
-def attention(attn: nn.MultiheadAttention, queries: torch.Tensor, tokens: torch.Tensor,
-              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention(
+    attn: nn.MultiheadAttention,
+    queries: torch.Tensor,
+    tokens: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``attn(queries, tokens, tokens, attn_mask=attn_mask)[0]`` on [B, Lq, width] queries and
     [B, L, width] tokens, through ``F.scaled_dot_product_attention``: a fused kernel on the
     CPU too, where the module runs separate matmuls and a softmax over [B, heads, Lq, L] (and,
@@ -103,15 +120,19 @@ def attention(attn: nn.MultiheadAttention, queries: torch.Tensor, tokens: torch.
         q, k, v = qkv.view(b, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
     else:
         w_q, w_kv = attn.in_proj_weight.split([width, 2 * width])
-        b_q, b_kv = ((None, None) if attn.in_proj_bias is None
-                     else attn.in_proj_bias.split([width, 2 * width]))
+        b_q, b_kv = (
+            (None, None)
+            if attn.in_proj_bias is None
+            else attn.in_proj_bias.split([width, 2 * width])
+        )
         q = F.linear(queries, w_q, b_q).view(b, -1, heads, width // heads).transpose(1, 2)
         kv = F.linear(tokens, w_kv, b_kv)
         k, v = kv.view(b, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
     mask = None if attn_mask is None else attn_mask.to(q.dtype)
     attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return F.linear(attended.transpose(1, 2).reshape(b, -1, width),
-                    attn.out_proj.weight, attn.out_proj.bias)
+    return F.linear(
+        attended.transpose(1, 2).reshape(b, -1, width), attn.out_proj.weight, attn.out_proj.bias
+    )
 
 
 def mlp(block_mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -120,12 +141,19 @@ def mlp(block_mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     the activation becomes one in-place silu: one pass over the [tokens, 4 * width] hidden
     layer instead of three. Any other MLP runs its own forward."""
     fc, proj = getattr(block_mlp, "c_fc", None), getattr(block_mlp, "c_proj", None)
-    if (not isinstance(getattr(block_mlp, "gelu", None), QuickGELU) or len(block_mlp) != 3
-            or fc is None or proj is None or fc.bias is None or proj.bias is None):
+    if (
+        not isinstance(getattr(block_mlp, "gelu", None), QuickGELU)
+        or len(block_mlp) != 3
+        or fc is None
+        or proj is None
+        or fc.bias is None
+        or proj.bias is None
+    ):
         return block_mlp(x)
     rows = x.reshape(-1, x.shape[-1])
-    hidden = torch.addmm(fc.bias, rows, fc.weight.t(), beta=QUICK_GELU_SCALE,
-                         alpha=QUICK_GELU_SCALE)
+    hidden = torch.addmm(
+        fc.bias, rows, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE
+    )
     F.silu(hidden, inplace=True)
     out = torch.addmm(proj.bias, hidden, proj.weight.t(), alpha=1 / QUICK_GELU_SCALE)
     return out.view(*x.shape[:-1], out.shape[-1])

@@ -15,16 +15,25 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import open_clip
 import torch
 from huggingface_hub import try_to_load_from_cache
 
-from .checkpoints import (WeightsError, existing_file, load_strict, only_tensors, read_checkpoint, read_state_dict, unwrap_state_dict)
 from ..settings.config import Settings
+from .checkpoints import (
+    WeightsError,
+    existing_file,
+    load_strict,
+    only_tensors,
+    read_checkpoint,
+    read_state_dict,
+    unwrap_state_dict,
+)
 
 # OVSeg's detectron2 checkpoint keeps CLIP under this prefix and the mask prompt beside it.
 OVSEG_CLIP_PREFIX = "clip_adapter.clip_model."
@@ -64,14 +73,19 @@ def load_clip(settings: Settings, device: str | torch.device) -> ClipBundle:
     name = settings.clip_model
     if open_clip.get_model_config(name) is None:
         close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
-        raise WeightsError(f"Unknown open_clip model {name!r} (clip_model)."
-                           + (f" Did you mean: {', '.join(close)}?" if close else "")
-                           + " open_clip.list_models() lists them all.")
+        raise WeightsError(
+            f"Unknown open_clip model {name!r} (clip_model)."
+            + (f" Did you mean: {', '.join(close)}?" if close else "")
+            + " open_clip.list_models() lists them all."
+        )
     if settings.ovseg_checkpoint:
-        path = existing_file(settings.ovseg_checkpoint, "ovseg_checkpoint",
-                             "Download OVSeg's ovseg_clip_l_9a1909.pth or "
-                             "ovseg_swinbase_vitL14_ft_mpt.pth, or leave ovseg_checkpoint "
-                             "empty to use clip_pretrained.")
+        path = existing_file(
+            settings.ovseg_checkpoint,
+            "ovseg_checkpoint",
+            "Download OVSeg's ovseg_clip_l_9a1909.pth or "
+            "ovseg_swinbase_vitL14_ft_mpt.pth, or leave ovseg_checkpoint "
+            "empty to use clip_pretrained.",
+        )
         state, mask_embedding = _read_ovseg_checkpoint(path)
         source, quick_gelu, preprocess = f"OVSeg checkpoint {path}", True, {}
     else:
@@ -80,8 +94,9 @@ def load_clip(settings: Settings, device: str | torch.device) -> ClipBundle:
         mask_embedding = None
         source = f"CLIP weights {path}"
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-        preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
-                      if k in tag_cfg}
+        preprocess = {
+            k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg
+        }
     model = _create_clip(name, quick_gelu=quick_gelu, preprocess=preprocess)
     target = f"open_clip {name}"
     if settings.ovseg_checkpoint:
@@ -115,8 +130,12 @@ def _create_clip(name: str, *, quick_gelu: bool, preprocess: dict[str, Any]) -> 
     drop = _DropRandomInitWarning()
     root.addFilter(drop)
     try:
-        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu,
-                                      force_preprocess_cfg=preprocess or None)
+        return open_clip.create_model(
+            name,
+            pretrained=None,
+            force_quick_gelu=quick_gelu,
+            force_preprocess_cfg=preprocess or None,
+        )
     finally:
         root.removeFilter(drop)
 
@@ -126,12 +145,17 @@ def _clip_weights_file(settings: Settings) -> tuple[Path, dict[str, Any]]:
     ({} for a path). A tag's file is taken from the cache or fetched with open_clip."""
     value = settings.clip_pretrained
     if not value:
-        raise WeightsError("clip_pretrained is empty: give an open_clip pretrained tag (e.g. "
-                           "openai) or the path of a state dict, or set ovseg_checkpoint.")
+        raise WeightsError(
+            "clip_pretrained is empty: give an open_clip pretrained tag (e.g. "
+            "openai) or the path of a state dict, or set ovseg_checkpoint."
+        )
     if _looks_like_path(value):
-        return existing_file(value, "clip_pretrained",
-                             "Point it at an open_clip state dict, or use a pretrained tag "
-                             f"of {settings.clip_model}: {_tags(settings.clip_model)}."), {}
+        return existing_file(
+            value,
+            "clip_pretrained",
+            "Point it at an open_clip state dict, or use a pretrained tag "
+            f"of {settings.clip_model}: {_tags(settings.clip_model)}.",
+        ), {}
     tag_cfg = _tag_config(settings)
     cache_dir = settings.resolved_cache_dir()
     cached = _cached_tag_file(tag_cfg, cache_dir)
@@ -146,14 +170,20 @@ def _clip_weights_file(settings: Settings) -> tuple[Path, dict[str, Any]]:
             f"Could not download the {settings.clip_model} weights for pretrained tag "
             f"{value!r} ({_tag_source(tag_cfg)}) into {cache_dir}: {err}. Check the network "
             f"(a proxy: HTTPS_PROXY; a Hugging Face mirror: HF_ENDPOINT), or download them "
-            f"elsewhere and set clip_pretrained to the file's path.") from err
+            f"elsewhere and set clip_pretrained to the file's path."
+        ) from err
 
 
 def _looks_like_path(value: str) -> bool:
     """open_clip tags are plain identifiers (openai, laion2b_s34b_b79k); anything with a
     folder or a weight-file suffix, or naming an existing file, is a path."""
-    return ("/" in value or os.sep in value or value.startswith("~")
-            or value.endswith(_WEIGHT_SUFFIXES) or Path(value).is_file())
+    return (
+        "/" in value
+        or os.sep in value
+        or value.startswith("~")
+        or value.endswith(_WEIGHT_SUFFIXES)
+        or Path(value).is_file()
+    )
 
 
 def _tag_config(settings: Settings) -> dict[str, Any]:
@@ -162,7 +192,8 @@ def _tag_config(settings: Settings) -> dict[str, Any]:
         raise WeightsError(
             f"clip_pretrained {settings.clip_pretrained!r} is neither a file nor a pretrained "
             f"tag of open_clip model {settings.clip_model}. Tags: "
-            f"{_tags(settings.clip_model)}.")
+            f"{_tags(settings.clip_model)}."
+        )
     return tag_cfg
 
 
@@ -216,10 +247,12 @@ def _cached_tag_file(tag_cfg: Mapping[str, Any], cache_dir: Path) -> Path | None
 
 def _tag_not_cached_message(settings: Settings, tag_cfg: Mapping[str, Any]) -> str:
     cache_dir = settings.resolved_cache_dir()
-    return (f"The {settings.clip_model} weights for pretrained tag "
-            f"{settings.clip_pretrained!r} ({_tag_source(tag_cfg)}) are not in {cache_dir} "
-            f"and downloads are off (offline). Run once with offline false to fetch them "
-            f"there, or set clip_pretrained to the path of an open_clip state dict.")
+    return (
+        f"The {settings.clip_model} weights for pretrained tag "
+        f"{settings.clip_pretrained!r} ({_tag_source(tag_cfg)}) are not in {cache_dir} "
+        f"and downloads are off (offline). Run once with offline false to fetch them "
+        f"there, or set clip_pretrained to the path of an open_clip state dict."
+    )
 
 
 def _read_ovseg_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
@@ -231,24 +264,32 @@ def _read_ovseg_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], torch.T
     """
     checkpoint = read_checkpoint(path, "OVSeg checkpoint")
     if isinstance(checkpoint.get("model"), Mapping):
-        state = {k[len(OVSEG_CLIP_PREFIX):]: v for k, v in checkpoint["model"].items()
-                 if k.startswith(OVSEG_CLIP_PREFIX)}
+        state = {
+            k[len(OVSEG_CLIP_PREFIX) :]: v
+            for k, v in checkpoint["model"].items()
+            if k.startswith(OVSEG_CLIP_PREFIX)
+        }
         if not state:
-            raise WeightsError(f"OVSeg checkpoint {path} has no CLIP weights (no keys under "
-                               f"'{OVSEG_CLIP_PREFIX}' in its 'model').")
+            raise WeightsError(
+                f"OVSeg checkpoint {path} has no CLIP weights (no keys under "
+                f"'{OVSEG_CLIP_PREFIX}' in its 'model')."
+            )
     else:
         state = unwrap_state_dict(only_tensors(checkpoint, path, "OVSeg checkpoint"))
     state = dict(state)
     return state, state.pop(MASK_EMBEDDING_KEY, None)
 
 
-def _check_mask_embedding(mask_embedding: torch.Tensor, model: torch.nn.Module, source: str,
-                          name: str) -> None:
+def _check_mask_embedding(
+    mask_embedding: torch.Tensor, model: torch.nn.Module, source: str, name: str
+) -> None:
     """The prompt adds one [grid*grid, width] token block to each of the first depth layers."""
     visual = model.visual
     if not hasattr(visual, "grid_size") or not hasattr(visual, "transformer"):
-        raise WeightsError(f"{source} has a mask prompt, which needs a ViT image encoder; "
-                           f"open_clip {name} has none.")
+        raise WeightsError(
+            f"{source} has a mask prompt, which needs a ViT image encoder; "
+            f"open_clip {name} has none."
+        )
     tokens = visual.grid_size[0] * visual.grid_size[1]
     width = visual.conv1.out_channels
     layers = len(visual.transformer.resblocks)
@@ -258,15 +299,17 @@ def _check_mask_embedding(mask_embedding: torch.Tensor, model: torch.nn.Module, 
             f"{source}: {MASK_EMBEDDING_KEY} has shape {shape}, but open_clip {name} needs "
             f"[depth 1..{layers}, {tokens} ({visual.grid_size[0]}x{visual.grid_size[1]} "
             f"patches), {width} (width)]. Use the clip_model the checkpoint was trained with "
-            f"(ViT-L-14 for OVSeg's).")
+            f"(ViT-L-14 for OVSeg's)."
+        )
 
 
 def _square_size(size: int | tuple[int, int], name: str) -> int:
     if isinstance(size, int):
         return size
     if size[0] != size[1]:
-        raise WeightsError(f"open_clip {name} takes {size[0]}x{size[1]} images; only square "
-                           f"inputs are supported.")
+        raise WeightsError(
+            f"open_clip {name} takes {size[0]}x{size[1]} images; only square inputs are supported."
+        )
     return int(size[0])
 
 
@@ -283,9 +326,11 @@ def missing_clip(settings: Settings) -> list[str]:
     elif settings.clip_pretrained:
         tag_cfg = open_clip.get_pretrained_cfg(settings.clip_model, settings.clip_pretrained)
         if not tag_cfg:
-            return [f"clip_pretrained {settings.clip_pretrained!r} is neither a file nor a "
-                    f"pretrained tag of {settings.clip_model} "
-                    f"(tags: {_tags(settings.clip_model)})."]
+            return [
+                f"clip_pretrained {settings.clip_pretrained!r} is neither a file nor a "
+                f"pretrained tag of {settings.clip_model} "
+                f"(tags: {_tags(settings.clip_model)})."
+            ]
         if settings.offline and _cached_tag_file(tag_cfg, settings.resolved_cache_dir()) is None:
             return [_tag_not_cached_message(settings, tag_cfg)]
     return []

@@ -15,12 +15,22 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
-from .clip_vit import (add_class_token, class_token_block, patch_tokens, project, require_class_token_vit, residual_block)
+from .clip_vit import (
+    add_class_token,
+    class_token_block,
+    patch_tokens,
+    project,
+    require_class_token_vit,
+    residual_block,
+)
 
 
-def mask_prompt_features(visual: VisionTransformer, pixels: torch.Tensor,
-                         patch_mask: torch.Tensor, mask_embedding: torch.Tensor
-                         ) -> torch.Tensor:
+def mask_prompt_features(
+    visual: VisionTransformer,
+    pixels: torch.Tensor,
+    patch_mask: torch.Tensor,
+    mask_embedding: torch.Tensor,
+) -> torch.Tensor:
     """OVSeg's mask prompt tuning forward.
 
     Patch tokens outside the mask are replaced by the prompt: after the patch embedding
@@ -66,12 +76,13 @@ def mask_token_attention_mask(patch_masks: torch.Tensor) -> torch.Tensor:
     q, p = patch_masks.shape
     blocked = torch.zeros(q + 1 + p, q + 1 + p, dtype=torch.bool, device=patch_masks.device)
     blocked[:, :q] = True
-    blocked[:q, q + 1:] = ~patch_masks
+    blocked[:q, q + 1 :] = ~patch_masks
     return torch.zeros(blocked.shape, device=blocked.device).masked_fill(blocked, float("-inf"))
 
 
-def mask_token_features(visual: VisionTransformer, pixels: torch.Tensor,
-                        patch_masks: torch.Tensor) -> torch.Tensor:
+def mask_token_features(
+    visual: VisionTransformer, pixels: torch.Tensor, patch_masks: torch.Tensor
+) -> torch.Tensor:
     """MaskCLIP mask class tokens: one pass over [Q mask tokens, CLS, patches].
 
     Each mask token starts as the class token (class embedding + its positional embedding)

@@ -54,8 +54,9 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.unflatten(-1, (num_heads, -1)).transpose(-3, -2)
 
 
-def _against_image(folded: torch.Tensor, image: torch.Tensor,
-                   image_pe: torch.Tensor) -> torch.Tensor:
+def _against_image(
+    folded: torch.Tensor, image: torch.Tensor, image_pe: torch.Tensor
+) -> torch.Tensor:
     """folded [B, R, D] . (image + image_pe) per row -> [B, R, N], without materialising
     image + image_pe (image [B, N, D] per prompt; image_pe [1, N, D] shared)."""
     batch, rows, dim = folded.shape
@@ -63,8 +64,9 @@ def _against_image(folded: torch.Tensor, image: torch.Tensor,
     return torch.baddbmm(with_pe, folded, image.transpose(1, 2))
 
 
-def _tokens_to_image(attention: Attention, queries: torch.Tensor, keys: torch.Tensor,
-                     keys_pe: torch.Tensor) -> torch.Tensor:
+def _tokens_to_image(
+    attention: Attention, queries: torch.Tensor, keys: torch.Tensor, keys_pe: torch.Tensor
+) -> torch.Tensor:
     """attention(q=queries, k=keys + keys_pe, v=keys) for a few queries against many image
     tokens, with the key and value projections moved to the query side.
 
@@ -74,12 +76,12 @@ def _tokens_to_image(attention: Attention, queries: torch.Tensor, keys: torch.Te
     batch, tokens, _ = queries.shape
     head_dim = attention.internal_dim // heads
     q = _heads(attention.q_proj(queries), heads) / math.sqrt(head_dim)  # [B, H, T, c]
-    w_k = attention.k_proj.weight.unflatten(0, (heads, head_dim))       # [H, c, D]
-    folded = (q @ w_k).flatten(1, 2)                                    # [B, H*T, D]
+    w_k = attention.k_proj.weight.unflatten(0, (heads, head_dim))  # [H, c, D]
+    folded = (q @ w_k).flatten(1, 2)  # [B, H*T, D]
     weights = torch.softmax(_against_image(folded, keys, keys_pe), dim=-1)  # [B, H*T, N]
-    mixed = weights @ keys                                              # [B, H*T, D]
-    w_v = attention.v_proj.weight.unflatten(0, (heads, head_dim))       # [H, c, D]
-    b_v = attention.v_proj.bias.unflatten(0, (heads, head_dim))         # [H, c]
+    mixed = weights @ keys  # [B, H*T, D]
+    w_v = attention.v_proj.weight.unflatten(0, (heads, head_dim))  # [H, c, D]
+    b_v = attention.v_proj.bias.unflatten(0, (heads, head_dim))  # [H, c]
     out = mixed.unflatten(1, (heads, tokens)) @ w_v.transpose(1, 2) + b_v[:, None]
     return attention.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
@@ -89,8 +91,9 @@ def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.unflatten(-1, (heads, -1)).permute(2, 0, 1, 3).flatten(1, 2)
 
 
-def _tokens_to_shared_image(attention: Attention, queries: torch.Tensor, keys: torch.Tensor,
-                            values: torch.Tensor) -> torch.Tensor:
+def _tokens_to_shared_image(
+    attention: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
     """attention(q=queries, k=keys, v=values) when every prompt sees the same image
     (keys, values [1, N, D]): project them once, batch the prompts per head.
     queries [B, T, D] -> [B, T, D]."""
@@ -98,15 +101,21 @@ def _tokens_to_shared_image(attention: Attention, queries: torch.Tensor, keys: t
     batch, tokens, _ = queries.shape
     head_dim = attention.internal_dim // heads
     q = _per_head(attention.q_proj(queries), heads) / math.sqrt(head_dim)  # [H, B*T, c]
-    k = _per_head(attention.k_proj(keys), heads)                           # [H, N, c]
+    k = _per_head(attention.k_proj(keys), heads)  # [H, N, c]
     v = _per_head(attention.v_proj(values), heads)
-    out = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v                 # [H, B*T, c]
-    return attention.out_proj(out.unflatten(1, (batch, tokens)).permute(1, 2, 0, 3)
-                              .reshape(batch, tokens, -1))
+    out = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v  # [H, B*T, c]
+    return attention.out_proj(
+        out.unflatten(1, (batch, tokens)).permute(1, 2, 0, 3).reshape(batch, tokens, -1)
+    )
 
 
-def _image_to_tokens(attention: Attention, image: torch.Tensor, image_pe: torch.Tensor,
-                     tokens_pe: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def _image_to_tokens(
+    attention: Attention,
+    image: torch.Tensor,
+    image_pe: torch.Tensor,
+    tokens_pe: torch.Tensor,
+    tokens: torch.Tensor,
+) -> torch.Tensor:
     """image + attention(q=image + image_pe, k=tokens_pe, v=tokens): many image tokens
     attend to a few tokens, with the query projection folded into the keys and the output
     projection into the values; the residual is added by the last matmul.
@@ -124,24 +133,27 @@ def _image_to_tokens(attention: Attention, image: torch.Tensor, image_pe: torch.
         weights = torch.softmax(scores.unflatten(1, (batch, count)), dim=2)  # [H, B, T, N]
         weights = weights.transpose(0, 1).reshape(batch, heads * count, -1)
     else:
-        w_q = attention.q_proj.weight.unflatten(0, (heads, head_dim))     # [H, c, D]
-        b_q = attention.q_proj.bias.unflatten(0, (heads, head_dim))       # [H, c]
-        folded = (k @ w_q).flatten(1, 2)                                  # [B, H*T, D]
+        w_q = attention.q_proj.weight.unflatten(0, (heads, head_dim))  # [H, c, D]
+        b_q = attention.q_proj.bias.unflatten(0, (heads, head_dim))  # [H, c]
+        folded = (k @ w_q).flatten(1, 2)  # [B, H*T, D]
         offset = (k @ b_q[:, :, None]).view(batch, heads * count, 1)
         scores = _against_image(folded, image, image_pe) + offset
         weights = torch.softmax(scores.unflatten(1, (heads, count)), dim=2).flatten(1, 2)
-    v = _heads(attention.v_proj(tokens), heads)                           # [B, H, T, c]
-    w_o = attention.out_proj.weight.unflatten(1, (heads, head_dim))       # [D, H, c]
+    v = _heads(attention.v_proj(tokens), heads)  # [B, H, T, c]
+    w_o = attention.out_proj.weight.unflatten(1, (heads, head_dim))  # [D, H, c]
     # Each head's weights sum to 1 over its T tokens, so adding bias / H to every value
     # adds the output bias once.
     values = (v @ w_o.permute(1, 2, 0)).flatten(1, 2) + attention.out_proj.bias / heads
     return torch.baddbmm(image, weights.transpose(1, 2), values)
 
 
-def two_way_transformer(transformer: TwoWayTransformer, image: torch.Tensor,
-                        image_pe: torch.Tensor, tokens: torch.Tensor,
-                        query_tokens: tuple[int, ...] | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def two_way_transformer(
+    transformer: TwoWayTransformer,
+    image: torch.Tensor,
+    image_pe: torch.Tensor,
+    tokens: torch.Tensor,
+    query_tokens: tuple[int, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """What ``transformer(image, image_pe, tokens)`` returns, for one image shared by every
     prompt.
 
@@ -152,7 +164,7 @@ def two_way_transformer(transformer: TwoWayTransformer, image: torch.Tensor,
     """
     if len(transformer.layers) == 0 or not transformer.layers[0].skip_first_layer_pe:
         raise ValueError("expected SAM's TwoWayTransformer (layer 0 skips the query PE)")
-    image = image.flatten(2).transpose(1, 2)                            # [1, N, D]
+    image = image.flatten(2).transpose(1, 2)  # [1, N, D]
     image_pe = image_pe.flatten(2).transpose(1, 2)
     queries, keys = tokens, image
     for layer in transformer.layers:
@@ -164,37 +176,48 @@ def two_way_transformer(transformer: TwoWayTransformer, image: torch.Tensor,
         queries = layer.norm1(queries)
         if keys.shape[0] == 1:
             # Layer 0: the image tokens are the same for every prompt, project them once.
-            attn_out = _tokens_to_shared_image(layer.cross_attn_token_to_image,
-                                               queries + tokens, keys + image_pe, keys)
+            attn_out = _tokens_to_shared_image(
+                layer.cross_attn_token_to_image, queries + tokens, keys + image_pe, keys
+            )
         else:
-            attn_out = _tokens_to_image(layer.cross_attn_token_to_image, queries + tokens,
-                                        keys, image_pe)
+            attn_out = _tokens_to_image(
+                layer.cross_attn_token_to_image, queries + tokens, keys, image_pe
+            )
         queries = layer.norm2(queries + attn_out)
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(_image_to_tokens(layer.cross_attn_image_to_token, keys, image_pe,
-                                            queries + tokens, queries))
+        keys = layer.norm4(
+            _image_to_tokens(
+                layer.cross_attn_image_to_token, keys, image_pe, queries + tokens, queries
+            )
+        )
     if query_tokens is not None:
         index = torch.tensor(query_tokens, device=queries.device)
         queries, tokens = queries[:, index], tokens[:, index]
-    attn_out = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens,
-                                keys, image_pe)
+    attn_out = _tokens_to_image(
+        transformer.final_attn_token_to_image, queries + tokens, keys, image_pe
+    )
     return transformer.norm_final_attn(queries + attn_out), keys
 
 
-def _transposed_conv_weight(conv: torch.nn.ConvTranspose2d
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _transposed_conv_weight(conv: torch.nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
     """A 2x2 stride-2 transposed convolution as a per-pixel linear map: (weight [C_in,
     2 * 2 * C_out], bias [2 * 2 * C_out]), outputs ordered (row offset, column offset,
     channel)."""
-    if conv.kernel_size != (2, 2) or conv.stride != (2, 2) or conv.padding != (0, 0) \
-            or conv.groups != 1 or conv.dilation != (1, 1):
+    if (
+        conv.kernel_size != (2, 2)
+        or conv.stride != (2, 2)
+        or conv.padding != (0, 0)
+        or conv.groups != 1
+        or conv.dilation != (1, 1)
+    ):
         raise ValueError(f"expected SAM's 2x2 stride-2 upscaling, got {conv}")
     weight = conv.weight.permute(0, 2, 3, 1).flatten(1)
     return weight, conv.bias.repeat(4)
 
 
-def upscaled_masks(decoder: MaskDecoder, image: torch.Tensor, hyper: torch.Tensor,
-                   size: tuple[int, int]) -> torch.Tensor:
+def upscaled_masks(
+    decoder: MaskDecoder, image: torch.Tensor, hyper: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """hyper @ decoder.output_upscaling(image) as SAM's decoder computes its masks, with the
     two 2x2 stride-2 transposed convolutions as matmuls (the CPU's transposed convolution is
     several times slower than the same multiply-adds in one GEMM) and the pixel shuffle done
@@ -207,12 +230,14 @@ def upscaled_masks(decoder: MaskDecoder, image: torch.Tensor, hyper: torch.Tenso
     weight1, bias1 = _transposed_conv_weight(up1)
     weight2, bias2 = _transposed_conv_weight(up2)
     batch, masks = hyper.shape[:2]
-    x = torch.addmm(bias1, image.flatten(0, 1), weight1)                # [B*h*w, 4*C1]
+    x = torch.addmm(bias1, image.flatten(0, 1), weight1)  # [B*h*w, 4*C1]
     # LayerNorm2d normalises each output pixel over its channels.
-    x = act1(torch.nn.functional.layer_norm(x.view(-1, up1.out_channels),
-                                            (up1.out_channels,), norm.weight, norm.bias,
-                                            norm.eps))                   # [B*h*w*4, C1]
-    x = act2(torch.addmm(bias2, x, weight2))                            # [B*h*w*4, 4*C2]
+    x = act1(
+        torch.nn.functional.layer_norm(
+            x.view(-1, up1.out_channels), (up1.out_channels,), norm.weight, norm.bias, norm.eps
+        )
+    )  # [B*h*w*4, C1]
+    x = act2(torch.addmm(bias2, x, weight2))  # [B*h*w*4, 4*C2]
     height, width = size
     logits = hyper @ x.view(batch, 16 * height * width, up2.out_channels).transpose(1, 2)
     # Pixels are ordered (i, j, di, dj, ei, ej) for output row 4i + 2di + ei, column
@@ -221,9 +246,14 @@ def upscaled_masks(decoder: MaskDecoder, image: torch.Tensor, hyper: torch.Tenso
     return logits.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(batch, masks, 4 * height, 4 * width)
 
 
-def multimask_predictions(decoder: MaskDecoder, image: torch.Tensor, image_pe: torch.Tensor,
-                          sparse: torch.Tensor, dense: torch.Tensor, iou_thresh: float
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def multimask_predictions(
+    decoder: MaskDecoder,
+    image: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    iou_thresh: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The masks ``decoder(..., multimask_output=True)`` predicts whose predicted IoU is
     above iou_thresh (all when it is 0, as the stock generator does).
 
@@ -238,9 +268,10 @@ def multimask_predictions(decoder: MaskDecoder, image: torch.Tensor, image_pe: t
     batch = sparse.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
     tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse], dim=1)
-    hs, keys = two_way_transformer(decoder.transformer, image + dense, image_pe, tokens,
-                                   MULTIMASK_TOKENS)
-    iou = decoder.iou_prediction_head(hs[:, 0])[:, 1:]                # [B, 3]
+    hs, keys = two_way_transformer(
+        decoder.transformer, image + dense, image_pe, tokens, MULTIMASK_TOKENS
+    )
+    iou = decoder.iou_prediction_head(hs[:, 0])[:, 1:]  # [B, 3]
     if iou_thresh <= 0.0:
         kept, iou = None, iou.flatten()
     else:
@@ -249,7 +280,8 @@ def multimask_predictions(decoder: MaskDecoder, image: torch.Tensor, image_pe: t
         prompts = torch.nonzero(above.any(dim=1)).squeeze(1)
         kept = above[prompts].flatten()
         hs, keys, iou = hs[prompts], keys[prompts], iou[prompts].flatten()[kept]
-    hyper = torch.stack([decoder.output_hypernetworks_mlps[i + 1](hs[:, i + 1])
-                         for i in range(3)], dim=1)                   # [B', 3, C']
+    hyper = torch.stack(
+        [decoder.output_hypernetworks_mlps[i + 1](hs[:, i + 1]) for i in range(3)], dim=1
+    )  # [B', 3, C']
     logits = upscaled_masks(decoder, keys, hyper, image.shape[2:]).flatten(0, 1)
     return (logits, iou) if kept is None else (logits[kept], iou)

@@ -12,17 +12,30 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Mapping
 
 import torch
-from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                       TwoWayTransformer)
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
 
-from .checkpoints import (KEYS_SHOWN, WeightsError, existing_file, fetch, load_strict, offline_message, read_state_dict)
 from ..settings.config import Settings
+from .checkpoints import (
+    KEYS_SHOWN,
+    WeightsError,
+    existing_file,
+    fetch,
+    load_strict,
+    offline_message,
+    read_state_dict,
+)
 
 WEIGHTS_URL_ENV = "OVSEG_WEIGHTS_URL"
 SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything"
@@ -47,12 +60,15 @@ class RemoteFile:
 
 
 SAM_CHECKPOINTS: dict[str, RemoteFile] = {
-    "vit_b": RemoteFile("sam_vit_b_01ec64.pth",
-                        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
-    "vit_l": RemoteFile("sam_vit_l_0b3195.pth",
-                        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
-    "vit_h": RemoteFile("sam_vit_h_4b8939.pth",
-                        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    "vit_b": RemoteFile(
+        "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+    ),
+    "vit_l": RemoteFile(
+        "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"
+    ),
+    "vit_h": RemoteFile(
+        "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
+    ),
 }
 
 
@@ -70,13 +86,20 @@ class SamArchitecture:
     @property
     def variant(self) -> str | None:
         """'vit_b', 'vit_l' or 'vit_h' when the encoder is one of the official ones, else None."""
-        return next((name for name, known in _SAM_VARIANTS.items()
-                     if known == (self.embed_dim, self.depth, self.num_heads,
-                                  self.global_attn_indexes)), None)
+        return next(
+            (
+                name
+                for name, known in _SAM_VARIANTS.items()
+                if known == (self.embed_dim, self.depth, self.num_heads, self.global_attn_indexes)
+            ),
+            None,
+        )
 
     def describe(self) -> str:
-        return (f"{self.embed_dim} wide, {self.depth} blocks, {self.num_heads} heads, "
-                f"global attention in blocks {list(self.global_attn_indexes)}")
+        return (
+            f"{self.embed_dim} wide, {self.depth} blocks, {self.num_heads} heads, "
+            f"global attention in blocks {list(self.global_attn_indexes)}"
+        )
 
 
 # (embed_dim, depth, num_heads, global_attn_indexes) as segment_anything/build_sam.py builds them.
@@ -106,14 +129,16 @@ def load_sam(settings: Settings, device: str | torch.device) -> Sam:
         raise WeightsError(
             f"SAM checkpoint {path} is a {variant} model ({architecture.describe()}) but "
             f"sam_model is {settings.sam_model}. Set sam_model to {variant}, or use a "
-            f"{settings.sam_model} checkpoint ({SAM_CHECKPOINTS[settings.sam_model].filename}).")
+            f"{settings.sam_model} checkpoint ({SAM_CHECKPOINTS[settings.sam_model].filename})."
+        )
     sam = _build_sam(architecture)
     load_strict(sam, state, f"SAM checkpoint {path}")
     return sam.to(device).eval()
 
 
-def sam_architecture(state: Mapping[str, torch.Tensor], source: Path | str = "checkpoint"
-                     ) -> SamArchitecture:
+def sam_architecture(
+    state: Mapping[str, torch.Tensor], source: Path | str = "checkpoint"
+) -> SamArchitecture:
     """Read the image encoder's hyper-parameters from a SAM state dict's shapes.
 
     patch_embed.proj.weight [embed, 3, patch, patch] gives width and patch size; pos_embed
@@ -125,31 +150,39 @@ def sam_architecture(state: Mapping[str, torch.Tensor], source: Path | str = "ch
         patch_weight = state["image_encoder.patch_embed.proj.weight"]
         pos_embed = state["image_encoder.pos_embed"]
     except KeyError as err:
-        raise WeightsError(f"{source} is not a SAM checkpoint: it has no {err.args[0]} "
-                           f"(segment-anything's image encoder).") from None
+        raise WeightsError(
+            f"{source} is not a SAM checkpoint: it has no {err.args[0]} "
+            f"(segment-anything's image encoder)."
+        ) from None
     embed_dim, patch_size = patch_weight.shape[0], patch_weight.shape[-1]
     grid = pos_embed.shape[1]
     blocks = sorted({int(m.group(1)) for k in state if (m := _SAM_BLOCK_KEY.match(k))})
     if not blocks or blocks != list(range(len(blocks))):
-        raise WeightsError(f"{source}: image encoder blocks are missing or not numbered "
-                           f"0..N-1 (found {blocks[:KEYS_SHOWN]}...).")
+        raise WeightsError(
+            f"{source}: image encoder blocks are missing or not numbered "
+            f"0..N-1 (found {blocks[:KEYS_SHOWN]}...)."
+        )
     rel_pos = []
     for index in blocks:
         key = f"image_encoder.blocks.{index}.attn.rel_pos_h"
         if key not in state:
-            raise WeightsError(f"{source}: no {key}; segment-anything's encoder uses relative "
-                               f"position embeddings in every block.")
+            raise WeightsError(
+                f"{source}: no {key}; segment-anything's encoder uses relative "
+                f"position embeddings in every block."
+            )
         rel_pos.append(state[key].shape)
     head_dim = rel_pos[0][1]
     if head_dim == 0 or embed_dim % head_dim:
-        raise WeightsError(f"{source}: head dimension {head_dim} does not divide the width "
-                           f"{embed_dim}.")
+        raise WeightsError(
+            f"{source}: head dimension {head_dim} does not divide the width {embed_dim}."
+        )
     return SamArchitecture(
         embed_dim=embed_dim,
         depth=len(blocks),
         num_heads=embed_dim // head_dim,
-        global_attn_indexes=tuple(i for i, shape in zip(blocks, rel_pos)
-                                  if shape[0] == 2 * grid - 1),
+        global_attn_indexes=tuple(
+            i for i, shape in zip(blocks, rel_pos) if shape[0] == 2 * grid - 1
+        ),
         image_size=grid * patch_size,
         patch_size=patch_size,
     )
@@ -160,19 +193,34 @@ def _build_sam(arch: SamArchitecture) -> Sam:
     embedding_size = arch.image_size // arch.patch_size
     return Sam(
         image_encoder=ImageEncoderViT(
-            depth=arch.depth, embed_dim=arch.embed_dim, img_size=arch.image_size, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=arch.num_heads,
-            patch_size=arch.patch_size, qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=list(arch.global_attn_indexes), window_size=_SAM_WINDOW_SIZE,
-            out_chans=_SAM_PROMPT_DIM),
+            depth=arch.depth,
+            embed_dim=arch.embed_dim,
+            img_size=arch.image_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=arch.num_heads,
+            patch_size=arch.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=list(arch.global_attn_indexes),
+            window_size=_SAM_WINDOW_SIZE,
+            out_chans=_SAM_PROMPT_DIM,
+        ),
         prompt_encoder=PromptEncoder(
-            embed_dim=_SAM_PROMPT_DIM, image_embedding_size=(embedding_size, embedding_size),
-            input_image_size=(arch.image_size, arch.image_size), mask_in_chans=16),
+            embed_dim=_SAM_PROMPT_DIM,
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(arch.image_size, arch.image_size),
+            mask_in_chans=16,
+        ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=_SAM_PROMPT_DIM,
-                                          mlp_dim=2048, num_heads=8),
-            transformer_dim=_SAM_PROMPT_DIM, iou_head_depth=3, iou_head_hidden_dim=256),
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=_SAM_PROMPT_DIM, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=_SAM_PROMPT_DIM,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
@@ -181,18 +229,25 @@ def _build_sam(arch: SamArchitecture) -> Sam:
 def sam_checkpoint_path(settings: Settings) -> Path:
     """The explicit sam_checkpoint (must exist), else the official file, fetched if needed."""
     if settings.sam_checkpoint:
-        return existing_file(settings.sam_checkpoint, "sam_checkpoint",
-                             _sam_default_hint(settings))
+        return existing_file(settings.sam_checkpoint, "sam_checkpoint", _sam_default_hint(settings))
     official = SAM_CHECKPOINTS[settings.sam_model]
-    return fetch(official.filename, official.url(), official.sha256,
-                 settings.resolved_cache_dir(), offline=settings.offline,
-                 what="SAM checkpoint", hint=_SAM_COPY_HINT)
+    return fetch(
+        official.filename,
+        official.url(),
+        official.sha256,
+        settings.resolved_cache_dir(),
+        offline=settings.offline,
+        what="SAM checkpoint",
+        hint=_SAM_COPY_HINT,
+    )
 
 
 def _sam_default_hint(settings: Settings) -> str:
     official = SAM_CHECKPOINTS[settings.sam_model]
-    return (f"Point it at a SAM checkpoint, or leave it empty to use {official.filename} from "
-            f"{settings.resolved_cache_dir()} (downloaded on first use from {official.url()}).")
+    return (
+        f"Point it at a SAM checkpoint, or leave it empty to use {official.filename} from "
+        f"{settings.resolved_cache_dir()} (downloaded on first use from {official.url()})."
+    )
 
 
 def missing_sam(settings: Settings) -> list[str]:
@@ -201,11 +256,16 @@ def missing_sam(settings: Settings) -> list[str]:
     if settings.sam_checkpoint:
         if Path(settings.sam_checkpoint).expanduser().is_file():
             return []
-        return [f"sam_checkpoint {settings.sam_checkpoint} does not exist. "
-                + _sam_default_hint(settings)]
+        return [
+            f"sam_checkpoint {settings.sam_checkpoint} does not exist. "
+            + _sam_default_hint(settings)
+        ]
     official = SAM_CHECKPOINTS[settings.sam_model]
     cache_dir = settings.resolved_cache_dir()
     if settings.offline and not (cache_dir / official.filename).is_file():
-        return [offline_message("SAM checkpoint", official.filename, cache_dir, official.url(),
-                                _SAM_COPY_HINT)]
+        return [
+            offline_message(
+                "SAM checkpoint", official.filename, cache_dir, official.url(), _SAM_COPY_HINT
+            )
+        ]
     return []

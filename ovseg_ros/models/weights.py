@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import torch
 
+from ..settings.config import Settings
 from .checkpoints import WeightsError, fetch
 from .clip_weights import ClipBundle, load_clip, missing_clip
-from ..settings.config import Settings
 from .sam_weights import SAM_CHECKPOINTS, load_sam, missing_sam
 
-__all__ = ["SAM_CHECKPOINTS", "ClipBundle", "DeviceError", "WeightsError", "fetch",
-           "load_clip", "load_sam", "missing_weights", "model_device"]
+__all__ = [
+    "SAM_CHECKPOINTS",
+    "ClipBundle",
+    "DeviceError",
+    "WeightsError",
+    "fetch",
+    "load_clip",
+    "load_sam",
+    "missing_weights",
+    "model_device",
+]
 
 
 class DeviceError(WeightsError):
@@ -44,9 +53,11 @@ def model_device(settings: Settings) -> torch.device:
     if index < count:
         return device
     existing = ", ".join(["cpu", *(f"cuda:{i}" for i in range(count))])
-    reason = ("torch sees no CUDA GPU" if count == 0 else f"torch sees {count} CUDA GPU(s)")
-    raise DeviceError(f"device {settings.device!r} does not exist: {reason}; devices here: "
-                      f"{existing} (set device to one of them, or 'auto')")
+    reason = "torch sees no CUDA GPU" if count == 0 else f"torch sees {count} CUDA GPU(s)"
+    raise DeviceError(
+        f"device {settings.device!r} does not exist: {reason}; devices here: "
+        f"{existing} (set device to one of them, or 'auto')"
+    )
 
 
 def missing_weights(settings: Settings) -> list[str]:

@@ -11,8 +11,9 @@ image's sibling ``camera_info`` unless given, as image_transport's CameraSubscri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from message_filters import ApproximateTimeSynchronizer, Subscriber
@@ -62,9 +63,18 @@ class DepthInput:
     """Subscribes to the colour frames (raw or compressed), 'depth' and the CameraInfo, and
     gives each time-matched pair to ``on_frame`` as a SyncedFrame. Runs in the executor."""
 
-    def __init__(self, node: Node, colour_type: Any, colour_topic: str, qos: QoSProfile, *,
-                 camera_info_topic: str, queue_size: int, slop: float,
-                 on_frame: Callable[[SyncedFrame], None]):
+    def __init__(
+        self,
+        node: Node,
+        colour_type: Any,
+        colour_topic: str,
+        qos: QoSProfile,
+        *,
+        camera_info_topic: str,
+        queue_size: int,
+        slop: float,
+        on_frame: Callable[[SyncedFrame], None],
+    ):
         self._node = node
         self._qos = qos
         self._slop = slop
@@ -73,10 +83,10 @@ class DepthInput:
         self.depth = Subscriber(node, Image, "depth", qos_profile=qos)
         resolved = self.colour.sub.topic_name
         self.camera_info_topic = camera_info_topic or depth_messages.camera_info_topic(resolved)
-        self._info_sub = node.create_subscription(CameraInfo, self.camera_info_topic,
-                                                  self._on_info, qos)
-        self.tallies = {"colour": InputTally(), "depth": InputTally(),
-                        "camera_info": InputTally()}
+        self._info_sub = node.create_subscription(
+            CameraInfo, self.camera_info_topic, self._on_info, qos
+        )
+        self.tallies = {"colour": InputTally(), "depth": InputTally(), "camera_info": InputTally()}
         self.pairs = 0
         self.colour.registerCallback(self.tallies["colour"].seen)
         self.depth.registerCallback(self.tallies["depth"].seen)
@@ -100,22 +110,25 @@ class DepthInput:
     def _on_info(self, msg: CameraInfo) -> None:
         self.tallies["camera_info"].seen(msg)
 
-    def depth_of(self, frame: SyncedFrame, width: int, height: int,
-                 settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+    def depth_of(
+        self, frame: SyncedFrame, width: int, height: int, settings: DepthSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The FrameRunner's DepthOf for a SyncedFrame: its metres and the colour camera's
         intrinsics, or DepthError. Logs once each that K stands in for an all-zero P and
         that the CameraInfo has distortion for an image that is not rectified."""
         if frame.info is None:
-            raise DepthError("no CameraInfo has arrived yet, so depth cannot be "
-                             "back-projected; check the camera_info topic (parameter "
-                             "camera_info_topic, launch argument camera_info:=)",
-                             cause="camera_info")
+            raise DepthError(
+                "no CameraInfo has arrived yet, so depth cannot be "
+                "back-projected; check the camera_info topic (parameter "
+                "camera_info_topic, launch argument camera_info:=)",
+                cause="camera_info",
+            )
         distortion = depth_messages.distortion_note(frame.info, self.colour_topic)
         if distortion:
             self._note_once("distortion", distortion)
-        return depth_messages.registered_depth(frame.colour.header, width, height,
-                                               frame.depth, frame.info, settings,
-                                               self._note_once)
+        return depth_messages.registered_depth(
+            frame.colour.header, width, height, frame.depth, frame.info, settings, self._note_once
+        )
 
     def _note_once(self, kind: str, message: str) -> None:
         if kind not in self._noted:
@@ -133,36 +146,52 @@ class DepthInput:
         if self.pairs or not colour.count:
             return None
         if not depth.count:
-            return (f"{waited}: {colour.count} colour frame(s) arrived on {self.colour_topic} "
-                    f"but no depth image on {self.depth_topic}: "
-                    + self.why_nothing_arrives(self.depth_topic, IMAGE_TYPE,
-                                               "launch argument depth:=/your/depth/topic, or "
-                                               "remap 'depth'"))
+            return (
+                f"{waited}: {colour.count} colour frame(s) arrived on {self.colour_topic} "
+                f"but no depth image on {self.depth_topic}: "
+                + self.why_nothing_arrives(
+                    self.depth_topic,
+                    IMAGE_TYPE,
+                    "launch argument depth:=/your/depth/topic, or remap 'depth'",
+                )
+            )
         apart = stamp_seconds(colour.last.header) - stamp_seconds(depth.last.header)
-        text = (f"{waited}: {colour.count} colour and {depth.count} depth frame(s) arrived but "
-                f"none paired: the latest stamps are {apart:+.3f} s apart (colour - depth) "
-                f"and sync_slop is {self._slop} s. ")
+        text = (
+            f"{waited}: {colour.count} colour and {depth.count} depth frame(s) arrived but "
+            f"none paired: the latest stamps are {apart:+.3f} s apart (colour - depth) "
+            f"and sync_slop is {self._slop} s. "
+        )
         if abs(apart) > max(10 * self._slop, 1.0):
-            text += ("The stamps come from different clocks: check use_sim_time on every "
-                     "node (a bag played without --clock, or one driver on sim time)")
+            text += (
+                "The stamps come from different clocks: check use_sim_time on every "
+                "node (a bag played without --clock, or one driver on sim time)"
+            )
         else:
-            text += ("Depth lags or leads colour by more than the slop: raise sync_slop, or "
-                     "use a depth topic stamped like the colour frames")
+            text += (
+                "Depth lags or leads colour by more than the slop: raise sync_slop, or "
+                "use a depth topic stamped like the colour frames"
+            )
         frames = (colour.last.header.frame_id, depth.last.header.frame_id)
         if all(frames) and frames[0] != frames[1]:
-            text += (f". Also, depth frame_id {frames[1]!r} is not colour's {frames[0]!r}: "
-                     "depth must be registered (aligned) to the colour image")
+            text += (
+                f". Also, depth frame_id {frames[1]!r} is not colour's {frames[0]!r}: "
+                "depth must be registered (aligned) to the colour image"
+            )
         return text
 
     def camera_info_hint(self, waited: str) -> str | None:
         """Why no CameraInfo arrives while pairs do (None otherwise)."""
         if not self.pairs or self.tallies["camera_info"].count:
             return None
-        return (f"{waited}: no CameraInfo on {self.camera_info_topic}, so nothing is placed "
-                "in 3D: " + self.why_nothing_arrives(
-                    self.camera_info_topic, CAMERA_INFO_TYPE,
-                    "launch argument camera_info:=/your/camera_info, or parameter "
-                    "camera_info_topic"))
+        return (
+            f"{waited}: no CameraInfo on {self.camera_info_topic}, so nothing is placed "
+            "in 3D: "
+            + self.why_nothing_arrives(
+                self.camera_info_topic,
+                CAMERA_INFO_TYPE,
+                "launch argument camera_info:=/your/camera_info, or parameter camera_info_topic",
+            )
+        )
 
     def why_nothing_arrives(self, topic: str, wanted: str, how_to_change: str) -> str:
         """The likely cause for an input topic that delivers nothing: no publisher, another
@@ -171,11 +200,11 @@ class DepthInput:
         if not publishers.count:
             return f"nothing publishes it ({how_to_change})"
         if publishers.other_types:
-            return (f"it carries {', '.join(publishers.other_types)}, not {wanted} "
-                    f"({how_to_change})")
+            return f"it carries {', '.join(publishers.other_types)}, not {wanted} ({how_to_change})"
         if self._qos.reliability == ReliabilityPolicy.RELIABLE and publishers.best_effort:
-            return (f"{publishers.best_effort} publisher(s) offer best-effort QoS, which a "
-                    "reliable subscription does not accept: use the launch argument "
-                    "reliability:=best_effort (parameter image_reliability:=best_effort)")
-        return (f"{publishers.count} publisher(s) exist: is it streaming? (ros2 topic hz "
-                f"{topic})")
+            return (
+                f"{publishers.best_effort} publisher(s) offer best-effort QoS, which a "
+                "reliable subscription does not accept: use the launch argument "
+                "reliability:=best_effort (parameter image_reliability:=best_effort)"
+            )
+        return f"{publishers.count} publisher(s) exist: is it streaming? (ros2 topic hz {topic})"

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
@@ -15,10 +16,10 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import get_logger
 
-from ..settings.config import Settings, SettingsError
 from ..runner.interfaces import SegmenterLike
-from .node import NODE_NAME, OvsegWork, load_segmenter, start_error
 from ..segmentation.vocabulary import VocabularyError
+from ..settings.config import Settings, SettingsError
+from .node import NODE_NAME, OvsegWork, load_segmenter, start_error
 
 
 class OvsegLifecycleNode(OvsegWork, LifecycleNode):
@@ -29,8 +30,12 @@ class OvsegLifecycleNode(OvsegWork, LifecycleNode):
     unconfigured; any other error in a transition goes through *errorprocessing* back to
     *unconfigured*, with the reason in the log and /diagnostics."""
 
-    def __init__(self, *, make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
-                 **node_options: Any):
+    def __init__(
+        self,
+        *,
+        make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
+        **node_options: Any,
+    ):
         super().__init__(NODE_NAME, **node_options)
         self._declare(make_segmenter)
         self._error = ""
@@ -42,26 +47,31 @@ class OvsegLifecycleNode(OvsegWork, LifecycleNode):
             try:
                 self._configure()
             except (SettingsError, VocabularyError, WeightsError) as err:
-                self.get_logger().error(f"cannot configure: {start_error(err)}; the node "
-                                        "stays unconfigured (configure again once that is "
-                                        "fixed)")
+                self.get_logger().error(
+                    f"cannot configure: {start_error(err)}; the node "
+                    "stays unconfigured (configure again once that is "
+                    "fixed)"
+                )
                 self._teardown()
                 return TransitionCallbackReturn.FAILURE
             self._runner.pause()
             self._runner.start()
             return TransitionCallbackReturn.SUCCESS
+
         return self._transition("configure", configure)
 
     def on_activate(self, state: Any) -> TransitionCallbackReturn:
         def activate() -> TransitionCallbackReturn:
             self._runner.resume()
             return super(OvsegLifecycleNode, self).on_activate(state)
+
         return self._transition("activate", activate)
 
     def on_deactivate(self, state: Any) -> TransitionCallbackReturn:
         def deactivate() -> TransitionCallbackReturn:
             self._runner.pause()
             return super(OvsegLifecycleNode, self).on_deactivate(state)
+
         return self._transition("deactivate", deactivate)
 
     def on_cleanup(self, state: Any) -> TransitionCallbackReturn:
@@ -83,8 +93,9 @@ class OvsegLifecycleNode(OvsegWork, LifecycleNode):
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
-    def _transition(self, name: str, step: Callable[[], TransitionCallbackReturn]) \
-            -> TransitionCallbackReturn:
+    def _transition(
+        self, name: str, step: Callable[[], TransitionCallbackReturn]
+    ) -> TransitionCallbackReturn:
         """Run a transition; an exception becomes ERROR with its reason kept for on_error
         (rclpy turns it into ERROR without a word)."""
         try:
@@ -104,8 +115,12 @@ def lifecycle_main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (SettingsError, VocabularyError, InvalidParameterTypeException,
-            InvalidParameterValueException) as err:
+    except (
+        SettingsError,
+        VocabularyError,
+        InvalidParameterTypeException,
+        InvalidParameterValueException,
+    ) as err:
         get_logger(NODE_NAME).fatal(f"cannot start: {start_error(err)}")
         return 1
     finally:

@@ -11,21 +11,47 @@ def ros_message_types() -> MessageTypes:
     from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Quaternion, Vector3
     from sensor_msgs.msg import Image, RegionOfInterest
     from std_msgs.msg import ColorRGBA
-    from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D,
-                                 Detection2DArray, Detection3D, Detection3DArray,
-                                 LabelInfo, ObjectHypothesis, ObjectHypothesisWithPose,
-                                 Point2D, Pose2D, VisionClass)
+    from vision_msgs.msg import (
+        BoundingBox2D,
+        BoundingBox3D,
+        Detection2D,
+        Detection2DArray,
+        Detection3D,
+        Detection3DArray,
+        LabelInfo,
+        ObjectHypothesis,
+        ObjectHypothesisWithPose,
+        Point2D,
+        Pose2D,
+        VisionClass,
+    )
     from visualization_msgs.msg import Marker, MarkerArray
 
     from ovseg_ros.msg import PanopticSegmentation, SegmentedInstance
 
-    return MessageTypes(Image=Image, RegionOfInterest=RegionOfInterest, Point=Point, Vector3=Vector3,
-               PanopticSegmentation=PanopticSegmentation,
-               SegmentedInstance=SegmentedInstance, Detection2DArray=Detection2DArray,
-               Detection2D=Detection2D, ObjectHypothesisWithPose=ObjectHypothesisWithPose,
-               ObjectHypothesis=ObjectHypothesis, BoundingBox2D=BoundingBox2D,
-               Pose2D=Pose2D, Point2D=Point2D, LabelInfo=LabelInfo,
-               VisionClass=VisionClass, Pose=Pose, Quaternion=Quaternion,
-               PoseWithCovariance=PoseWithCovariance, ColorRGBA=ColorRGBA, Marker=Marker,
-               MarkerArray=MarkerArray, Detection3DArray=Detection3DArray,
-               Detection3D=Detection3D, BoundingBox3D=BoundingBox3D)
+    return MessageTypes(
+        Image=Image,
+        RegionOfInterest=RegionOfInterest,
+        Point=Point,
+        Vector3=Vector3,
+        PanopticSegmentation=PanopticSegmentation,
+        SegmentedInstance=SegmentedInstance,
+        Detection2DArray=Detection2DArray,
+        Detection2D=Detection2D,
+        ObjectHypothesisWithPose=ObjectHypothesisWithPose,
+        ObjectHypothesis=ObjectHypothesis,
+        BoundingBox2D=BoundingBox2D,
+        Pose2D=Pose2D,
+        Point2D=Point2D,
+        LabelInfo=LabelInfo,
+        VisionClass=VisionClass,
+        Pose=Pose,
+        Quaternion=Quaternion,
+        PoseWithCovariance=PoseWithCovariance,
+        ColorRGBA=ColorRGBA,
+        Marker=Marker,
+        MarkerArray=MarkerArray,
+        Detection3DArray=Detection3DArray,
+        Detection3D=Detection3D,
+        BoundingBox3D=BoundingBox3D,
+    )

@@ -35,12 +35,17 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
@@ -51,14 +56,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from ..messages import convert
-from ..settings.config import Settings, SettingsError, settings_fields
 from ..runner.frame_runner import FrameRunner
 from ..runner.interfaces import SegmenterLike, VocabularyKey
+from ..segmentation.vocabulary import Vocabulary, VocabularyError, stuff_names
+from ..segmentation.vocabulary_text import parse_names
+from ..settings.config import Settings, SettingsError, settings_fields
 from ..settings.node_options import NODE_OPTIONS, NodeOption
 from .outputs import OutputPublishers
 from .publishers import publishers_of
-from ..segmentation.vocabulary import Vocabulary, VocabularyError, stuff_names
-from ..segmentation.vocabulary_text import parse_names
 
 NODE_NAME = "ovseg"
 NO_FRAME_HINT_S = 5.0
@@ -67,9 +72,15 @@ HINT_REPEAT_S = 30.0
 
 SETTING_NAMES = frozenset(f.name for f in settings_fields())
 LIST_SETTINGS = frozenset(f.name for f in settings_fields() if f.type == "list")
-ARRAY_TYPES = frozenset({Parameter.Type.BYTE_ARRAY, Parameter.Type.BOOL_ARRAY,
-                         Parameter.Type.INTEGER_ARRAY, Parameter.Type.DOUBLE_ARRAY,
-                         Parameter.Type.STRING_ARRAY})
+ARRAY_TYPES = frozenset(
+    {
+        Parameter.Type.BYTE_ARRAY,
+        Parameter.Type.BOOL_ARRAY,
+        Parameter.Type.INTEGER_ARRAY,
+        Parameter.Type.DOUBLE_ARRAY,
+        Parameter.Type.STRING_ARRAY,
+    }
+)
 
 
 def load_segmenter(settings: Settings) -> SegmenterLike:
@@ -82,19 +93,22 @@ def load_segmenter(settings: Settings) -> SegmenterLike:
 def setting_descriptor(setting: dataclasses.Field) -> ParameterDescriptor:
     """A parameter descriptor from a Settings field's metadata."""
     meta = setting.metadata
-    descriptor = ParameterDescriptor(description=meta["description"],
-                                     read_only=not meta["live"])
+    descriptor = ParameterDescriptor(description=meta["description"], read_only=not meta["live"])
     constraints = []
     if "choices" in meta:
         constraints.append("one of: " + ", ".join(meta["choices"]))
     if "minimum" in meta and "maximum" in meta:
         constraints.append(f"from {meta['minimum']} to {meta['maximum']}")
         if setting.type == "int":
-            descriptor.integer_range = [IntegerRange(from_value=meta["minimum"],
-                                                     to_value=meta["maximum"], step=1)]
+            descriptor.integer_range = [
+                IntegerRange(from_value=meta["minimum"], to_value=meta["maximum"], step=1)
+            ]
         else:
-            descriptor.floating_point_range = [FloatingPointRange(
-                from_value=float(meta["minimum"]), to_value=float(meta["maximum"]), step=0.0)]
+            descriptor.floating_point_range = [
+                FloatingPointRange(
+                    from_value=float(meta["minimum"]), to_value=float(meta["maximum"]), step=0.0
+                )
+            ]
     if not meta["live"]:
         constraints.append("read at start (params file or launch argument)")
     descriptor.additional_constraints = "; ".join(constraints)
@@ -142,7 +156,8 @@ class OvsegWork:
         self._diagnostics_timer: Any = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._vocabulary_sub = self.create_subscription(
-            String, "~/vocabulary", self._on_vocabulary_message, 10)
+            String, "~/vocabulary", self._on_vocabulary_message, 10
+        )
 
     def _configure(self) -> None:
         """Load the models and create the frame path; raises what keeps it from working
@@ -154,50 +169,79 @@ class OvsegWork:
         self._reliable = options["image_reliability"] == "reliable"
         use_depth = options["use_depth"]
         self._segmenter = self._make_segmenter(settings)
-        self._outputs = OutputPublishers(self, scene=use_depth,
-                                         points_stride=options["points_stride"])
-        image_qos = QoSProfile(depth=qos_profile_sensor_data.depth,
-                               reliability=ReliabilityPolicy.RELIABLE) if self._reliable \
+        self._outputs = OutputPublishers(
+            self, scene=use_depth, points_stride=options["points_stride"]
+        )
+        image_qos = (
+            QoSProfile(depth=qos_profile_sensor_data.depth, reliability=ReliabilityPolicy.RELIABLE)
+            if self._reliable
             else qos_profile_sensor_data
-        colour_type, colour_topic = (CompressedImage, "image/compressed") if self._compressed \
-            else (Image, "image")
+        )
+        colour_type, colour_topic = (
+            (CompressedImage, "image/compressed") if self._compressed else (Image, "image")
+        )
         self._depth_input = depth_of = None
         if use_depth:
             from . import depth_input  # message_filters: needed with depth only
 
             self._depth_input = depth_input.DepthInput(
-                self, colour_type, colour_topic, image_qos,
+                self,
+                colour_type,
+                colour_topic,
+                image_qos,
                 camera_info_topic=options["camera_info_topic"],
-                queue_size=options["sync_queue_size"], slop=settings.sync_slop,
-                on_frame=self._on_image)
+                queue_size=options["sync_queue_size"],
+                slop=settings.sync_slop,
+                on_frame=self._on_image,
+            )
             depth_of = self._depth_input.depth_of
             self._image_topic = self._depth_input.colour_topic
         else:
-            self._image_sub = self.create_subscription(colour_type, colour_topic,
-                                                       self._on_image, image_qos)
+            self._image_sub = self.create_subscription(
+                colour_type, colour_topic, self._on_image, image_qos
+            )
             self._image_topic = self._image_sub.topic_name
-        how_to_set = (f"ros2 param set {self.get_fully_qualified_name()} vocabulary "
-                      "\"[mug, door handle]\"")
+        how_to_set = (
+            f'ros2 param set {self.get_fully_qualified_name()} vocabulary "[mug, door handle]"'
+        )
         self._runner = FrameRunner(
-            self._segmenter, settings, vocabulary, self._outputs, decode=self._decode,
+            self._segmenter,
+            settings,
+            vocabulary,
+            self._outputs,
+            decode=self._decode,
             log=self.get_logger(),
-            source=self._image_topic if depth_of is None else
-            f"{self._image_topic} paired with {self._depth_input.depth_topic}",
-            how_to_set_vocabulary=how_to_set, roll_back=self._roll_back_vocabulary,
-            depth_of=depth_of, stages=options["pipeline_depth"])
+            source=self._image_topic
+            if depth_of is None
+            else f"{self._image_topic} paired with {self._depth_input.depth_topic}",
+            how_to_set_vocabulary=how_to_set,
+            roll_back=self._roll_back_vocabulary,
+            depth_of=depth_of,
+            stages=options["pipeline_depth"],
+        )
         self._started = time.monotonic()
         self._no_frame_timer = self.create_timer(NO_FRAME_HINT_S, self._hint_if_no_frames)
-        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
-                                                    self._runner.publish_diagnostics)
+        self._diagnostics_timer = self.create_timer(
+            DIAGNOSTICS_PERIOD_S, self._runner.publish_diagnostics
+        )
         depth = self._depth_input
         self.get_logger().info(
             f"listening on {self._image_topic} "
             f"({'compressed' if self._compressed else 'raw'}, "
             f"{'reliable' if self._reliable else 'best effort'}"
-            + (f"; with depth {depth.depth_topic} and CameraInfo {depth.camera_info_topic}, "
-               f"paired within {settings.sync_slop} s" if depth else "") + "); "
-            + (f"vocabulary: {', '.join(vocabulary.names)}" if vocabulary else
-               f"no vocabulary yet: {how_to_set}"))
+            + (
+                f"; with depth {depth.depth_topic} and CameraInfo {depth.camera_info_topic}, "
+                f"paired within {settings.sync_slop} s"
+                if depth
+                else ""
+            )
+            + "); "
+            + (
+                f"vocabulary: {', '.join(vocabulary.names)}"
+                if vocabulary
+                else f"no vocabulary yet: {how_to_set}"
+            )
+        )
 
     # ------------------------------------------------------------------------ parameters
     def _declare_settings(self) -> Settings:
@@ -211,12 +255,20 @@ class OvsegWork:
                 # give it its (empty) value unless an override already did.
                 self.declare_parameter(setting.name, Parameter.Type.STRING_ARRAY, descriptor)
                 if self.get_parameter_or(setting.name).type_ == Parameter.Type.NOT_SET:
-                    self.set_parameters([Parameter(setting.name, Parameter.Type.STRING_ARRAY,
-                                                   list(getattr(defaults, setting.name)))])
+                    self.set_parameters(
+                        [
+                            Parameter(
+                                setting.name,
+                                Parameter.Type.STRING_ARRAY,
+                                list(getattr(defaults, setting.name)),
+                            )
+                        ]
+                    )
                 values[setting.name] = list(self.get_parameter(setting.name).value)
             else:
                 values[setting.name] = self.declare_parameter(
-                    setting.name, getattr(defaults, setting.name), descriptor).value
+                    setting.name, getattr(defaults, setting.name), descriptor
+                ).value
         return defaults.replace(**values)
 
     def _declare_option(self, option: NodeOption) -> Any:
@@ -225,13 +277,12 @@ class OvsegWork:
         if option.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(option.choices)
         if option.minimum is not None:
-            descriptor.integer_range = [IntegerRange(from_value=option.minimum,
-                                                     to_value=option.maximum, step=1)]
-        return option.check(self.declare_parameter(option.name, option.default,
-                                                   descriptor).value)
+            descriptor.integer_range = [
+                IntegerRange(from_value=option.minimum, to_value=option.maximum, step=1)
+            ]
+        return option.check(self.declare_parameter(option.name, option.default, descriptor).value)
 
-    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> \
-            SetParametersResult:
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
         """What the parameter service calls for ``ros2 param set`` (rclpy's
         parameter_service.py, Humble and Jazzy alike).
 
@@ -241,10 +292,14 @@ class OvsegWork:
         node's own reason ("the vocabulary is empty"; stuff_classes cleared). Humble has no
         pre-set callbacks, so this is the one place that works on both.
         """
-        return super().set_parameters_atomically([
-            Parameter(p.name, Parameter.Type.STRING_ARRAY, [])
-            if p.name in LIST_SETTINGS and p.type_ in ARRAY_TYPES and len(p.value) == 0
-            else p for p in parameter_list])
+        return super().set_parameters_atomically(
+            [
+                Parameter(p.name, Parameter.Type.STRING_ARRAY, [])
+                if p.name in LIST_SETTINGS and p.type_ in ARRAY_TYPES and len(p.value) == 0
+                else p
+                for p in parameter_list
+            ]
+        )
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Validate a change (refusals carry the reason) and hand it to the runner.
@@ -269,8 +324,7 @@ class OvsegWork:
                 self._runner.submit_settings(candidate, vocabulary)
         return SetParametersResult(successful=True)
 
-    def _roll_back_vocabulary(self, failed: VocabularyKey, in_use: VocabularyKey | None) \
-            -> bool:
+    def _roll_back_vocabulary(self, failed: VocabularyKey, in_use: VocabularyKey | None) -> bool:
         """After ``failed`` could not be encoded: set the vocabulary (and templates)
         parameters back to the ones in use (None: no vocabulary yet), so that
         ``ros2 param get`` never names a vocabulary the frames are not labelled with; not if
@@ -283,9 +337,12 @@ class OvsegWork:
                 return False
             self._rolling_back = True
             try:
-                self.set_parameters([
-                    Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names),
-                    Parameter("templates", Parameter.Type.STRING, templates)])
+                self.set_parameters(
+                    [
+                        Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names),
+                        Parameter("templates", Parameter.Type.STRING, templates),
+                    ]
+                )
             finally:
                 self._rolling_back = False
         return True
@@ -300,13 +357,15 @@ class OvsegWork:
             reason = str(err)
         else:
             result = self.set_parameters(
-                [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)])[0]
+                [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)]
+            )[0]
             if result.successful:
                 self.get_logger().info(f"vocabulary from {topic}: {', '.join(names)}")
                 return
             reason = result.reason
-        self.get_logger().warning(f"vocabulary from {topic} refused: {reason}; "
-                                  "the previous vocabulary stays")
+        self.get_logger().warning(
+            f"vocabulary from {topic} refused: {reason}; the previous vocabulary stays"
+        )
 
     # -------------------------------------------------------------------------- frames
     def _on_image(self, msg: Any) -> None:
@@ -316,8 +375,7 @@ class OvsegWork:
         """An image message (with depth: a SyncedFrame) -> its RGB, or FrameError (the runner
         skips and counts it)."""
         msg = frame.colour if self._depth_input is not None else frame
-        return convert.compressed_to_rgb(msg) if self._compressed \
-            else convert.image_to_rgb(msg)
+        return convert.compressed_to_rgb(msg) if self._compressed else convert.image_to_rgb(msg)
 
     def process_pending(self) -> bool:
         """One frame through both stages (FrameRunner.process_pending, then
@@ -348,27 +406,38 @@ class OvsegWork:
             self._no_frame_timer.cancel()
             return
         topic = self._image_topic
-        wanted = "sensor_msgs/msg/CompressedImage" if self._compressed \
-            else "sensor_msgs/msg/Image"
+        wanted = "sensor_msgs/msg/CompressedImage" if self._compressed else "sensor_msgs/msg/Image"
         waited = f"no image on {topic} after {time.monotonic() - self._started:.0f} s"
         publishers = publishers_of(self, topic, wanted)
         if not publishers.count:
-            hint = (f"{waited}: nothing publishes it. Check the topic (launch argument "
-                    "image:=/your/camera/topic, or remap 'image'"
-                    + (" / 'image/compressed'" if self._compressed else "") + ")")
+            hint = (
+                f"{waited}: nothing publishes it. Check the topic (launch argument "
+                "image:=/your/camera/topic, or remap 'image'"
+                + (" / 'image/compressed'" if self._compressed else "")
+                + ")"
+            )
         elif publishers.other_types:
-            argument, transport = ("compressed:=false", "raw") if self._compressed \
+            argument, transport = (
+                ("compressed:=false", "raw")
+                if self._compressed
                 else ("compressed:=true", "compressed")
-            hint = (f"{waited}: it carries {', '.join(publishers.other_types)}, this node expects "
-                    f"{wanted}. Use the launch argument {argument} (parameter "
-                    f"image_transport:={transport}), or another topic")
+            )
+            hint = (
+                f"{waited}: it carries {', '.join(publishers.other_types)}, this node expects "
+                f"{wanted}. Use the launch argument {argument} (parameter "
+                f"image_transport:={transport}), or another topic"
+            )
         elif self._reliable and publishers.best_effort:
-            hint = (f"{waited}: {publishers.best_effort} publisher(s) offer best-effort QoS, "
-                    "which a reliable subscription does not accept. Use the launch argument "
-                    "reliability:=best_effort (parameter image_reliability:=best_effort)")
+            hint = (
+                f"{waited}: {publishers.best_effort} publisher(s) offer best-effort QoS, "
+                "which a reliable subscription does not accept. Use the launch argument "
+                "reliability:=best_effort (parameter image_reliability:=best_effort)"
+            )
         else:
-            hint = (f"{waited} although {publishers.count} publisher(s) exist: is the camera "
-                    "streaming? (ros2 topic hz " + topic + ")")
+            hint = (
+                f"{waited} although {publishers.count} publisher(s) exist: is the camera "
+                "streaming? (ros2 topic hz " + topic + ")"
+            )
         self.get_logger().warning(hint, throttle_duration_sec=HINT_REPEAT_S)
 
     # --------------------------------------------------------------------------- threads
@@ -421,8 +490,12 @@ class OvsegNode(OvsegWork, Node):
     """Open-vocabulary segmentation of a camera stream (see the module docstring): models
     loaded and the frame path made at construction, frames taken once start() runs."""
 
-    def __init__(self, *, make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
-                 **node_options: Any):
+    def __init__(
+        self,
+        *,
+        make_segmenter: Callable[[Settings], SegmenterLike] = load_segmenter,
+        **node_options: Any,
+    ):
         super().__init__(NODE_NAME, **node_options)
         self._declare(make_segmenter)
         self._configure()
@@ -437,8 +510,10 @@ def start_error(err: Exception) -> str:
         if len(err.args) > 1 and str(err.args[1]) not in message:
             message = f"parameter {err.args[1]}: {message}"
         if isinstance(err, InvalidParameterTypeException):
-            message += " (parameters are strictly typed: write floats with a decimal " \
-                       "point, e.g. granularity:=1.0)"
+            message += (
+                " (parameters are strictly typed: write floats with a decimal "
+                "point, e.g. granularity:=1.0)"
+            )
         return message
     return str(err)
 
@@ -455,8 +530,13 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (SettingsError, VocabularyError, WeightsError, InvalidParameterTypeException,
-            InvalidParameterValueException) as err:
+    except (
+        SettingsError,
+        VocabularyError,
+        WeightsError,
+        InvalidParameterTypeException,
+        InvalidParameterValueException,
+    ) as err:
         # Bad settings and missing weights end here with one clear line, no traceback.
         get_logger(NODE_NAME).fatal(f"cannot start: {start_error(err)}")
         return 1

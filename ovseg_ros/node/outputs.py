@@ -10,7 +10,8 @@ it returns run in one thread, one frame after the other.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -24,24 +25,32 @@ from visualization_msgs.msg import MarkerArray
 from ovseg_ros.msg import PanopticSegmentation
 
 from ..messages import convert
-from .message_types import ros_message_types
 from ..runner.interfaces import Health, Level
-from ..segmentation.panoptic import SegmentationResult
 from ..scene.placement import POINT_DTYPE, labelled_points
+from ..segmentation.panoptic import SegmentationResult
 from ..segmentation.visualize import overlay
 from ..segmentation.vocabulary import Vocabulary
+from .message_types import ros_message_types
 
 OUTPUT_DEPTH = 5  # reliable outputs; a slow subscriber holds at most this many frames
-DIAGNOSTIC_LEVELS = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN,
-                     Level.ERROR: DiagnosticStatus.ERROR}
-POINT_FIELD_TYPES = {np.dtype("<f4"): PointField.FLOAT32, np.dtype("<u2"): PointField.UINT16,
-                     np.dtype("<u4"): PointField.UINT32}
+DIAGNOSTIC_LEVELS = {
+    Level.OK: DiagnosticStatus.OK,
+    Level.WARN: DiagnosticStatus.WARN,
+    Level.ERROR: DiagnosticStatus.ERROR,
+}
+POINT_FIELD_TYPES = {
+    np.dtype("<f4"): PointField.FLOAT32,
+    np.dtype("<u2"): PointField.UINT16,
+    np.dtype("<u4"): PointField.UINT32,
+}
 
 
 def point_fields() -> list[PointField]:
     """PointCloud2 fields of scene.POINT_DTYPE, in its order and at its offsets."""
-    return [PointField(name=name, offset=offset, datatype=POINT_FIELD_TYPES[dtype], count=1)
-            for name, (dtype, offset) in POINT_DTYPE.fields.items()]
+    return [
+        PointField(name=name, offset=offset, datatype=POINT_FIELD_TYPES[dtype], count=1)
+        for name, (dtype, offset) in POINT_DTYPE.fields.items()
+    ]
 
 
 def points_message(header: Any, cloud: np.ndarray) -> PointCloud2:
@@ -63,8 +72,11 @@ class OutputPublishers:
         self._types = ros_message_types()
         self._points_stride = points_stride
         reliable = QoSProfile(depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
         self._semantic = node.create_publisher(Image, "~/semantic", reliable)
         self._instances = node.create_publisher(Image, "~/instances", reliable)
         self._panoptic = node.create_publisher(PanopticSegmentation, "~/panoptic", reliable)
@@ -72,19 +84,26 @@ class OutputPublishers:
         self._overlay = node.create_publisher(Image, "~/overlay", reliable)
         self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
         self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._frame_outputs = [self._semantic, self._instances, self._panoptic,
-                               self._detections, self._overlay]
+        self._frame_outputs = [
+            self._semantic,
+            self._instances,
+            self._panoptic,
+            self._detections,
+            self._overlay,
+        ]
         self._scene = scene
         if scene:
             self._points = node.create_publisher(PointCloud2, "~/points", reliable)
             self._markers = node.create_publisher(MarkerArray, "~/markers", reliable)
-            self._detections_3d = node.create_publisher(Detection3DArray, "~/detections_3d",
-                                                        reliable)
+            self._detections_3d = node.create_publisher(
+                Detection3DArray, "~/detections_3d", reliable
+            )
             self._frame_outputs += [self._points, self._markers, self._detections_3d]
         self._pool = convert.MessagePool()
 
-    def prepare_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult,
-                       points: np.ndarray | None) -> Callable[[], None]:
+    def prepare_result(
+        self, frame: Any, rgb: np.ndarray, result: SegmentationResult, points: np.ndarray | None
+    ) -> Callable[[], None]:
         """A frame's messages, each with the frame's header, for the outputs someone
         subscribes to; returns what publishes them."""
         types, header, pool = self._types, frame.header, self._pool
@@ -100,29 +119,47 @@ class OutputPublishers:
             if self._instances in wanted:
                 messages.append((self._instances, instances))
         if self._panoptic in wanted:
-            messages.append((self._panoptic, convert.panoptic_message(
-                types, header, result, semantic, instances, pool)))
+            messages.append(
+                (
+                    self._panoptic,
+                    convert.panoptic_message(types, header, result, semantic, instances, pool),
+                )
+            )
         if self._detections in wanted:
-            messages.append((self._detections,
-                             convert.detections_message(types, header, result, pool)))
+            messages.append(
+                (self._detections, convert.detections_message(types, header, result, pool))
+            )
         if self._overlay in wanted:
-            messages.append((self._overlay, convert.image_message(
-                types, header, overlay(rgb, result), "rgb8")))
+            messages.append(
+                (self._overlay, convert.image_message(types, header, overlay(rgb, result), "rgb8"))
+            )
         if self._scene:
             # Markers go out for a frame without depth too: its DELETEALL clears the last boxes.
             if self._markers in wanted:
-                messages.append((self._markers,
-                                 convert.markers_message(types, header, result, pool)))
+                messages.append(
+                    (self._markers, convert.markers_message(types, header, result, pool))
+                )
             if self._detections_3d in wanted:
-                messages.append((self._detections_3d,
-                                 convert.detections_3d_message(types, header, result, pool)))
+                messages.append(
+                    (
+                        self._detections_3d,
+                        convert.detections_3d_message(types, header, result, pool),
+                    )
+                )
             if points is not None and self._points in wanted:
-                messages.append((self._points, points_message(
-                    header, labelled_points(points, rgb, result, self._points_stride))))
+                messages.append(
+                    (
+                        self._points,
+                        points_message(
+                            header, labelled_points(points, rgb, result, self._points_stride)
+                        ),
+                    )
+                )
 
         def publish() -> None:
             for publisher, msg in messages:
                 publisher.publish(msg)
+
         return publish
 
     def destroy(self) -> None:
@@ -134,16 +171,19 @@ class OutputPublishers:
         return not self._node.context.ok()
 
     def publish_label_info(self, vocabulary: Vocabulary, unknown_thresh: float) -> None:
-        self._label_info.publish(convert.label_info_message(
-            self._types, self._stamped(), vocabulary, unknown_thresh))
+        self._label_info.publish(
+            convert.label_info_message(self._types, self._stamped(), vocabulary, unknown_thresh)
+        )
 
     def publish_diagnostics(self, health: Health) -> None:
         device = health.values.get("device", "")
         status = DiagnosticStatus(
             level=DIAGNOSTIC_LEVELS[health.level],
-            name=f"{self._node.get_name()}: segmentation", message=health.message,
+            name=f"{self._node.get_name()}: segmentation",
+            message=health.message,
             hardware_id=device,
-            values=[KeyValue(key=key, value=value) for key, value in health.values.items()])
+            values=[KeyValue(key=key, value=value) for key, value in health.values.items()],
+        )
         self._diagnostics.publish(DiagnosticArray(header=self._stamped(), status=[status]))
 
     def _stamped(self) -> Header:

@@ -24,5 +24,7 @@ def publishers_of(node: Node, topic: str, wanted: str) -> TopicPublishers:
     return TopicPublishers(
         count=len(publishers),
         other_types=sorted({p.topic_type for p in publishers if p.topic_type != wanted}),
-        best_effort=sum(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-                        for p in publishers))
+        best_effort=sum(
+            p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for p in publishers
+        ),
+    )

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -48,24 +49,38 @@ def check_depth_topic(bag: str, topics: dict[str, tuple[str, int]], depth_topic:
     """DepthError (cause 'topic') listing the bag's Image topics when ``depth_topic`` is not
     one of them (``topics``: topic -> (type, message count))."""
     if topics.get(depth_topic, ("",))[0] != DEPTH_TYPE:
-        raise DepthError(f"{bag} has no {DEPTH_TYPE} topic {depth_topic!r} for --depth-topic; "
-                         f"its Image topics: {_listed(topics, DEPTH_TYPE)}", cause="topic")
+        raise DepthError(
+            f"{bag} has no {DEPTH_TYPE} topic {depth_topic!r} for --depth-topic; "
+            f"its Image topics: {_listed(topics, DEPTH_TYPE)}",
+            cause="topic",
+        )
 
 
-def bag_depth(bag: str, topics: dict[str, tuple[str, int]], colour_topic: str,
-              depth_topic: str, info_topic: str | None, slop_s: float) -> BagDepth:
+def bag_depth(
+    bag: str,
+    topics: dict[str, tuple[str, int]],
+    colour_topic: str,
+    depth_topic: str,
+    info_topic: str | None,
+    slop_s: float,
+) -> BagDepth:
     """The pairing of a bag whose depth topic check_depth_topic accepted; ``info_topic``
     None: the colour topic's sibling. DepthError (cause 'topic') names what is wrong and
     lists the bag's CameraInfo topics when that topic is missing."""
     if depth_topic == colour_topic:
-        raise DepthError(f"{bag}: --depth-topic {depth_topic} is the colour topic",
-                         cause="topic")
+        raise DepthError(f"{bag}: --depth-topic {depth_topic} is the colour topic", cause="topic")
     info = info_topic or camera_info_topic(colour_topic)
     if topics.get(info, ("",))[0] != CAMERA_INFO_TYPE:
-        how = "" if info_topic else f" (the sibling of {colour_topic}; choose another with " \
-            "--camera-info-topic)"
-        raise DepthError(f"{bag} has no {CAMERA_INFO_TYPE} topic {info!r}{how}; its CameraInfo "
-                         f"topics: {_listed(topics, CAMERA_INFO_TYPE)}", cause="topic")
+        how = (
+            ""
+            if info_topic
+            else f" (the sibling of {colour_topic}; choose another with --camera-info-topic)"
+        )
+        raise DepthError(
+            f"{bag} has no {CAMERA_INFO_TYPE} topic {info!r}{how}; its CameraInfo "
+            f"topics: {_listed(topics, CAMERA_INFO_TYPE)}",
+            cause="topic",
+        )
     return BagDepth(depth_topic, info, slop_s)
 
 
@@ -84,17 +99,21 @@ class Partners:
     depth: Any | None = None
     info: Any | None = None
 
-    def registered(self, width: int, height: int, settings: DepthSettings
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def registered(
+        self, width: int, height: int, settings: DepthSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
         """([H, W] float32 metres, NaN invalid; 3x3 K) for the width x height colour image;
         DepthError with the reason (depth_messages.registered_depth's checks, or no partner)."""
         if self.depth is None:
-            raise DepthError(f"no depth message on {self.pairing.depth_topic} within sync_slop "
-                             f"({self.pairing.slop_s:g} s) of the colour stamp",
-                             cause="no depth within sync_slop")
+            raise DepthError(
+                f"no depth message on {self.pairing.depth_topic} within sync_slop "
+                f"({self.pairing.slop_s:g} s) of the colour stamp",
+                cause="no depth within sync_slop",
+            )
         if self.info is None:
-            raise DepthError(f"no CameraInfo message on {self.pairing.camera_info_topic}",
-                             cause="no camera_info")
+            raise DepthError(
+                f"no CameraInfo message on {self.pairing.camera_info_topic}", cause="no camera_info"
+            )
         return registered_depth(self.header, width, height, self.depth, self.info, settings)
 
 
@@ -124,15 +143,17 @@ def _deserialized(reader: Any, connection: Any, raw: bytes) -> tuple[Any | None,
         return None, f"cannot deserialize the message: {err}"
 
 
-def colour_messages(reader: Any, topic: str, pairing: BagDepth | None = None
-                    ) -> Iterator[ColourMessage]:
+def colour_messages(
+    reader: Any, topic: str, pairing: BagDepth | None = None
+) -> Iterator[ColourMessage]:
     """The colour topic's messages of an open rosbags reader, in log-time order, each with
     its Partners when ``pairing`` is given."""
     colour = [c for c in reader.connections if c.topic == topic]
     if pairing is None:
         for connection, log_time, raw in reader.messages(connections=colour):
-            yield ColourMessage(log_time, connection.msgtype, raw,
-                                *_deserialized(reader, connection, raw))
+            yield ColourMessage(
+                log_time, connection.msgtype, raw, *_deserialized(reader, connection, raw)
+            )
         return
     info_connections = [c for c in reader.connections if c.topic == pairing.camera_info_topic]
     first_info = None
@@ -141,12 +162,18 @@ def colour_messages(reader: Any, topic: str, pairing: BagDepth | None = None
         if first_info is not None:
             break
     queues = _Queues(pairing, first_info)
-    wanted = colour + info_connections + [c for c in reader.connections
-                                          if c.topic == pairing.depth_topic]
+    wanted = (
+        colour
+        + info_connections
+        + [c for c in reader.connections if c.topic == pairing.depth_topic]
+    )
     for connection, log_time, raw in reader.messages(connections=wanted):
         if connection.topic == topic:
-            queues.add_colour(ColourMessage(log_time, connection.msgtype, raw,
-                                            *_deserialized(reader, connection, raw)))
+            queues.add_colour(
+                ColourMessage(
+                    log_time, connection.msgtype, raw, *_deserialized(reader, connection, raw)
+                )
+            )
         else:
             message, problem = _deserialized(reader, connection, raw)
             if message is None:
@@ -183,21 +210,25 @@ class _Queues:
     def add_depth(self, message: Any) -> None:
         stamp = stamp_ns(message.header)
         self.depth.append((stamp, message))
-        self.newest_depth = stamp if self.newest_depth is None else max(self.newest_depth,
-                                                                         stamp)
+        self.newest_depth = stamp if self.newest_depth is None else max(self.newest_depth, stamp)
 
     def ready(self, end: bool = False) -> Iterator[ColourMessage]:
         """The oldest colour messages that no later depth message can pair better: a depth
         message beyond their slop arrived, the queue is full, or the bag ended."""
         while self.colour:
             stamp, colour = self.colour[0]
-            if not (end or stamp is None or len(self.colour) > QUEUE_SIZE or (
-                    self.newest_depth is not None and self.newest_depth > stamp + self.slop_ns)):
+            if not (
+                end
+                or stamp is None
+                or len(self.colour) > QUEUE_SIZE
+                or (self.newest_depth is not None and self.newest_depth > stamp + self.slop_ns)
+            ):
                 return
             self.colour.popleft()
             if stamp is not None:
-                near = [(abs(s - stamp), s, m) for s, m in self.depth
-                        if abs(s - stamp) <= self.slop_ns]
+                near = [
+                    (abs(s - stamp), s, m) for s, m in self.depth if abs(s - stamp) <= self.slop_ns
+                ]
                 colour.partners.depth = min(near, key=lambda n: n[:2])[2] if near else None
                 while self.depth and self.depth[0][0] < stamp - self.slop_ns:
                     self.depth.popleft()  # too old for this colour stamp and later ones

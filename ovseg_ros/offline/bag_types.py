@@ -9,9 +9,10 @@ goes through the same converter code as the node. Definitions ship as package da
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rosbags.interfaces import Nodetype
@@ -21,19 +22,32 @@ from ..messages.convert import MessageTypes
 
 MSGDEFS_DIR = Path(__file__).resolve().parent / "msgdefs"
 
-_NUMPY = {"int8": np.int8, "uint8": np.uint8, "byte": np.uint8, "char": np.uint8,
-          "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32,
-          "int64": np.int64, "uint64": np.uint64, "float32": np.float32,
-          "float64": np.float64, "bool": np.bool_}
+_NUMPY = {
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "byte": np.uint8,
+    "char": np.uint8,
+    "int16": np.int16,
+    "uint16": np.uint16,
+    "int32": np.int32,
+    "uint32": np.uint32,
+    "int64": np.int64,
+    "uint64": np.uint64,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bool": np.bool_,
+}
 
 
 def definitions() -> dict[str, str]:
     """Type name ('vision_msgs/msg/LabelInfo') -> .msg text of every shipped definition."""
-    return {f"{path.parent.name}/msg/{path.stem}": path.read_text()
-            for path in sorted(MSGDEFS_DIR.glob("*/*.msg"))}
+    return {
+        f"{path.parent.name}/msg/{path.stem}": path.read_text()
+        for path in sorted(MSGDEFS_DIR.glob("*/*.msg"))
+    }
 
 
-@lru_cache(maxsize=None)
+@cache
 def typestore(store: Stores = Stores.ROS2_JAZZY):
     """rosbags type store of a ROS 2 distro plus vision_msgs and ovseg_ros messages."""
     types = get_typestore(store)
@@ -47,8 +61,15 @@ def typestore(store: Stores = Stores.ROS2_JAZZY):
 def _default(store, kind: Nodetype, spec: Any) -> Any:
     if kind == Nodetype.BASE:
         base = spec[0]
-        return "" if base == "string" else False if base == "bool" else \
-            0.0 if base.startswith("float") else 0
+        return (
+            ""
+            if base == "string"
+            else False
+            if base == "bool"
+            else 0.0
+            if base.startswith("float")
+            else 0
+        )
     if kind == Nodetype.NAME:
         return constructor(store, spec)()
     (element_kind, element_spec), size = spec
@@ -82,8 +103,14 @@ def constructor(store, typename: str) -> Callable[..., Any]:
         unknown = set(values) - names
         if unknown:
             raise TypeError(f"{typename} has no field(s) {', '.join(sorted(unknown))}")
-        return cls(**{name: _value(kind, spec, values[name]) if name in values
-                      else _default(store, kind, spec) for name, (kind, spec) in fields})
+        return cls(
+            **{
+                name: _value(kind, spec, values[name])
+                if name in values
+                else _default(store, kind, spec)
+                for name, (kind, spec) in fields
+            }
+        )
 
     make.__name__ = typename.rsplit("/", 1)[-1]
     return make
@@ -92,28 +119,47 @@ def constructor(store, typename: str) -> Callable[..., Any]:
 def message_types(store=None) -> MessageTypes:
     """The converters' namespace with rosbags classes."""
     store = store or typestore()
-    names = {"Image": "sensor_msgs/msg/Image",
-             "RegionOfInterest": "sensor_msgs/msg/RegionOfInterest",
-             "Point": "geometry_msgs/msg/Point",
-             "Vector3": "geometry_msgs/msg/Vector3",
-             "PanopticSegmentation": "ovseg_ros/msg/PanopticSegmentation",
-             "SegmentedInstance": "ovseg_ros/msg/SegmentedInstance",
-             "Pose": "geometry_msgs/msg/Pose",
-             "Quaternion": "geometry_msgs/msg/Quaternion",
-             "PoseWithCovariance": "geometry_msgs/msg/PoseWithCovariance",
-             "ColorRGBA": "std_msgs/msg/ColorRGBA",
-             "Marker": "visualization_msgs/msg/Marker",
-             "MarkerArray": "visualization_msgs/msg/MarkerArray"}
-    names.update({name: f"vision_msgs/msg/{name}" for name in (
-        "Detection2DArray", "Detection2D", "ObjectHypothesisWithPose", "ObjectHypothesis",
-        "BoundingBox2D", "Pose2D", "Point2D", "LabelInfo", "VisionClass", "Detection3DArray",
-        "Detection3D", "BoundingBox3D")})
-    return MessageTypes(**{field: constructor(store, typename)
-                           for field, typename in names.items()})
+    names = {
+        "Image": "sensor_msgs/msg/Image",
+        "RegionOfInterest": "sensor_msgs/msg/RegionOfInterest",
+        "Point": "geometry_msgs/msg/Point",
+        "Vector3": "geometry_msgs/msg/Vector3",
+        "PanopticSegmentation": "ovseg_ros/msg/PanopticSegmentation",
+        "SegmentedInstance": "ovseg_ros/msg/SegmentedInstance",
+        "Pose": "geometry_msgs/msg/Pose",
+        "Quaternion": "geometry_msgs/msg/Quaternion",
+        "PoseWithCovariance": "geometry_msgs/msg/PoseWithCovariance",
+        "ColorRGBA": "std_msgs/msg/ColorRGBA",
+        "Marker": "visualization_msgs/msg/Marker",
+        "MarkerArray": "visualization_msgs/msg/MarkerArray",
+    }
+    names.update(
+        {
+            name: f"vision_msgs/msg/{name}"
+            for name in (
+                "Detection2DArray",
+                "Detection2D",
+                "ObjectHypothesisWithPose",
+                "ObjectHypothesis",
+                "BoundingBox2D",
+                "Pose2D",
+                "Point2D",
+                "LabelInfo",
+                "VisionClass",
+                "Detection3DArray",
+                "Detection3D",
+                "BoundingBox3D",
+            )
+        }
+    )
+    return MessageTypes(
+        **{field: constructor(store, typename) for field, typename in names.items()}
+    )
 
 
 def header(store, stamp_ns: int, frame_id: str = "") -> Any:
     """std_msgs/Header at a time in nanoseconds."""
     time = constructor(store, "builtin_interfaces/msg/Time")(
-        sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
+    )
     return constructor(store, "std_msgs/msg/Header")(stamp=time, frame_id=frame_id)

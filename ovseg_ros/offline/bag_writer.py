@@ -19,19 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
-                                QosReliability, QosTime)
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from . import bag_types
 from ..messages import convert
-from .bag_depth import BagDepth, colour_messages, stamp_ns
 from ..scene.geometry import depth_settings
-from ..segmentation.panoptic import SegmentationResult
 from ..scene.placement import Unlocated, place
 from ..scene.tracking import Tracker, tracking_settings
+from ..segmentation.panoptic import SegmentationResult
 from ..segmentation.visualize import overlay
 from ..segmentation.vocabulary import Vocabulary
+from . import bag_types
+from .bag_depth import BagDepth, colour_messages, stamp_ns
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 OUTPUT_DEPTH = 5  # the node's reliable output depth
@@ -42,9 +48,17 @@ log = logging.getLogger("ovseg_segment")
 def qos(depth: int, latched: bool = False) -> Qos:
     """A reliable offered QoS profile as rosbag2 records it (transient local if latched)."""
     zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
-               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
-               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+    return Qos(
+        QosHistory.KEEP_LAST,
+        depth,
+        QosReliability.RELIABLE,
+        QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+        zero,
+        zero,
+        QosLiveliness.AUTOMATIC,
+        zero,
+        False,
+    )
 
 
 @dataclass
@@ -65,8 +79,9 @@ class BagStats:
         state = "" if self.complete else " (interrupted: the bag holds the frames so far)"
         text = f"{self.path}: {self.frames} frame(s) written{state}"
         if self.skipped:
-            text += f", {len(self.skipped)} input message(s) skipped:\n" + \
-                "\n".join(f"  - {reason}" for reason in self.skipped)
+            text += f", {len(self.skipped)} input message(s) skipped:\n" + "\n".join(
+                f"  - {reason}" for reason in self.skipped
+            )
         if self.unlocated.counts:
             text += "\n" + self.unlocated.summary()
         return text
@@ -75,14 +90,23 @@ class BagStats:
 class BagWriter:
     """Use as a context manager: the bag is closed (and readable) however the block ends."""
 
-    def __init__(self, path: str | Path, *, storage: str = "mcap", namespace: str = "/ovseg",
-                 write_overlay: bool = False, write_3d: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        storage: str = "mcap",
+        namespace: str = "/ovseg",
+        write_overlay: bool = False,
+        write_3d: bool = False,
+    ):
         if storage not in STORAGES:
             raise ValueError(f"unknown bag storage {storage!r}: use {' or '.join(STORAGES)}")
         self.path = Path(path)
         if self.path.exists():
-            raise FileExistsError(f"{self.path} exists; rosbag2 writes a new folder: remove "
-                                  "it or choose another --bag-out")
+            raise FileExistsError(
+                f"{self.path} exists; rosbag2 writes a new folder: remove "
+                "it or choose another --bag-out"
+            )
         self.store = bag_types.typestore()
         self.types = bag_types.message_types(self.store)
         self.stats = BagStats(self.path)
@@ -93,61 +117,81 @@ class BagWriter:
         self._connections: dict[str, Any] = {}
         self._writer.open()
         reliable = qos(OUTPUT_DEPTH)
-        for name, msgtype in (("panoptic", "ovseg_ros/msg/PanopticSegmentation"),
-                              ("semantic", "sensor_msgs/msg/Image"),
-                              ("instances", "sensor_msgs/msg/Image"),
-                              ("detections", "vision_msgs/msg/Detection2DArray"),
-                              *((("overlay", "sensor_msgs/msg/Image"),) if write_overlay
-                                else ()),
-                              *((("markers", "visualization_msgs/msg/MarkerArray"),
-                                 ("detections_3d", "vision_msgs/msg/Detection3DArray"))
-                                if write_3d else ())):
+        for name, msgtype in (
+            ("panoptic", "ovseg_ros/msg/PanopticSegmentation"),
+            ("semantic", "sensor_msgs/msg/Image"),
+            ("instances", "sensor_msgs/msg/Image"),
+            ("detections", "vision_msgs/msg/Detection2DArray"),
+            *((("overlay", "sensor_msgs/msg/Image"),) if write_overlay else ()),
+            *(
+                (
+                    ("markers", "visualization_msgs/msg/MarkerArray"),
+                    ("detections_3d", "vision_msgs/msg/Detection3DArray"),
+                )
+                if write_3d
+                else ()
+            ),
+        ):
             self._add(f"{self._namespace}/{name}", msgtype, reliable)
         self._add(f"{self._namespace}/label_info", "vision_msgs/msg/LabelInfo", qos(1, True))
 
     def _add(self, topic: str, msgtype: str, profile: Qos) -> None:
         self._connections[topic] = self._writer.add_connection(
-            topic, msgtype, typestore=self.store, offered_qos_profiles=[profile])
+            topic, msgtype, typestore=self.store, offered_qos_profiles=[profile]
+        )
         self.stats.messages[topic] = 0
 
     def _write(self, topic: str, message: Any, log_time_ns: int) -> None:
         connection = self._connections[topic]
-        self._writer.write(connection, log_time_ns,
-                           bytes(self.store.serialize_cdr(message, connection.msgtype)))
+        self._writer.write(
+            connection, log_time_ns, bytes(self.store.serialize_cdr(message, connection.msgtype))
+        )
         self.stats.messages[topic] += 1
 
     def header(self, stamp_ns: int, frame_id: str = "") -> Any:
         """A std_msgs/Header of this bag's type store, stamped stamp_ns."""
         return bag_types.header(self.store, stamp_ns, frame_id)
 
-    def write_label_info(self, vocabulary: Vocabulary, threshold: float,
-                         log_time_ns: int) -> None:
+    def write_label_info(self, vocabulary: Vocabulary, threshold: float, log_time_ns: int) -> None:
         """The vocabulary on ~/label_info (write it before the first frame, and on changes)."""
-        self._write(f"{self._namespace}/label_info", convert.label_info_message(
-            self.types, self.header(log_time_ns), vocabulary, threshold), log_time_ns)
+        self._write(
+            f"{self._namespace}/label_info",
+            convert.label_info_message(self.types, self.header(log_time_ns), vocabulary, threshold),
+            log_time_ns,
+        )
 
-    def write_result(self, header: Any, log_time_ns: int, rgb: np.ndarray,
-                     result: SegmentationResult) -> None:
+    def write_result(
+        self, header: Any, log_time_ns: int, rgb: np.ndarray, result: SegmentationResult
+    ) -> None:
         """One frame's outputs, as the node publishes them."""
         ns = self._namespace
         panoptic = convert.panoptic_message(self.types, header, result)
         self._write(f"{ns}/semantic", panoptic.semantic, log_time_ns)
         self._write(f"{ns}/instances", panoptic.instance, log_time_ns)
         self._write(f"{ns}/panoptic", panoptic, log_time_ns)
-        self._write(f"{ns}/detections", convert.detections_message(self.types, header, result),
-                    log_time_ns)
+        self._write(
+            f"{ns}/detections", convert.detections_message(self.types, header, result), log_time_ns
+        )
         if self._overlay:
-            self._write(f"{ns}/overlay", convert.image_message(
-                self.types, header, overlay(rgb, result), "rgb8"), log_time_ns)
+            self._write(
+                f"{ns}/overlay",
+                convert.image_message(self.types, header, overlay(rgb, result), "rgb8"),
+                log_time_ns,
+            )
         if self._3d:
-            self._write(f"{ns}/markers", convert.markers_message(self.types, header, result),
-                        log_time_ns)
-            self._write(f"{ns}/detections_3d", convert.detections_3d_message(
-                self.types, header, result), log_time_ns)
+            self._write(
+                f"{ns}/markers", convert.markers_message(self.types, header, result), log_time_ns
+            )
+            self._write(
+                f"{ns}/detections_3d",
+                convert.detections_3d_message(self.types, header, result),
+                log_time_ns,
+            )
         self.stats.frames += 1
 
-    def write_raw(self, topic: str, msgtype: str, raw: bytes, log_time_ns: int,
-                  profile: Qos | None = None) -> None:
+    def write_raw(
+        self, topic: str, msgtype: str, raw: bytes, log_time_ns: int, profile: Qos | None = None
+    ) -> None:
         """An input message passed through as it was (CDR bytes)."""
         if topic not in self._connections:
             self._add(topic, msgtype, profile or qos(OUTPUT_DEPTH))
@@ -162,8 +206,10 @@ class BagWriter:
         """Count a frame written without 3D geometry (for ``summary``; the first of each
         cause is logged)."""
         if self.stats.unlocated.add(cause, reason):
-            log.warning("no 3D geometry: %s (more frames for the same reason are counted in "
-                        "the summary)", reason)
+            log.warning(
+                "no 3D geometry: %s (more frames for the same reason are counted in the summary)",
+                reason,
+            )
 
     def close(self, complete: bool = True) -> BagStats:
         """Finish the bag (its metadata.yaml); ``complete`` False marks it interrupted."""
@@ -171,15 +217,22 @@ class BagWriter:
         self._writer.close()
         return self.stats
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
         self.close(complete=kind is None)
 
 
-def segment_bag(segmenter, encoded, in_bag: Path, topic: str, writer: BagWriter,
-                passthrough: bool = False, pairing: BagDepth | None = None) -> BagStats:
+def segment_bag(
+    segmenter,
+    encoded,
+    in_bag: Path,
+    topic: str,
+    writer: BagWriter,
+    passthrough: bool = False,
+    pairing: BagDepth | None = None,
+) -> BagStats:
     """Segment every image message on ``topic`` of ``in_bag`` into ``writer``, tracked when
     the segmenter's track setting is on (a Tracker of its own: ids start at 1 in each bag)
     and placed in 3D with the depth ``pairing`` gives, if any.
@@ -210,14 +263,18 @@ def segment_bag(segmenter, encoded, in_bag: Path, topic: str, writer: BagWriter,
             except (convert.FrameError, ImageError) as err:
                 writer.skip(f"{where}: {err}")
                 continue
-            depth = None if colour.partners is None else partial(
-                colour.partners.registered, rgb.shape[1], rgb.shape[0], geometry)
+            depth = (
+                None
+                if colour.partners is None
+                else partial(colour.partners.registered, rgb.shape[1], rgb.shape[0], geometry)
+            )
             header = colour.message.header
             problem = place(result, depth, geometry, tracker, stamp_ns(header) / 1e9)
             if problem is not None:
                 writer.unlocated(problem.cause, f"{where}: {problem}")
-            writer.write_result(writer.header(stamp_ns(header), header.frame_id),
-                                colour.log_time, rgb, result)
+            writer.write_result(
+                writer.header(stamp_ns(header), header.frame_id), colour.log_time, rgb, result
+            )
     return writer.stats
 
 
@@ -226,9 +283,17 @@ def bag_out_paths(bags: list[Path], out: Path) -> list[Path]:
     return [out] if len(bags) == 1 else [out / bag.name for bag in bags]
 
 
-def write_bags(segmenter, encoded, bag_topics: dict[Path, str], out: Path, *,
-               storage: str = "mcap", write_overlay: bool = False, passthrough: bool = False,
-               pairings: dict[Path, BagDepth] | None = None) -> list[BagStats]:
+def write_bags(
+    segmenter,
+    encoded,
+    bag_topics: dict[Path, str],
+    out: Path,
+    *,
+    storage: str = "mcap",
+    write_overlay: bool = False,
+    passthrough: bool = False,
+    pairings: dict[Path, BagDepth] | None = None,
+) -> list[BagStats]:
     """Segment each input bag's image topic into its own output bag, with the bag's depth
     pairing if it has one; report each on stderr. On an interrupt the current bag is closed,
     reported as interrupted, and the interrupt goes on."""
@@ -239,12 +304,12 @@ def write_bags(segmenter, encoded, bag_topics: dict[Path, str], out: Path, *,
     for bag, path in zip(bags, bag_out_paths(bags, out)):
         path.parent.mkdir(parents=True, exist_ok=True)
         pairing = (pairings or {}).get(bag)
-        writer = BagWriter(path, storage=storage, write_overlay=write_overlay,
-                           write_3d=pairing is not None)
+        writer = BagWriter(
+            path, storage=storage, write_overlay=write_overlay, write_3d=pairing is not None
+        )
         try:
             with writer:
-                segment_bag(segmenter, encoded, bag, bag_topics[bag], writer, passthrough,
-                            pairing)
+                segment_bag(segmenter, encoded, bag, bag_topics[bag], writer, passthrough, pairing)
         finally:
             print(writer.stats.summary(), file=sys.stderr)
         done.append(writer.stats)

@@ -17,16 +17,16 @@ import argparse
 import dataclasses
 import shutil
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
+from ..segmentation.scale import encoded_once
+from ..segmentation.vocabulary import Vocabulary
+from ..settings.config import Settings
+from .bag_depth import BagDepth
 from .inputs import OutputNames, frames_of
 from .run import FrameOutcome, SceneOptions, segment_frames, summary, tally
 from .writing import output_paths
-from .bag_depth import BagDepth
-from ..settings.config import Settings
-from ..segmentation.scale import encoded_once
-from ..segmentation.vocabulary import Vocabulary
 
 
 def staging_dir(out: Path, index: int) -> Path:
@@ -52,8 +52,7 @@ class FileShard:
     vocabulary: Vocabulary
     out: Path
 
-    def __call__(self, segmenter, indices: list[int]
-                 ) -> list[tuple[int, list[FrameOutcome]]]:
+    def __call__(self, segmenter, indices: list[int]) -> list[tuple[int, list[FrameOutcome]]]:
         encoded = encoded_once(segmenter, self.vocabulary)
         done = []
         for index in indices:
@@ -61,8 +60,9 @@ class FileShard:
             _fresh(staging)
             staging.mkdir(parents=True)
             frames = frames_of([self.paths[index]], self.bag_topics, self.pairings)
-            done.append((index, list(segment_frames(segmenter, encoded, frames, staging,
-                                                        self.scene))))
+            done.append(
+                (index, list(segment_frames(segmenter, encoded, frames, staging, self.scene)))
+            )
         return done
 
 
@@ -92,10 +92,21 @@ class BagShard:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 pairing = self.pairings[index]
-                with BagWriter(path, storage=self.storage, write_overlay=self.write_overlay,
-                               write_3d=pairing is not None) as writer:
-                    segment_bag(segmenter, encoded, self.bags[index], self.topics[index],
-                                writer, self.passthrough, pairing)
+                with BagWriter(
+                    path,
+                    storage=self.storage,
+                    write_overlay=self.write_overlay,
+                    write_3d=pairing is not None,
+                ) as writer:
+                    segment_bag(
+                        segmenter,
+                        encoded,
+                        self.bags[index],
+                        self.topics[index],
+                        writer,
+                        self.passthrough,
+                        pairing,
+                    )
             except BaseException:
                 shutil.rmtree(path, ignore_errors=True)  # no half bag left for a failed shard
                 raise
@@ -103,8 +114,9 @@ class BagShard:
         return done
 
 
-def gather_files(items: Iterator[tuple[int, list[FrameOutcome]]], out: Path
-                 ) -> Iterator[FrameOutcome]:
+def gather_files(
+    items: Iterator[tuple[int, list[FrameOutcome]]], out: Path
+) -> Iterator[FrameOutcome]:
     """Move each input's staged files into ``out`` under the run's unique names, in input
     order; the outcomes with their final names (a move that fails is a 'failed' one)."""
     names = OutputNames()
@@ -115,25 +127,37 @@ def gather_files(items: Iterator[tuple[int, list[FrameOutcome]]], out: Path
             if outcome.status == "written":
                 moved = []
                 try:
-                    for source, target in zip(output_paths(staging, outcome.name),
-                                              output_paths(out, final)):
+                    for source, target in zip(
+                        output_paths(staging, outcome.name), output_paths(out, final)
+                    ):
                         source.replace(target)
                         moved.append(target)
                 except OSError as err:
                     for path in moved:  # none of a frame's files, as in write_outputs
                         path.unlink(missing_ok=True)
-                    hint = " (--out must be a folder every Ray node shares)" \
-                        if isinstance(err, FileNotFoundError) else ""
+                    hint = (
+                        " (--out must be a folder every Ray node shares)"
+                        if isinstance(err, FileNotFoundError)
+                        else ""
+                    )
                     outcome = dataclasses.replace(
-                        outcome, status="failed", detail=f"cannot write {target}: "
-                        f"{err.strerror or err}{hint}")
+                        outcome,
+                        status="failed",
+                        detail=f"cannot write {target}: {err.strerror or err}{hint}",
+                    )
             yield dataclasses.replace(outcome, name=final)
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: Vocabulary,
-                     paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
-                     pairings: dict[Path, BagDepth], scene: SceneOptions) -> int:
+def segment_over_ray(
+    args: argparse.Namespace,
+    settings: Settings,
+    vocabulary: Vocabulary,
+    paths: Sequence[Path],
+    bag_topics: dict[Path, tuple[str, int]],
+    pairings: dict[Path, BagDepth],
+    scene: SceneOptions,
+) -> int:
     """main's --ray branch: 0 when every input was processed and wrote a frame, 1 when a
     shard failed (named on stderr, the others written) or nothing was written, 2 when Ray
     is missing or its cluster cannot be reached."""
@@ -146,9 +170,16 @@ def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: V
 
     def sharded(work) -> Iterator:
         try:
-            yield from run_sharded(args.ray, settings, work, len(paths), shard_size=1,
-                                   progress=not args.quiet and len(paths) > 1, unit="input",
-                                   describe=describe)
+            yield from run_sharded(
+                args.ray,
+                settings,
+                work,
+                len(paths),
+                shard_size=1,
+                progress=not args.quiet and len(paths) > 1,
+                unit="input",
+                describe=describe,
+            )
         except ShardsFailed as err:
             failed_shards.append(err)
 
@@ -168,10 +199,16 @@ def segment_over_ray(args: argparse.Namespace, settings: Settings, vocabulary: V
 def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings) -> bool:
     from .bag_writer import bag_out_paths
 
-    work = BagShard(tuple(paths), tuple(bag_topics[p][0] for p in paths),
-                    tuple(pairings.get(p) for p in paths),
-                    tuple(bag_out_paths(list(paths), Path(args.bag_out))), vocabulary,
-                    args.bag_storage, args.bag_overlay, args.bag_passthrough)
+    work = BagShard(
+        tuple(paths),
+        tuple(bag_topics[p][0] for p in paths),
+        tuple(pairings.get(p) for p in paths),
+        tuple(bag_out_paths(list(paths), Path(args.bag_out))),
+        vocabulary,
+        args.bag_storage,
+        args.bag_overlay,
+        args.bag_passthrough,
+    )
     frames = []
     for _, stats in sharded(work):
         print(stats.summary(), file=sys.stderr)
@@ -182,8 +219,16 @@ def _bags_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings) -> bo
 def _files_over_ray(args, sharded, vocabulary, paths, bag_topics, pairings, scene) -> bool:
     out = Path(args.out)
     try:
-        timings, skipped, failed, unlocated = tally(gather_files(sharded(FileShard(
-            tuple(paths), dict(bag_topics), dict(pairings), scene, vocabulary, out)), out))
+        timings, skipped, failed, unlocated = tally(
+            gather_files(
+                sharded(
+                    FileShard(
+                        tuple(paths), dict(bag_topics), dict(pairings), scene, vocabulary, out
+                    )
+                ),
+                out,
+            )
+        )
     finally:
         for index in range(len(paths)):
             shutil.rmtree(staging_dir(out, index), ignore_errors=True)

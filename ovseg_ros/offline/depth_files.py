@@ -40,13 +40,17 @@ def read_camera_info(path: Path) -> np.ndarray:
     else:
         values = projection = None
     if not isinstance(values, list) or len(values) != 9:
-        raise DepthError(f"--camera-info {path} has no 3x3 camera matrix: expected "
-                         "camera_matrix: {rows: 3, cols: 3, data: [9 numbers]} "
-                         "(camera_calibration's file) or k: [9 numbers] (a CameraInfo)")
+        raise DepthError(
+            f"--camera-info {path} has no 3x3 camera matrix: expected "
+            "camera_matrix: {rows: 3, cols: 3, data: [9 numbers]} "
+            "(camera_calibration's file) or k: [9 numbers] (a CameraInfo)"
+        )
     if projection is not None and (not isinstance(projection, list) or len(projection) != 12):
-        raise DepthError(f"--camera-info {path} has a projection matrix that is not 3x4: "
-                         "expected projection_matrix: {rows: 3, cols: 4, data: [12 numbers]} "
-                         "or p: [12 numbers]")
+        raise DepthError(
+            f"--camera-info {path} has a projection matrix that is not 3x4: "
+            "expected projection_matrix: {rows: 3, cols: 4, data: [12 numbers]} "
+            "or p: [12 numbers]"
+        )
     return intrinsics(values, projection or [])[0]
 
 
@@ -65,16 +69,18 @@ def read_depth(path: Path, settings: DepthSettings = DepthSettings()) -> np.ndar
         try:
             depth = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
-            raise DepthError(f"{path} is not a readable .npy array ({err})",
-                             cause="unreadable depth file") from None
+            raise DepthError(
+                f"{path} is not a readable .npy array ({err})", cause="unreadable depth file"
+            ) from None
     else:
         depth = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
         if depth is None:
-            raise DepthError(f"{path} is not a readable depth image",
-                             cause="unreadable depth file")
+            raise DepthError(f"{path} is not a readable depth image", cause="unreadable depth file")
     if depth.dtype == np.uint16:
         return decode_depth(depth, "16UC1", settings)
     if depth.dtype == np.float32:
         return decode_depth(depth, "32FC1", settings)
-    raise DepthError(f"{path} holds {depth.dtype} values: depth must be 16-bit (units of "
-                     "depth_scale metres) or 32-bit float (metres)")
+    raise DepthError(
+        f"{path} holds {depth.dtype} values: depth must be 16-bit (units of "
+        "depth_scale metres) or 32-bit float (metres)"
+    )

@@ -3,21 +3,19 @@ rosbags (no ROS needed: the frames of one sensor_msgs/Image or CompressedImage t
 depth and CameraInfo topics paired to them, bag_depth.py), as Frames with unique output
 names."""
 
-
 import argparse
 import dataclasses
 import glob
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from .bag_depth import (BagDepth, Partners, bag_depth, check_depth_topic, colour_messages, stamp_ns)
-from ..settings.config import Settings
 from ..messages.convert import FrameError, opencv_frame_error
-
+from ..settings.config import Settings
+from .bag_depth import BagDepth, Partners, bag_depth, check_depth_topic, colour_messages, stamp_ns
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -64,8 +62,9 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         if is_bag(path):
             paths.append(path)
         elif path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            )
             if not found:
                 raise InputError(f"folder {path} has no images or videos")
             paths.extend(found)
@@ -81,12 +80,16 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     paths = list(dict.fromkeys(bag_folder(path) for path in paths))
     for path in paths:
         if path.suffix.lower() in BAG_SUFFIXES and not is_bag(path):
-            raise InputError(f"{path}: a rosbag2 bag is read through its folder (the one with "
-                             "metadata.yaml), and there is none beside this file")
+            raise InputError(
+                f"{path}: a rosbag2 bag is read through its folder (the one with "
+                "metadata.yaml), and there is none beside this file"
+            )
         if not is_bag(path) and path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-            raise InputError(f"{path}: unsupported file type {path.suffix!r}; images "
-                             f"({', '.join(sorted(IMAGE_SUFFIXES))}) or videos "
-                             f"({', '.join(sorted(VIDEO_SUFFIXES))})")
+            raise InputError(
+                f"{path}: unsupported file type {path.suffix!r}; images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}) or videos "
+                f"({', '.join(sorted(VIDEO_SUFFIXES))})"
+            )
     return paths
 
 
@@ -96,8 +99,9 @@ def _open_bag(path: Path):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
     except ImportError:
-        raise InputError(f"{path} is a rosbag2 bag; reading bags needs the rosbags package "
-                         "(pip install rosbags)") from None
+        raise InputError(
+            f"{path} is a rosbag2 bag; reading bags needs the rosbags package (pip install rosbags)"
+        ) from None
     return AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
 
 
@@ -116,47 +120,72 @@ def bag_connections(path: Path) -> dict[str, tuple[str, int]]:
     return topics
 
 
-def bag_image_topic(path: Path, topics: dict[str, tuple[str, int]], topic: str | None,
-                    depth_topic: str | None = None) -> tuple[str, int]:
+def bag_image_topic(
+    path: Path,
+    topics: dict[str, tuple[str, int]],
+    topic: str | None,
+    depth_topic: str | None = None,
+) -> tuple[str, int]:
     """(topic, message count) of the image topic to read from a bag (``topics`` from
     bag_connections; without --topic the only image topic other than the depth topic);
     InputError when there is no such topic, or no --topic and more than one image topic."""
-    images = {name: count for name, (msgtype, count) in topics.items()
-              if msgtype in IMAGE_MSGTYPES and (topic or name != depth_topic)}
+    images = {
+        name: count
+        for name, (msgtype, count) in topics.items()
+        if msgtype in IMAGE_MSGTYPES and (topic or name != depth_topic)
+    }
     listed = ", ".join(sorted(images)) or "none"
     if topic is None:
         if len(images) != 1:
-            raise InputError(f"{path}: choose the image topic with --topic; the bag's "
-                             f"sensor_msgs/Image and CompressedImage topics: {listed}")
+            raise InputError(
+                f"{path}: choose the image topic with --topic; the bag's "
+                f"sensor_msgs/Image and CompressedImage topics: {listed}"
+            )
         topic = next(iter(images))
     elif topic not in images:
-        raise InputError(f"{path} has no sensor_msgs/Image or CompressedImage topic "
-                         f"{topic!r}; its image topics: {listed}")
+        raise InputError(
+            f"{path} has no sensor_msgs/Image or CompressedImage topic "
+            f"{topic!r}; its image topics: {listed}"
+        )
     return topic, images[topic]
 
 
-def bag_inputs(args: argparse.Namespace, settings: Settings, paths: Sequence[Path]
-               ) -> tuple[dict[Path, tuple[str, int]], dict[Path, BagDepth]]:
+def bag_inputs(
+    args: argparse.Namespace, settings: Settings, paths: Sequence[Path]
+) -> tuple[dict[Path, tuple[str, int]], dict[Path, BagDepth]]:
     """Each bag's image topic (topic, message count) and, with --depth-topic, its depth
     pairing; InputError or DepthError (before any model loads) when a topic is missing."""
     bags = [path for path in paths if is_bag(path)]
     if args.topic and not bags:
-        raise InputError("--topic selects the image topic of rosbag2 bags, and no input "
-                         "is a bag (a folder with metadata.yaml)")
+        raise InputError(
+            "--topic selects the image topic of rosbag2 bags, and no input "
+            "is a bag (a folder with metadata.yaml)"
+        )
     if args.bag_out and len(bags) != len(paths):
-        raise InputError("--bag-out writes bags from bags: every input must be a rosbag2 "
-                         "bag (a folder with metadata.yaml)")
+        raise InputError(
+            "--bag-out writes bags from bags: every input must be a rosbag2 "
+            "bag (a folder with metadata.yaml)"
+        )
     topics = {bag: bag_connections(bag) for bag in bags}
     if args.depth_topic:  # checked first: without --topic, it is not the colour topic
         for bag in bags:
             check_depth_topic(str(bag), topics[bag], args.depth_topic)
-    bag_topics = {bag: bag_image_topic(bag, topics[bag], args.topic, args.depth_topic)
-                  for bag in bags}
+    bag_topics = {
+        bag: bag_image_topic(bag, topics[bag], args.topic, args.depth_topic) for bag in bags
+    }
     if not args.depth_topic:
         return bag_topics, {}
-    return bag_topics, {bag: bag_depth(str(bag), topics[bag], bag_topics[bag][0],
-                                       args.depth_topic, args.camera_info_topic,
-                                       settings.sync_slop) for bag in bags}
+    return bag_topics, {
+        bag: bag_depth(
+            str(bag),
+            topics[bag],
+            bag_topics[bag][0],
+            args.depth_topic,
+            args.camera_info_topic,
+            settings.sync_slop,
+        )
+        for bag in bags
+    }
 
 
 def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]]) -> int:
@@ -174,8 +203,9 @@ def count_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]])
     return total
 
 
-def bag_frames(path: Path, topic: str, stem: str, pairing: BagDepth | None = None
-               ) -> Iterator[Frame]:
+def bag_frames(
+    path: Path, topic: str, stem: str, pairing: BagDepth | None = None
+) -> Iterator[Frame]:
     """The bag's image messages on the topic, in time order, named <stem>_<index:06d>; with
     their depth partners when ``pairing`` is given."""
     with _open_bag(path) as reader:
@@ -185,9 +215,14 @@ def bag_frames(path: Path, topic: str, stem: str, pairing: BagDepth | None = Non
                 yield Frame(name, source, None, colour.problem, stream=str(path))
                 continue
             try:
-                yield Frame(name, source, colour.rgb(), stream=str(path),
-                            partners=colour.partners,
-                            stamp=stamp_ns(colour.message.header) / 1e9)
+                yield Frame(
+                    name,
+                    source,
+                    colour.rgb(),
+                    stream=str(path),
+                    partners=colour.partners,
+                    stamp=stamp_ns(colour.message.header) / 1e9,
+                )
             except FrameError as err:
                 yield Frame(name, source, None, str(err), stream=str(path))
 
@@ -212,13 +247,15 @@ class OutputNames:
         """``claim``, saying so in the log when the name had to change."""
         name = self.claim(wanted)
         if name != wanted:
-            log.info("%s is written as %s (%s is taken by an earlier input)", source, name,
-                     wanted)
+            log.info("%s is written as %s (%s is taken by an earlier input)", source, name, wanted)
         return name
 
 
-def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
-                pairings: dict[Path, BagDepth] | None = None) -> Iterator[Frame]:
+def read_frames(
+    paths: Sequence[Path],
+    bag_topics: dict[Path, tuple[str, int]],
+    pairings: dict[Path, BagDepth] | None = None,
+) -> Iterator[Frame]:
     """Every frame of every input in order, as RGB, with a unique name (OutputNames);
     unreadable ones carry a problem. bag_topics: each bag's (topic, count) from
     bag_image_topic; pairings: each bag's depth pairing, if any."""
@@ -227,14 +264,16 @@ def read_frames(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
         yield dataclasses.replace(frame, name=names.claim_logged(frame.name, frame.source))
 
 
-def frames_of(paths: Sequence[Path], bag_topics: dict[Path, tuple[str, int]],
-            pairings: dict[Path, BagDepth] | None = None) -> Iterator[Frame]:
+def frames_of(
+    paths: Sequence[Path],
+    bag_topics: dict[Path, tuple[str, int]],
+    pairings: dict[Path, BagDepth] | None = None,
+) -> Iterator[Frame]:
     """Every frame of every input, named <stem> (images) or <stem>_<index:06d> (videos, bags;
     a bag's stem is its folder name)."""
     for path in paths:
         if is_bag(path):
-            yield from bag_frames(path, bag_topics[path][0], path.name,
-                                  (pairings or {}).get(path))
+            yield from bag_frames(path, bag_topics[path][0], path.name, (pairings or {}).get(path))
         elif path.suffix.lower() in VIDEO_SUFFIXES:
             yield from video_frames(path, path.stem)
         else:
@@ -270,13 +309,22 @@ def video_frames(path: Path, stem: str) -> Iterator[Frame]:
                 ok, bgr = capture.read()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
             except cv2.error as err:
-                yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", None,
-                            str(opencv_frame_error(err, f"frame {index}")))
+                yield Frame(
+                    f"{stem}_{index:06d}",
+                    f"{path}#{index}",
+                    None,
+                    str(opencv_frame_error(err, f"frame {index}")),
+                )
                 return
             if rgb is None:
                 break
-            yield Frame(f"{stem}_{index:06d}", f"{path}#{index}", rgb, stream=str(path),
-                        stamp=index / fps if fps > 0 else None)
+            yield Frame(
+                f"{stem}_{index:06d}",
+                f"{path}#{index}",
+                rgb,
+                stream=str(path),
+                stamp=index / fps if fps > 0 else None,
+            )
             index += 1
         if index == 0:
             yield Frame(stem, str(path), None, "the video has no readable frame")
@@ -301,7 +349,10 @@ def renamed_inputs(paths: Sequence[Path]) -> list[Path]:
     renamed = [path for group in sequences.values() if len(group) > 1 for path in group]
     for stem, group in images.items():
         base, _, index = stem.rpartition("_")
-        if len(group) > 1 or stem in sequences or (
-                len(index) >= 6 and index.isdigit() and base in sequences):
+        if (
+            len(group) > 1
+            or stem in sequences
+            or (len(index) >= 6 and index.isdigit() and base in sequences)
+        ):
             renamed.extend(group)
     return renamed

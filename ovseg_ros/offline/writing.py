@@ -3,19 +3,18 @@
 (16-bit, 1 + index into the JSON's instance list, 0 none) and ``<name>.json`` (instances with
 COCO RLE masks)."""
 
-
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from ..segmentation.panoptic import SegmentationResult
-
 from .inputs import Frame, InputError
+
 
 def finite_or_none(values: Sequence[float]) -> list[float] | None:
     """A 3-vector for JSON: None when unknown (NaN is not JSON)."""
@@ -28,20 +27,31 @@ def instances_json(frame: Frame, result: SegmentationResult) -> dict:
     records = []
     for index, instance in enumerate(result.instances):
         rle = coco_mask.encode(np.asfortranarray(result.instance_mask(index).astype(np.uint8)))
-        records.append({
-            "id": instance.id, "class_index": instance.class_index, "label": instance.label,
-            "score": instance.score, "mask_quality": instance.mask_quality,
-            "is_thing": instance.is_thing, "bbox": list(instance.bbox), "area": instance.area,
-            "track_id": instance.track_id,
-            "centroid": finite_or_none(instance.geometry.centroid),
-            "extent": finite_or_none(instance.geometry.extent),
-            "valid_depth_points": instance.geometry.valid_points,
-            "mask": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
-        })
-    return {"source": frame.source, "height": int(result.semantic.shape[0]),
-            "width": int(result.semantic.shape[1]),
-            "vocabulary": list(result.vocabulary.names), "instances": records,
-            "timings_ms": result.timings_ms}
+        records.append(
+            {
+                "id": instance.id,
+                "class_index": instance.class_index,
+                "label": instance.label,
+                "score": instance.score,
+                "mask_quality": instance.mask_quality,
+                "is_thing": instance.is_thing,
+                "bbox": list(instance.bbox),
+                "area": instance.area,
+                "track_id": instance.track_id,
+                "centroid": finite_or_none(instance.geometry.centroid),
+                "extent": finite_or_none(instance.geometry.extent),
+                "valid_depth_points": instance.geometry.valid_points,
+                "mask": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+            }
+        )
+    return {
+        "source": frame.source,
+        "height": int(result.semantic.shape[0]),
+        "width": int(result.semantic.shape[1]),
+        "vocabulary": list(result.vocabulary.names),
+        "instances": records,
+        "timings_ms": result.timings_ms,
+    }
 
 
 class WriteError(OSError):
@@ -102,7 +112,4 @@ def prepare_out_dir(out: Path) -> None:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        raise InputError(f"--out {out} is not a writable folder: "
-                         f"{err.strerror or err}") from None
-
-
+        raise InputError(f"--out {out} is not a writable folder: {err.strerror or err}") from None

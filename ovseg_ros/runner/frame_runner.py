@@ -37,23 +37,34 @@ vocabulary thread, the health and the threads; stages.py the two stages; interfa
 types they share; frame_stats.py the counters.
 """
 
-
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ..settings.config import Settings
-from .frame_stats import FrameStats, Throttle
 from ..scene.tracking import Tracker
 from ..segmentation.vocabulary import EncodedVocabulary, Vocabulary
-
-from .interfaces import (HINT_REPEAT_S, STAGES, STATS_LOG_PERIOD_S, STOP_JOIN_S, DepthOf,
-                         Health, Level, Logger, Outputs, Segmented, SegmenterLike,
-                         VocabularyKey, no_roll_back)
+from ..settings.config import Settings
+from .frame_stats import FrameStats, Throttle
+from .interfaces import (
+    HINT_REPEAT_S,
+    STAGES,
+    STATS_LOG_PERIOD_S,
+    STOP_JOIN_S,
+    DepthOf,
+    Health,
+    Level,
+    Logger,
+    Outputs,
+    Segmented,
+    SegmenterLike,
+    VocabularyKey,
+    no_roll_back,
+)
 from .stages import FrameStages
 
 
@@ -73,13 +84,22 @@ class FrameRunner(FrameStages):
     clock: monotonic seconds, for the statistics window, stage busy times and log throttling.
     """
 
-    def __init__(self, segmenter: SegmenterLike, settings: Settings,
-                 vocabulary: Vocabulary | None, outputs: Outputs, *,
-                 decode: Callable[[Any], np.ndarray], log: Logger, source: str = "the input",
-                 how_to_set_vocabulary: str = "set the vocabulary",
-                 depth_of: DepthOf | None = None,
-                 roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
-                 stages: int = 2, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        segmenter: SegmenterLike,
+        settings: Settings,
+        vocabulary: Vocabulary | None,
+        outputs: Outputs,
+        *,
+        decode: Callable[[Any], np.ndarray],
+        log: Logger,
+        source: str = "the input",
+        how_to_set_vocabulary: str = "set the vocabulary",
+        depth_of: DepthOf | None = None,
+        roll_back: Callable[[VocabularyKey, VocabularyKey | None], bool] = no_roll_back,
+        stages: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if stages not in STAGES:
             raise ValueError(f"stages must be one of {STAGES}, got {stages!r}")
         self._segmenter = segmenter
@@ -111,8 +131,9 @@ class FrameRunner(FrameStages):
         # _vocabulary_work. The requested key is the one last asked for; after a failed
         # encode it falls back to the one in use, so asking again retries.
         self._vocabulary_work = threading.Condition()
-        self._vocabulary_job: VocabularyKey | None = \
+        self._vocabulary_job: VocabularyKey | None = (
             (vocabulary, settings.templates) if vocabulary is not None else None
+        )
         self._requested_key: VocabularyKey | None = self._vocabulary_job
         # The vocabulary frames are labelled with: replaced as one reference, never mutated;
         # _encoded_key is its (vocabulary, templates).
@@ -199,8 +220,9 @@ class FrameRunner(FrameStages):
         with self._vocabulary_work:
             self._encoded, self._encoded_key = encoded, key
         self.publish_label_info()
-        self._log.info(f"vocabulary version {encoded.version} in use: "
-                       f"{', '.join(encoded.vocabulary.names)}")
+        self._log.info(
+            f"vocabulary version {encoded.version} in use: {', '.join(encoded.vocabulary.names)}"
+        )
         return True
 
     def _vocabulary_failed(self, key: VocabularyKey, err: Exception) -> None:
@@ -214,16 +236,22 @@ class FrameRunner(FrameStages):
             rolled_back = self._roll_back(key, in_use)
         except Exception as roll_back_err:  # the vocabulary in use stays; say so below
             rolled_back = False
-            self._log.error(f"could not set the vocabulary parameter back: "
-                            f"{type(roll_back_err).__name__}: {roll_back_err}")
+            self._log.error(
+                f"could not set the vocabulary parameter back: "
+                f"{type(roll_back_err).__name__}: {roll_back_err}"
+            )
         names = list(in_use[0].names) if in_use else []
         self._log.error(
             f"could not encode the vocabulary ({', '.join(key[0].names)}): "
             f"{type(err).__name__}: {err}; frames keep "
-            + (f"the previous vocabulary ({', '.join(names)})" if names else
-               "being published unlabelled")
+            + (
+                f"the previous vocabulary ({', '.join(names)})"
+                if names
+                else "being published unlabelled"
+            )
             + (", and the vocabulary parameter was set back to it" if rolled_back else "")
-            + ". Setting it again retries")
+            + ". Setting it again retries"
+        )
 
     def publish_label_info(self) -> None:
         """Give the class map of the vocabulary in use, with the applied unknown_thresh.
@@ -237,7 +265,8 @@ class FrameRunner(FrameStages):
                 return
             encoded = self._encoded
             self._outputs.publish_label_info(
-                encoded.vocabulary if encoded else Vocabulary(()), self._applied.unknown_thresh)
+                encoded.vocabulary if encoded else Vocabulary(()), self._applied.unknown_thresh
+            )
 
     # -------------------------------------------------------------------- diagnostics
     def health(self) -> Health:
@@ -249,24 +278,40 @@ class FrameRunner(FrameStages):
         encoded = self._encoded
         level, message = Level.OK, f"{report['fps']:.1f} fps"
         if report["window_failed"]:
-            level, message = Level.ERROR, (f"{report['window_failed']} frame(s) failed, see "
-                                           "the log")
+            level, message = (
+                Level.ERROR,
+                (f"{report['window_failed']} frame(s) failed, see the log"),
+            )
         elif self._paused:
             message = "inactive: not taking frames"
         elif not report["received"]:
             level, message = Level.WARN, f"no image received on {self._source}"
         elif not report["window_received"]:
-            level, message = Level.WARN, (
-                f"no image received on {self._source} in the last "
-                f"{report['window_s']:.0f} s ({report['received']} before)")
+            level, message = (
+                Level.WARN,
+                (
+                    f"no image received on {self._source} in the last "
+                    f"{report['window_s']:.0f} s ({report['received']} before)"
+                ),
+            )
         elif report["window_skipped"] and not report["window_frames"]:
-            level, message = Level.WARN, (
-                "every frame was skipped (bad input: "
-                + ", ".join(sorted(report["window_skipped"])) + "), see the log")
+            level, message = (
+                Level.WARN,
+                (
+                    "every frame was skipped (bad input: "
+                    + ", ".join(sorted(report["window_skipped"]))
+                    + "), see the log"
+                ),
+            )
         elif encoded is None:
-            level, message = Level.WARN, (
-                "no vocabulary: nothing is labelled" if self._requested_key is None else
-                "the vocabulary is being encoded: nothing is labelled yet")
+            level, message = (
+                Level.WARN,
+                (
+                    "no vocabulary: nothing is labelled"
+                    if self._requested_key is None
+                    else "the vocabulary is being encoded: nothing is labelled yet"
+                ),
+            )
         values = {
             "fps": f"{report['fps']:.2f}",
             "input fps": f"{report['input_fps']:.2f}",
@@ -276,8 +321,11 @@ class FrameRunner(FrameStages):
             "results dropped (a newer one was segmented)": str(report["results_dropped"]),
             "frames skipped (bad input)": str(report["skipped"]),
             "frames failed": str(report["failed"]),
-            **({"frames without 3D (unusable depth)": str(report["without_3d"])}
-               if self._depth_of is not None else {}),
+            **(
+                {"frames without 3D (unusable depth)": str(report["without_3d"])}
+                if self._depth_of is not None
+                else {}
+            ),
             "vocabulary version": str(encoded.version if encoded else 0),
             "classes": str(len(encoded.vocabulary) if encoded else 0),
             "device": self._device,
@@ -293,13 +341,15 @@ class FrameRunner(FrameStages):
             self._log.info(
                 f"{report['fps']:.1f} fps, {stages.get('total', 0.0):.0f} ms from arrival to "
                 "publication ("
-                + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items()
-                            if name != "total")
-                + "; busy " + ", ".join(f"{stage} {100.0 * fraction:.0f}%"
-                                        for stage, fraction in report["busy"].items())
+                + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items() if name != "total")
+                + "; busy "
+                + ", ".join(
+                    f"{stage} {100.0 * fraction:.0f}%" for stage, fraction in report["busy"].items()
+                )
                 + f"); dropped {report['dropped']} before and {report['results_dropped']} "
                 f"after segmentation, skipped {report['skipped']}, failed "
-                f"{report['failed']} so far")
+                f"{report['failed']} so far"
+            )
         return Health(level, message, values)
 
     def report_error(self, reason: str) -> None:
@@ -307,8 +357,9 @@ class FrameRunner(FrameStages):
         transition, before the outputs go)."""
         with self._publishing:
             if not self._closed:
-                self._outputs.publish_diagnostics(Health(Level.ERROR, reason,
-                                                         {"device": self._device}))
+                self._outputs.publish_diagnostics(
+                    Health(Level.ERROR, reason, {"device": self._device})
+                )
 
     def publish_diagnostics(self) -> None:
         """Report health() through the outputs (the diagnostics timer calls this)."""
@@ -322,19 +373,40 @@ class FrameRunner(FrameStages):
     def start(self) -> None:
         """Start the stage threads (one with ``stages=1``) and the vocabulary thread."""
         self._threads = [
-            threading.Thread(target=self._loop, name="ovseg-segment", daemon=True,
-                             args=(self.process_pending, self._work,
-                                   lambda: self._frame is not None
-                                   or self._pending is not None)),
-            threading.Thread(target=self._loop, name="ovseg-vocabulary", daemon=True,
-                             args=(self.process_vocabulary, self._vocabulary_work,
-                                   lambda: self._vocabulary_job is not None)),
+            threading.Thread(
+                target=self._loop,
+                name="ovseg-segment",
+                daemon=True,
+                args=(
+                    self.process_pending,
+                    self._work,
+                    lambda: self._frame is not None or self._pending is not None,
+                ),
+            ),
+            threading.Thread(
+                target=self._loop,
+                name="ovseg-vocabulary",
+                daemon=True,
+                args=(
+                    self.process_vocabulary,
+                    self._vocabulary_work,
+                    lambda: self._vocabulary_job is not None,
+                ),
+            ),
         ]
         if self._stages == 2:
-            self._threads.append(threading.Thread(
-                target=self._loop, name="ovseg-output", daemon=True,
-                args=(self.process_segmented, self._segmented_work,
-                      lambda: self._segmented is not None)))
+            self._threads.append(
+                threading.Thread(
+                    target=self._loop,
+                    name="ovseg-output",
+                    daemon=True,
+                    args=(
+                        self.process_segmented,
+                        self._segmented_work,
+                        lambda: self._segmented is not None,
+                    ),
+                )
+            )
         for thread in self._threads:
             thread.start()
 
@@ -360,8 +432,9 @@ class FrameRunner(FrameStages):
             self._log.info(f"stopped; {', '.join(busy)} still busy, its result is discarded")
         return bool(busy)
 
-    def _loop(self, step: Callable[[], bool], condition: threading.Condition,
-              has_work: Callable[[], bool]) -> None:
+    def _loop(
+        self, step: Callable[[], bool], condition: threading.Condition, has_work: Callable[[], bool]
+    ) -> None:
         while not self._stopping.is_set():
             with condition:
                 condition.wait_for(lambda: has_work() or self._stopping.is_set())
@@ -371,5 +444,6 @@ class FrameRunner(FrameStages):
                 step()
             except Exception as err:  # keep the thread alive, whatever happened
                 if self._throttle.allow(threading.current_thread().name, HINT_REPEAT_S):
-                    self._log.error(f"{threading.current_thread().name}: "
-                                    f"{type(err).__name__}: {err}")
+                    self._log.error(
+                        f"{threading.current_thread().name}: {type(err).__name__}: {err}"
+                    )

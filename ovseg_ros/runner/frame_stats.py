@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Throttle:
@@ -117,11 +118,15 @@ class FrameStats:
                 "window_failed": self._window_failed,
                 "window_skipped": dict(self._window_skipped),
                 "stages_ms": {name: total / frames for name, total in self._step_sums.items()}
-                if frames else {},
-                "busy": {stage: min(seconds / elapsed, 1.0)
-                         for stage, seconds in self._busy_s.items()},
-                "received": self.received, "processed": self.processed,
-                "dropped": self.dropped, "results_dropped": self.results_dropped,
+                if frames
+                else {},
+                "busy": {
+                    stage: min(seconds / elapsed, 1.0) for stage, seconds in self._busy_s.items()
+                },
+                "received": self.received,
+                "processed": self.processed,
+                "dropped": self.dropped,
+                "results_dropped": self.results_dropped,
                 "failed": self.failed,
                 "skipped": sum(self.skipped.values()),
                 "without_3d": sum(self.without_3d.values()),

@@ -5,16 +5,16 @@ constants and small helpers the runner and its stages share."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..settings.config import Settings
 from ..scene.geometry import DepthSettings
 from ..segmentation.panoptic import UNLABELLED, SegmentationResult
 from ..segmentation.vocabulary import EncodedVocabulary, Vocabulary
-
+from ..settings.config import Settings
 
 STATS_LOG_PERIOD_S = 30.0
 HINT_REPEAT_S = 30.0
@@ -37,8 +37,7 @@ class SegmenterLike:
 
     def encode_vocabulary(self, vocabulary: Vocabulary) -> EncodedVocabulary: ...
 
-    def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult:
-        ...
+    def segment(self, image: np.ndarray, vocabulary: EncodedVocabulary) -> SegmentationResult: ...
 
 
 class Level(enum.IntEnum):
@@ -63,8 +62,9 @@ class Outputs(Protocol):
     what prepare_result returns, are called under the runner's publishing lock, never after
     stop(); ``frame`` is the object given to submit_frame."""
 
-    def prepare_result(self, frame: Any, rgb: np.ndarray, result: SegmentationResult,
-                       points: np.ndarray | None) -> Callable[[], None]:
+    def prepare_result(
+        self, frame: Any, rgb: np.ndarray, result: SegmentationResult, points: np.ndarray | None
+    ) -> Callable[[], None]:
         """Build a frame's messages (outside the lock, so stop() does not wait for it);
         returns what publishes them. ``points``: the frame's [H, W, 3] back-projected depth
         (NaN: none), or None when the frame has no 3D."""
@@ -92,8 +92,12 @@ class Logger(Protocol):
 
 def unlabelled_result(height: int, width: int) -> SegmentationResult:
     """What a frame gives while no vocabulary is set: every pixel unlabelled."""
-    return SegmentationResult(np.full((height, width), UNLABELLED, dtype=np.uint16),
-                              np.zeros((height, width), dtype=np.uint16), [], Vocabulary(()))
+    return SegmentationResult(
+        np.full((height, width), UNLABELLED, dtype=np.uint16),
+        np.zeros((height, width), dtype=np.uint16),
+        [],
+        Vocabulary(()),
+    )
 
 
 @dataclass

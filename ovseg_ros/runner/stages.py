@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ..settings.config import Settings
 from ..messages.convert import FrameError
 from ..scene.geometry import DepthError, depth_settings
-from ..segmentation.panoptic import SegmentationResult
 from ..scene.placement import locate, track
 from ..scene.tracking import Tracker, tracking_settings
+from ..segmentation.panoptic import SegmentationResult
 from ..segmentation.vocabulary import Vocabulary
-
+from ..settings.config import Settings
 from .interfaces import HINT_REPEAT_S, Segmented, frame_stamp, unlabelled_result
 
 
@@ -42,8 +41,7 @@ class FrameStages:
                 self._apply(*pending)
             except Exception as err:  # the pipeline keeps the settings it had
                 if self._throttle.allow("apply", HINT_REPEAT_S):
-                    self._log.error(f"could not apply the settings: {type(err).__name__}: "
-                                    f"{err}")
+                    self._log.error(f"could not apply the settings: {type(err).__name__}: {err}")
         if taken is None:
             return False
         began = self._clock()
@@ -88,13 +86,15 @@ class FrameStages:
                 cause, reason = err.cause, str(err)
             else:  # e.g. cv2.error for an image over OpenCV's pixel limit
                 cause = f"decoding ({type(err).__name__})"
-                reason = f"it could not be decoded: {type(err).__name__}: " \
-                         + " ".join(str(err).split())
+                reason = f"it could not be decoded: {type(err).__name__}: " + " ".join(
+                    str(err).split()
+                )
             if self._stats.frame_skipped(cause):
                 self._log.warning(
                     f"skipping a frame from {self._source}: {reason}. Further frames with "
                     f"this problem ({cause}) are skipped without a message and counted in "
-                    "/diagnostics")
+                    "/diagnostics"
+                )
             return None
         decoded = time.perf_counter()
         encoded = self._encoded  # read once: the whole frame uses this vocabulary
@@ -102,11 +102,15 @@ class FrameStages:
             if encoded is None:
                 if self._requested_key is None:
                     if self._throttle.allow("no vocabulary", HINT_REPEAT_S):
-                        self._log.warning("no vocabulary set, frames are published "
-                                          f"unlabelled: {self._how_to_set_vocabulary}")
+                        self._log.warning(
+                            "no vocabulary set, frames are published "
+                            f"unlabelled: {self._how_to_set_vocabulary}"
+                        )
                 elif self._throttle.allow("encoding", HINT_REPEAT_S):
-                    self._log.info("the vocabulary is still being encoded; frames are "
-                                   "published unlabelled until it is ready")
+                    self._log.info(
+                        "the vocabulary is still being encoded; frames are "
+                        "published unlabelled until it is ready"
+                    )
                 result = unlabelled_result(*rgb.shape[:2])
             else:
                 result = self._segmenter.segment(rgb, encoded)
@@ -114,11 +118,13 @@ class FrameStages:
             self._frame_failed(err)
             return None
         steps = {"decode": (decoded - start) * 1000.0}
-        steps.update({("segment" if name == "total" else name): ms
-                      for name, ms in result.timings_ms.items()})
+        steps.update(
+            {("segment" if name == "total" else name): ms for name, ms in result.timings_ms.items()}
+        )
         steps.setdefault("segment", (time.perf_counter() - decoded) * 1000.0)
-        return Segmented(frame, rgb, result, self._applied, encoded is not None, received,
-                         steps, generation)
+        return Segmented(
+            frame, rgb, result, self._applied, encoded is not None, received, steps, generation
+        )
 
     def _frame_failed(self, err: Exception) -> None:
         if self._closed or self._outputs.closing():
@@ -157,8 +163,7 @@ class FrameStages:
                 steps["track"] = (tracked - located) * 1000.0
             else:
                 tracked = located
-            publish = self._outputs.prepare_result(segmented.frame, segmented.rgb, result,
-                                                   points)
+            publish = self._outputs.prepare_result(segmented.frame, segmented.rgb, result, points)
             built = time.perf_counter()
             with self._publishing:
                 if self._closed or self._paused or segmented.generation != self._generation:
@@ -172,8 +177,7 @@ class FrameStages:
         steps["total"] = (self._clock() - segmented.received) * 1000.0
         self._stats.frame_done(steps)
 
-    def _track(self, result: SegmentationResult, settings: Settings,
-               stamp: float | None) -> None:
+    def _track(self, result: SegmentationResult, settings: Settings, stamp: float | None) -> None:
         """Track ids while the frame's track setting is on (the output stage only); turning
         it off ends every track, and turning it on again continues with ids never used."""
         if not settings.track:
@@ -185,8 +189,9 @@ class FrameStages:
         self._tracker.settings = tracking_settings(settings)
         track(result, self._tracker, stamp)
 
-    def _locate(self, frame: Any, result: SegmentationResult,
-                settings: Settings) -> np.ndarray | None:
+    def _locate(
+        self, frame: Any, result: SegmentationResult, settings: Settings
+    ) -> np.ndarray | None:
         """Place the result's instances in 3D from the frame's depth; the points, or None
         (logged once per cause, counted) when the frame's depth cannot be used."""
         height, width = result.instance_map.shape
@@ -199,5 +204,6 @@ class FrameStages:
                 self._log.warning(
                     f"no 3D for a frame from {self._source}: {err}. Further frames with this "
                     f"problem ({err.cause}) are segmented without 3D, without a message, and "
-                    "counted in /diagnostics")
+                    "counted in /diagnostics"
+                )
             return None

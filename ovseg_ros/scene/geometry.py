@@ -48,10 +48,9 @@ class DepthSettings:
     extent_percentile: float = 2.0
 
 
-
-
-def decode_depth(depth: np.ndarray, encoding: str,
-                 settings: DepthSettings = DepthSettings()) -> np.ndarray:
+def decode_depth(
+    depth: np.ndarray, encoding: str, settings: DepthSettings = DepthSettings()
+) -> np.ndarray:
     """A depth image as sent by a camera -> [H, W] float32 metres, NaN where invalid.
 
     16UC1 (and mono16) hold units of ``depth_scale`` metres, 0 meaning no reading; 32FC1 holds
@@ -61,8 +60,9 @@ def decode_depth(depth: np.ndarray, encoding: str,
         raise DepthError(f"depth must be one channel, got shape {depth.shape}", cause="encoding")
     if encoding in ("16UC1", "mono16"):
         if depth.dtype != np.uint16:
-            raise DepthError(f"{encoding} depth must be uint16, got {depth.dtype}",
-                             cause="encoding")
+            raise DepthError(
+                f"{encoding} depth must be uint16, got {depth.dtype}", cause="encoding"
+            )
         metres = depth.astype(np.float32) * np.float32(settings.depth_scale)
         metres[depth == 0] = np.nan
     elif encoding == "32FC1":
@@ -71,9 +71,11 @@ def decode_depth(depth: np.ndarray, encoding: str,
         metres = depth.astype(np.float32, copy=True)
         metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
     else:
-        raise DepthError(f"depth encoding {encoding!r} is not supported: use 16UC1 "
-                         "(millimetres, or units of depth_scale) or 32FC1 (metres)",
-                         cause="encoding")
+        raise DepthError(
+            f"depth encoding {encoding!r} is not supported: use 16UC1 "
+            "(millimetres, or units of depth_scale) or 32FC1 (metres)",
+            cause="encoding",
+        )
     with np.errstate(invalid="ignore"):
         if settings.min_range > 0:
             metres[metres < settings.min_range] = np.nan
@@ -86,9 +88,11 @@ def camera_matrix(k: np.ndarray | list[float]) -> np.ndarray:
     """CameraInfo's K (9 numbers, row major, or 3x3) -> checked 3x3 float64."""
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise DepthError(f"camera matrix K needs positive focal lengths fx, fy; got "
-                         f"fx={k[0, 0]}, fy={k[1, 1]} (is the camera calibrated?)",
-                         cause="camera_info")
+        raise DepthError(
+            f"camera matrix K needs positive focal lengths fx, fy; got "
+            f"fx={k[0, 0]}, fy={k[1, 1]} (is the camera calibrated?)",
+            cause="camera_info",
+        )
     return k
 
 
@@ -112,11 +116,14 @@ def check_sizes(colour_shape: tuple[int, ...], depth_shape: tuple[int, ...]) -> 
         raise DepthError(
             f"depth is {depth_shape[1]}x{depth_shape[0]} but colour is "
             f"{colour_shape[1]}x{colour_shape[0]}: give depth registered (aligned) to the colour "
-            "image, e.g. a RealSense's aligned_depth_to_color topic", cause="size")
+            "image, e.g. a RealSense's aligned_depth_to_color topic",
+            cause="size",
+        )
 
 
-def measure(points: np.ndarray, mask: np.ndarray,
-            settings: DepthSettings = DepthSettings()) -> InstanceGeometry:
+def measure(
+    points: np.ndarray, mask: np.ndarray, settings: DepthSettings = DepthSettings()
+) -> InstanceGeometry:
     """[h, w, 3] points and an [h, w] bool mask of one instance -> its robust geometry
     (measure_instances with one instance)."""
     return measure_instances(points, mask.astype(np.uint16), 1, settings)[0]
@@ -139,7 +146,7 @@ def eroded_instances(instance_map: np.ndarray, count: int, erode_px: int) -> np.
     emptied[0] = False
     if emptied.any():
         restore = np.zeros(max(int(instance_map.max()), count) + 1, bool)
-        restore[:count + 1] = emptied
+        restore[: count + 1] = emptied
         eroded = np.where(restore[instance_map], instance_map, eroded)
     return eroded
 
@@ -160,8 +167,13 @@ class _Sorted:
     step: np.ndarray  # [G]
 
     @classmethod
-    def of(cls, values: np.ndarray, valid: np.ndarray, low: np.ndarray | None = None,
-           high: np.ndarray | None = None) -> "_Sorted":
+    def of(
+        cls,
+        values: np.ndarray,
+        valid: np.ndarray,
+        low: np.ndarray | None = None,
+        high: np.ndarray | None = None,
+    ) -> _Sorted:
         """[G, N] float32 values where ``valid``, in steps of each row's range, or of
         [low, high] (values outside count as the ends: their ranks stay right)."""
         if low is None:
@@ -173,15 +185,17 @@ class _Sorted:
         steps = (values - low[:, None]) * (1.0 / step)[:, None] + np.float32(0.5)
         np.clip(steps, 0, QUANTUM_STEPS, out=steps)
         steps[~valid] = PADDING
-        return cls(np.sort(steps.astype(np.uint16), axis=1, kind="stable"),
-                   low.astype(np.float64), step.astype(np.float64))
+        return cls(
+            np.sort(steps.astype(np.uint16), axis=1, kind="stable"),
+            low.astype(np.float64),
+            step.astype(np.float64),
+        )
 
     def at(self, index: np.ndarray) -> np.ndarray:
         """Row g's value at sorted position index[g]."""
         return self.low + self.step * self.steps[np.arange(len(index)), index]
 
-    def percentile(self, q: float, counts: np.ndarray, first: np.ndarray | int = 0) \
-            -> np.ndarray:
+    def percentile(self, q: float, counts: np.ndarray, first: np.ndarray | int = 0) -> np.ndarray:
         """The q-th percentile of the counts[g] values from position first[g] of each row,
         as np.percentile's default (linear) method computes it."""
         position = np.maximum(counts - 1, 0) * (q / 100.0)
@@ -191,8 +205,9 @@ class _Sorted:
         return lower + (upper - lower) * (position - below)
 
 
-def _kth_deviation(ordered: _Sorted, counts: np.ndarray, centre: np.ndarray,
-                   split: np.ndarray, k: np.ndarray) -> np.ndarray:
+def _kth_deviation(
+    ordered: _Sorted, counts: np.ndarray, centre: np.ndarray, split: np.ndarray, k: np.ndarray
+) -> np.ndarray:
     """The k[g]-th smallest (0-based) |value - centre[g]| of each row's counts[g] sorted
     values, of which the first split[g] lie below centre[g]: a binary search over how many
     of the k + 1 smallest come from the left run (centre - values, ascending away from the
@@ -200,13 +215,14 @@ def _kth_deviation(ordered: _Sorted, counts: np.ndarray, centre: np.ndarray,
     left_size, right_size = split, counts - split
 
     def left(j: np.ndarray) -> np.ndarray:  # j-th smallest deviation on the left, j >= 0
-        return np.where(j < left_size, centre - ordered.at(np.clip(split - 1 - j, 0, None)),
-                        np.inf)
+        return np.where(j < left_size, centre - ordered.at(np.clip(split - 1 - j, 0, None)), np.inf)
 
     def right(j: np.ndarray) -> np.ndarray:
-        return np.where(j < right_size,
-                        ordered.at(np.clip(split + j, 0, ordered.steps.shape[1] - 1)) - centre,
-                        np.inf)
+        return np.where(
+            j < right_size,
+            ordered.at(np.clip(split + j, 0, ordered.steps.shape[1] - 1)) - centre,
+            np.inf,
+        )
 
     # Find the number i of left values among the k + 1 smallest: the largest i in
     # [max(0, k + 1 - right_size), min(k + 1, left_size)] with left(i - 1) <= right(k - i).
@@ -215,10 +231,14 @@ def _kth_deviation(ordered: _Sorted, counts: np.ndarray, centre: np.ndarray,
     while np.any(low < high):
         middle = (low + high + 1) // 2
         take = left(middle - 1) <= right(k + 1 - middle)
-        low, high = np.where(take & (low < high), middle, low), \
-            np.where(~take & (low < high), middle - 1, high)
-    return np.maximum(np.where(low > 0, left(low - 1), -np.inf),
-                      np.where(k + 1 - low > 0, right(k - low), -np.inf))
+        low, high = (
+            np.where(take & (low < high), middle, low),
+            np.where(~take & (low < high), middle - 1, high),
+        )
+    return np.maximum(
+        np.where(low > 0, left(low - 1), -np.inf),
+        np.where(k + 1 - low > 0, right(k - low), -np.inf),
+    )
 
 
 def _median_and_mad(depth: _Sorted, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,8 +259,9 @@ def _limit(mad: np.ndarray, settings: DepthSettings) -> np.ndarray:
     return settings.outlier_sigmas * np.maximum(MAD_TO_SIGMA * mad, settings.min_spread_m)
 
 
-def _robust_statistics(x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.ndarray,
-                       settings: DepthSettings) -> tuple[np.ndarray, np.ndarray]:
+def _robust_statistics(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.ndarray, settings: DepthSettings
+) -> tuple[np.ndarray, np.ndarray]:
     """[G, N] coordinates of G instances' points, the first counts[g] of row g valid ->
     ([3, G, 3] low percentile, median and high percentile of each instance's inliers per
     axis, [G] inlier counts)."""
@@ -258,8 +279,7 @@ def _robust_statistics(x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.n
     kept = np.sum(inlier, axis=1)
     # The inlier depths are one run of the fine sort, all inside its window.
     first = np.sum(fine.steps < ((median - limit - fine.low) / fine.step)[:, None], axis=1)
-    run = np.sum(fine.steps <= ((median + limit - fine.low) / fine.step)[:, None], axis=1) \
-        - first
+    run = np.sum(fine.steps <= ((median + limit - fine.low) / fine.step)[:, None], axis=1) - first
     quantiles = (settings.extent_percentile, 50.0, 100.0 - settings.extent_percentile)
     stats = np.empty((3, len(counts), 3))
     for axis, values in enumerate((x, y)):
@@ -271,8 +291,12 @@ def _robust_statistics(x: np.ndarray, y: np.ndarray, z: np.ndarray, counts: np.n
     return stats, kept
 
 
-def measure_instances(points: np.ndarray, instance_map: np.ndarray, count: int,
-                      settings: DepthSettings = DepthSettings()) -> list[InstanceGeometry]:
+def measure_instances(
+    points: np.ndarray,
+    instance_map: np.ndarray,
+    count: int,
+    settings: DepthSettings = DepthSettings(),
+) -> list[InstanceGeometry]:
     """[H, W, 3] points and the [H, W] instance image (1..count, 0 none) -> the geometry of
     instances 1..count, in order, vectorised over instances.
 
@@ -290,8 +314,7 @@ def measure_instances(points: np.ndarray, instance_map: np.ndarray, count: int,
         return geometries
     labels = eroded_instances(instance_map, count, settings.erode_px).ravel()
     flat_points = points.reshape(-1, 3)
-    selected = np.flatnonzero((labels > 0) & (labels <= count)
-                              & np.isfinite(flat_points[:, 2]))
+    selected = np.flatnonzero((labels > 0) & (labels <= count) & np.isfinite(flat_points[:, 2]))
     if selected.size == 0:
         return geometries
     # Group the points by instance: a stable sort of 16-bit labels is a radix sort.
@@ -308,16 +331,20 @@ def measure_instances(points: np.ndarray, instance_map: np.ndarray, count: int,
         width = int(counts.max())
         column = np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
         rows = np.take(flat_points, selected[starts[ids][:, None] + column], axis=0)
-        stats, kept = _robust_statistics(rows[..., 0], rows[..., 1], rows[..., 2], counts,
-                                         settings)
+        stats, kept = _robust_statistics(rows[..., 0], rows[..., 1], rows[..., 2], counts, settings)
         for g, instance_id in enumerate(ids):
             geometries[instance_id - 1] = InstanceGeometry(
                 tuple(float(c) for c in stats[1, g]),
-                tuple(float(e) for e in stats[2, g] - stats[0, g]), int(kept[g]))
+                tuple(float(e) for e in stats[2, g] - stats[0, g]),
+                int(kept[g]),
+            )
     return geometries
 
 
 def depth_settings(settings) -> DepthSettings:
     """The depth part of a config.Settings."""
-    return DepthSettings(depth_scale=settings.depth_scale, min_range=settings.depth_min_range,
-                         max_range=settings.depth_max_range)
+    return DepthSettings(
+        depth_scale=settings.depth_scale,
+        min_range=settings.depth_min_range,
+        max_range=settings.depth_max_range,
+    )

@@ -3,18 +3,22 @@ registered depth image and its ``track_id`` from a Tracker. Used by the CLI and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from .geometry import DepthError, DepthSettings, back_project, check_sizes, measure_instances
 from ..segmentation.panoptic import SegmentationResult
+from .geometry import DepthError, DepthSettings, back_project, check_sizes, measure_instances
 from .tracking import Tracker
 
 
-def locate(result: SegmentationResult, depth_m: np.ndarray, k: np.ndarray,
-           settings: DepthSettings = DepthSettings()) -> np.ndarray:
+def locate(
+    result: SegmentationResult,
+    depth_m: np.ndarray,
+    k: np.ndarray,
+    settings: DepthSettings = DepthSettings(),
+) -> np.ndarray:
     """Set every instance's geometry from [H, W] metres (NaN invalid) registered to the colour
     image and its 3x3 K; returns the [H, W, 3] points (for a point cloud)."""
     check_sizes(result.instance_map.shape, depth_m.shape)
@@ -42,19 +46,26 @@ def track(result: SegmentationResult, tracker: Tracker, stamp: float | None = No
                 if look is not None and look.shape == shape:
                     embeddings[row] = look
     ids = tracker.update(
-        result.instance_map, [instance.label for instance in instances],
+        result.instance_map,
+        [instance.label for instance in instances],
         boxes=np.array([instance.bbox for instance in instances], dtype=np.float64),
         embeddings=embeddings,
-        centroids=np.array([instance.geometry.centroid for instance in instances],
-                           dtype=np.float64).reshape(len(instances), 3),
-        stamp=stamp)
+        centroids=np.array(
+            [instance.geometry.centroid for instance in instances], dtype=np.float64
+        ).reshape(len(instances), 3),
+        stamp=stamp,
+    )
     for instance, track_id in zip(instances, ids):
         instance.track_id = track_id
 
 
-def place(result: SegmentationResult, depth: Callable[[], tuple[np.ndarray, np.ndarray]] | None,
-          settings: DepthSettings, tracker: Tracker | None,
-          stamp: float | None = None) -> DepthError | None:
+def place(
+    result: SegmentationResult,
+    depth: Callable[[], tuple[np.ndarray, np.ndarray]] | None,
+    settings: DepthSettings,
+    tracker: Tracker | None,
+    stamp: float | None = None,
+) -> DepthError | None:
     """Locate the result with the (depth in metres, K) that ``depth()`` returns, when depth is
     given, then track it, when a tracker is (``stamp``: the frame's time in seconds, or
     None); the DepthError that left it without geometry."""
@@ -86,21 +97,35 @@ class Unlocated:
 
     def summary(self) -> str:
         """How many frames, then a line per cause with its count and first reason."""
-        return f"{sum(self.counts.values())} frame(s) without 3D geometry (null centroids):\n" \
-            + "\n".join(f"  - {count} {cause}, first: {self.reasons[cause]}"
-                        for cause, count in self.counts.items())
+        return (
+            f"{sum(self.counts.values())} frame(s) without 3D geometry (null centroids):\n"
+            + "\n".join(
+                f"  - {count} {cause}, first: {self.reasons[cause]}"
+                for cause, count in self.counts.items()
+            )
+        )
 
 
 # One point of a labelled cloud: position (metres, camera optical frame), colour packed as
 # PCL does (0x00RRGGBB in the bytes of a float32), class index into the vocabulary
 # (UNLABELLED: none), instance id (1 + index into the instances, 0: none) and track id (0:
 # untracked).
-POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"),
-                        ("class_index", "<u2"), ("instance_id", "<u2"), ("track_id", "<u4")])
+POINT_DTYPE = np.dtype(
+    [
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("z", "<f4"),
+        ("rgb", "<f4"),
+        ("class_index", "<u2"),
+        ("instance_id", "<u2"),
+        ("track_id", "<u4"),
+    ]
+)
 
 
-def labelled_points(points: np.ndarray, rgb: np.ndarray, result: SegmentationResult,
-                    stride: int = 1) -> np.ndarray:
+def labelled_points(
+    points: np.ndarray, rgb: np.ndarray, result: SegmentationResult, stride: int = 1
+) -> np.ndarray:
     """[H, W, 3] points (NaN: no depth), the [H, W, 3] uint8 RGB frame and its result -> [N]
     POINT_DTYPE of every ``stride``-th pixel in each direction that has depth, row by row."""
     rows = slice(None, None, stride)

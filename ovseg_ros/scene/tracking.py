@@ -17,9 +17,10 @@ each a Hungarian assignment (scipy.optimize.linear_sum_assignment):
    sliver at an occluder's edge). Score: overlap + APPEARANCE_WEIGHT x similarity.
 2. Re-identification: the instances left over against the lost tracks (not seen for more
    than ``max_age`` frames, but within ``reid_age``) that have an appearance, by appearance
-   alone, wherever the instance is: similarity at least ``min_similarity``, and the best candidate at least
-   REID_MARGIN above the second, on both sides (an instance that looks like two tracks, or
-   a track that looks like two instances, is not guessed: it gets a new id).
+   alone, wherever the instance is: similarity at least ``min_similarity``, and the best
+   candidate at least REID_MARGIN above the second, on both sides (an instance that looks
+   like two tracks, or a track that looks like two instances, is not guessed: it gets a new
+   id).
 
 In both rounds, when depth gave both a 3D centroid and the frames have stamps, a pair whose
 centroids are further apart than ``max_speed`` x the time between them + GATE_SLACK_M is
@@ -35,8 +36,8 @@ swap places while both are hidden, or that of an object whose appearance changes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -69,10 +70,13 @@ class TrackingSettings:
 
 def tracking_settings(settings) -> TrackingSettings:
     """The tracking part of a config.Settings."""
-    return TrackingSettings(min_iou=settings.track_min_iou, max_age=settings.track_max_age,
-                            min_similarity=settings.track_min_similarity,
-                            reid_age=settings.track_reid_age,
-                            max_speed=settings.track_max_speed)
+    return TrackingSettings(
+        min_iou=settings.track_min_iou,
+        max_age=settings.track_max_age,
+        min_similarity=settings.track_min_similarity,
+        reid_age=settings.track_reid_age,
+        max_speed=settings.track_max_speed,
+    )
 
 
 @dataclass
@@ -111,9 +115,16 @@ class Tracker:
         self.tracks = []
         self._last = None
 
-    def update(self, instance_map: np.ndarray, labels: Sequence[str], *,
-               boxes: np.ndarray | None = None, embeddings: np.ndarray | None = None,
-               centroids: np.ndarray | None = None, stamp: float | None = None) -> list[int]:
+    def update(
+        self,
+        instance_map: np.ndarray,
+        labels: Sequence[str],
+        *,
+        boxes: np.ndarray | None = None,
+        embeddings: np.ndarray | None = None,
+        centroids: np.ndarray | None = None,
+        stamp: float | None = None,
+    ) -> list[int]:
         """[H, W] instance image (instance i has value i + 1, 0 is none) and the class name of
         each instance -> the track id of each instance, in order.
 
@@ -131,14 +142,16 @@ class Tracker:
         mask_overlap, areas = self._mask_overlaps(flat, count)
         found = _boxes(instance_map, flat, count, boxes)
         if embeddings is not None:
-            embeddings = np.asarray(embeddings, dtype=np.float32).reshape(count, -1) \
-                if count else None
+            embeddings = (
+                np.asarray(embeddings, dtype=np.float32).reshape(count, -1) if count else None
+            )
         if centroids is None:
             centroids = np.full((count, 3), np.nan)
         centroids = np.array(centroids, dtype=np.float64).reshape(count, 3)  # a copy
         codes: dict[str, int] = {}
-        label_codes = np.array([codes.setdefault(label, len(codes)) for label in labels],
-                               dtype=np.int64)
+        label_codes = np.array(
+            [codes.setdefault(label, len(codes)) for label in labels], dtype=np.int64
+        )
         track_codes = np.array([codes.get(t.label, -1) for t in self.tracks], dtype=np.int64)
 
         tracks = self.tracks
@@ -151,29 +164,47 @@ class Tracker:
         first = np.flatnonzero(missed <= self.settings.max_age)
         if first.size and count:
             same_class = track_codes[first][:, None] == label_codes[None]
-            score = self._motion_scores(first, mask_overlap[first], predicted[first], found,
-                                        areas, embeddings, centroids, stamp, same_class)
+            score = self._motion_scores(
+                first,
+                mask_overlap[first],
+                predicted[first],
+                found,
+                areas,
+                embeddings,
+                centroids,
+                stamp,
+                same_class,
+            )
             for r, col in zip(*linear_sum_assignment(score, maximize=True)):
                 if score[r, col] > _REFUSED / 2:
                     matched[int(col)] = int(first[r])
-        rest_rows = [row for row, t in enumerate(tracks)
-                     if t.missed > self.settings.max_age and t.appearance is not None]
+        rest_rows = [
+            row
+            for row, t in enumerate(tracks)
+            if t.missed > self.settings.max_age and t.appearance is not None
+        ]
         rest_cols = [col for col in range(count) if col not in matched]
         if rest_rows and rest_cols and embeddings is not None:
             same_class = track_codes[rest_rows][:, None] == label_codes[rest_cols][None]
-            for r, c in self._reidentify(rest_rows, rest_cols, embeddings, centroids, stamp,
-                                         same_class):
+            for r, c in self._reidentify(
+                rest_rows, rest_cols, embeddings, centroids, stamp, same_class
+            ):
                 matched[rest_cols[c]] = rest_rows[r]
 
         looks = _unit_rows(embeddings) if embeddings is not None else None
-        has_look = np.zeros(count, dtype=bool) if looks is None else \
-            np.isfinite(looks).all(axis=1)
+        has_look = np.zeros(count, dtype=bool) if looks is None else np.isfinite(looks).all(axis=1)
         if matched:
             cols = np.fromiter(matched, dtype=np.int64, count=len(matched))
             rows = np.array([matched[c] for c in cols], dtype=np.int64)
-            self._continue(rows, found[cols], predicted[rows], boxes_now[rows],
-                           velocity[rows], missed[rows],
-                           None if looks is None else looks[cols])
+            self._continue(
+                rows,
+                found[cols],
+                predicted[rows],
+                boxes_now[rows],
+                velocity[rows],
+                missed[rows],
+                None if looks is None else looks[cols],
+            )
         taken = set(matched.values())
         survivors = []
         for row, track in enumerate(tracks):
@@ -204,10 +235,18 @@ class Tracker:
         self._last = flat.copy() if count else None
         return ids
 
-    def _motion_scores(self, rows: np.ndarray, mask_overlap: np.ndarray,
-                       predicted: np.ndarray, found: np.ndarray, areas: np.ndarray,
-                       embeddings: np.ndarray | None, centroids: np.ndarray,
-                       stamp: float | None, same_class: np.ndarray) -> np.ndarray:
+    def _motion_scores(
+        self,
+        rows: np.ndarray,
+        mask_overlap: np.ndarray,
+        predicted: np.ndarray,
+        found: np.ndarray,
+        areas: np.ndarray,
+        embeddings: np.ndarray | None,
+        centroids: np.ndarray,
+        stamp: float | None,
+        same_class: np.ndarray,
+    ) -> np.ndarray:
         """[len(rows), N] scores of round 1 (``predicted``: the rows' predicted boxes;
         ``same_class``: [len(rows), N] bool); _REFUSED where a pair may not match."""
         tracks = [self.tracks[row] for row in rows]
@@ -228,9 +267,15 @@ class Tracker:
             score += APPEARANCE_WEIGHT * np.nan_to_num(similarity, nan=0.0)
         return np.where(allowed & by_overlap, score, _REFUSED)
 
-    def _reidentify(self, rows: list[int], cols: list[int], embeddings: np.ndarray,
-                    centroids: np.ndarray, stamp: float | None, same_class: np.ndarray
-                    ) -> list[tuple[int, int]]:
+    def _reidentify(
+        self,
+        rows: list[int],
+        cols: list[int],
+        embeddings: np.ndarray,
+        centroids: np.ndarray,
+        stamp: float | None,
+        same_class: np.ndarray,
+    ) -> list[tuple[int, int]]:
         """(row index, column index) pairs of round 2: unambiguous appearance matches."""
         tracks = [self.tracks[row] for row in rows]
         similarity = np.nan_to_num(self._similarity(tracks, embeddings[cols]), nan=-1.0)
@@ -244,30 +289,35 @@ class Tracker:
                 continue
             rivals_of_instance = np.delete(candidate[:, c], r)
             rivals_of_track = np.delete(candidate[r], c)
-            best_rival = max(rivals_of_instance.max(initial=-1.0),
-                             rivals_of_track.max(initial=-1.0))
-            if best_rival >= self.settings.min_similarity - REID_MARGIN and \
-                    candidate[r, c] - best_rival < REID_MARGIN:
+            best_rival = max(
+                rivals_of_instance.max(initial=-1.0), rivals_of_track.max(initial=-1.0)
+            )
+            if (
+                best_rival >= self.settings.min_similarity - REID_MARGIN
+                and candidate[r, c] - best_rival < REID_MARGIN
+            ):
                 continue  # looks like another track or instance too: not guessed
             pairs.append((r, c))
         return pairs
 
-    def _similarity(self, tracks: list[Track], embeddings: np.ndarray | None
-                    ) -> np.ndarray | None:
+    def _similarity(self, tracks: list[Track], embeddings: np.ndarray | None) -> np.ndarray | None:
         """[tracks, N] cosine similarity of appearances (NaN where either is unknown)."""
         if embeddings is None:
             return None
         shape = embeddings.shape[1:]
-        known = [row for row, t in enumerate(tracks)
-                 if t.appearance is not None and t.appearance.shape == shape]
+        known = [
+            row
+            for row, t in enumerate(tracks)
+            if t.appearance is not None and t.appearance.shape == shape
+        ]
         similarity = np.full((len(tracks), len(embeddings)), np.nan, dtype=np.float32)
         if known:
-            similarity[known] = np.stack([tracks[row].appearance for row in known]) \
-                @ embeddings.T
+            similarity[known] = np.stack([tracks[row].appearance for row in known]) @ embeddings.T
         return similarity
 
-    def _within_reach(self, tracks: list[Track], centroids: np.ndarray,
-                      stamp: float | None) -> np.ndarray:
+    def _within_reach(
+        self, tracks: list[Track], centroids: np.ndarray, stamp: float | None
+    ) -> np.ndarray:
         """[tracks, N] False where both 3D positions and times are known and the move would
         be faster than max_speed."""
         reach = np.ones((len(tracks), len(centroids)), dtype=bool)
@@ -278,15 +328,24 @@ class Tracker:
         if not rows:
             return reach
         positions = np.array([tracks[row].position for row in rows])
-        limit = self.settings.max_speed * np.abs(
-            stamp - np.array([tracks[row].stamp for row in rows])) + GATE_SLACK_M
+        limit = (
+            self.settings.max_speed * np.abs(stamp - np.array([tracks[row].stamp for row in rows]))
+            + GATE_SLACK_M
+        )
         squared = sum((positions[:, k, None] - centroids[None, :, k]) ** 2 for k in range(3))
-        reach[rows] = ~(squared > (limit ** 2)[:, None])  # NaN (a position unknown) passes
+        reach[rows] = ~(squared > (limit**2)[:, None])  # NaN (a position unknown) passes
         return reach
 
-    def _continue(self, rows: np.ndarray, seen: np.ndarray, predicted: np.ndarray,
-                  boxes: np.ndarray, velocity: np.ndarray, missed: np.ndarray,
-                  looks: np.ndarray | None) -> None:
+    def _continue(
+        self,
+        rows: np.ndarray,
+        seen: np.ndarray,
+        predicted: np.ndarray,
+        boxes: np.ndarray,
+        velocity: np.ndarray,
+        missed: np.ndarray,
+        looks: np.ndarray | None,
+    ) -> None:
         """Move the matched tracks ``rows`` to their new boxes (all arrays by matched pair):
         whole box, velocity, appearance and counters."""
         whole = _whole_boxes(seen, predicted)
@@ -295,18 +354,31 @@ class Tracker:
         whole[reidentified], step[reidentified] = seen[reidentified], 0.0
         tracks = [self.tracks[row] for row in rows]
         first_step = np.array([t.hits == 1 for t in tracks])
-        velocity = np.where(first_step[:, None], step, (1 - VELOCITY_SMOOTHING) * velocity
-                            + VELOCITY_SMOOTHING * step)
+        velocity = np.where(
+            first_step[:, None],
+            step,
+            (1 - VELOCITY_SMOOTHING) * velocity + VELOCITY_SMOOTHING * step,
+        )
         appearance = None
         if looks is not None:
-            known = np.array([t.appearance is not None and t.appearance.shape == looks[0].shape
-                              for t in tracks])
-            before = np.array([t.appearance if k else look for t, k, look in
-                               zip(tracks, known, looks)])
-            appearance = _unit_rows(np.where(known[:, None], APPEARANCE_MOMENTUM * before
-                                             + (1 - APPEARANCE_MOMENTUM) * looks, looks))
-        finite = np.zeros(len(tracks), dtype=bool) if appearance is None else \
-            np.isfinite(appearance).all(axis=1)
+            known = np.array(
+                [t.appearance is not None and t.appearance.shape == looks[0].shape for t in tracks]
+            )
+            before = np.array(
+                [t.appearance if k else look for t, k, look in zip(tracks, known, looks)]
+            )
+            appearance = _unit_rows(
+                np.where(
+                    known[:, None],
+                    APPEARANCE_MOMENTUM * before + (1 - APPEARANCE_MOMENTUM) * looks,
+                    looks,
+                )
+            )
+        finite = (
+            np.zeros(len(tracks), dtype=bool)
+            if appearance is None
+            else np.isfinite(appearance).all(axis=1)
+        )
         for k, track in enumerate(tracks):
             track.box, track.velocity = whole[k], velocity[k]
             track.hits += 1
@@ -320,21 +392,22 @@ class Tracker:
         [count] instance areas."""
         overlap = np.zeros((len(self.tracks), count))
         if self._last is None or not any(track.instance for track in self.tracks):
-            return overlap, np.bincount(flat, minlength=count + 1)[1:count + 1]
+            return overlap, np.bincount(flat, minlength=count + 1)[1 : count + 1]
         rows = max(track.instance for track in self.tracks) + 1
-        joint = np.bincount(self._last.astype(np.intp) * (count + 1) + flat,
-                            minlength=rows * (count + 1)).reshape(rows, count + 1)
+        joint = np.bincount(
+            self._last.astype(np.intp) * (count + 1) + flat, minlength=rows * (count + 1)
+        ).reshape(rows, count + 1)
         areas = joint.sum(axis=0)[1:]
         seen = np.array([track.instance for track in self.tracks])
         shared = joint[seen, 1:]
         union = np.array([track.area for track in self.tracks])[:, None] + areas[None] - shared
-        overlap = np.where((seen > 0)[:, None] & (union > 0),
-                           shared / np.maximum(union, 1), 0.0)
+        overlap = np.where((seen > 0)[:, None] & (union > 0), shared / np.maximum(union, 1), 0.0)
         return overlap, areas
 
 
-def _boxes(instance_map: np.ndarray, flat: np.ndarray, count: int,
-           boxes: np.ndarray | None) -> np.ndarray:
+def _boxes(
+    instance_map: np.ndarray, flat: np.ndarray, count: int, boxes: np.ndarray | None
+) -> np.ndarray:
     """[count, 4] float (x0, y0, x1, y1), ends exclusive; zeros for an instance with no
     pixels."""
     if boxes is not None:
@@ -359,8 +432,9 @@ def _whole_boxes(seen: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     for low, high in ((0, 2), (1, 3)):
         size = predicted[:, high] - predicted[:, low]
         hidden = seen[:, high] - seen[:, low] < PARTLY_HIDDEN * size
-        low_agrees = np.abs(seen[:, low] - predicted[:, low]) <= \
-            np.abs(seen[:, high] - predicted[:, high])
+        low_agrees = np.abs(seen[:, low] - predicted[:, low]) <= np.abs(
+            seen[:, high] - predicted[:, high]
+        )
         whole[:, high] = np.where(hidden & low_agrees, seen[:, low] + size, whole[:, high])
         whole[:, low] = np.where(hidden & ~low_agrees, seen[:, high] - size, whole[:, low])
     return whole

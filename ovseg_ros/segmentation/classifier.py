@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.clip_vit import crop_image_features
-from .crops import (crop_boxes, fill_colour, masked_crops, masked_crops_per_box, region_patch_masks)
 from ..models.mask_forwards import frame_patch_masks, mask_prompt_features, mask_token_features
 from ..models.precision import DTYPES, autocast
+from .crops import crop_boxes, fill_colour, masked_crops, masked_crops_per_box, region_patch_masks
 
 if TYPE_CHECKING:
     from ..models.weights import ClipBundle
@@ -54,7 +54,7 @@ class MaskClassifier:
     # classifier_mode -> the method giving [N, D] features of (image, masks, boxes).
     _FEATURES = {"crop": "_crop_features", "mask_token": "_mask_token_features"}
 
-    def __init__(self, clip: "ClipBundle", mode: str = "crop", precision: str = "fp32"):
+    def __init__(self, clip: ClipBundle, mode: str = "crop", precision: str = "fp32"):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
         self.clip = clip
@@ -71,12 +71,14 @@ class MaskClassifier:
     @mode.setter
     def mode(self, mode: str) -> None:
         if mode not in self._FEATURES:
-            raise ValueError("classifier mode must be one of "
-                             f"{', '.join(self._FEATURES)}, got {mode!r}")
+            raise ValueError(
+                f"classifier mode must be one of {', '.join(self._FEATURES)}, got {mode!r}"
+            )
         self._mode = mode
 
-    def embed_masks(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
-                    ) -> torch.Tensor:
+    def embed_masks(
+        self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
+    ) -> torch.Tensor:
         """One embedding per mask.
 
         Args:
@@ -93,8 +95,13 @@ class MaskClassifier:
             features = getattr(self, self._FEATURES[self.mode])(image, masks, boxes)
         return F.normalize(features.float(), dim=-1)
 
-    def classify(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
-                 text_embeddings: torch.Tensor) -> torch.Tensor:
+    def classify(
+        self,
+        image: torch.Tensor,
+        masks: torch.Tensor,
+        boxes: torch.Tensor,
+        text_embeddings: torch.Tensor,
+    ) -> torch.Tensor:
         """[N, C] class probabilities: softmax(100 * embed_masks(...) @ text_embeddings.T),
         text_embeddings [C, D] unit rows."""
         return class_probabilities(self.embed_masks(image, masks, boxes), text_embeddings)
@@ -105,8 +112,9 @@ class MaskClassifier:
         std = self._std.to(pixels.device).view(1, 3, 1, 1)
         return (pixels / 255.0 - mean) / std
 
-    def _crop_features(self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
-                       ) -> torch.Tensor:
+    def _crop_features(
+        self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
+    ) -> torch.Tensor:
         """[N, D] crop features, CROP_BATCH (CPU: CPU_CROP_BATCH) crops at a time, each
         batch's crops made as ``ovseg_ros.crops`` says for the device."""
         model, size = self.clip.model, self.clip.image_size
@@ -125,22 +133,30 @@ class MaskClassifier:
                 if prompt is None:
                     features.append(crop_image_features(model, pixels))
                 else:
-                    patches = region_patch_masks(masks[part], boxes[part], size,
-                                                 model.visual.patch_size[0])
+                    patches = region_patch_masks(
+                        masks[part], boxes[part], size, model.visual.patch_size[0]
+                    )
                     features.append(mask_prompt_features(model.visual, pixels, patches, prompt))
         return torch.cat(features)
 
-    def _mask_token_features(self, image: torch.Tensor, masks: torch.Tensor,
-                             boxes: torch.Tensor | None = None) -> torch.Tensor:
+    def _mask_token_features(
+        self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[N, D] mask-token features, MASK_TOKEN_BATCH tokens per pass."""
         visual, size = self.clip.model.visual, self.clip.image_size
         # A whole frame is always shrunk a lot: antialias as CLIP's own (PIL) preprocessing.
-        pixels = F.interpolate(image.permute(2, 0, 1)[None].float(), size=(size, size),
-                               mode="bicubic", align_corners=False, antialias=True)
+        pixels = F.interpolate(
+            image.permute(2, 0, 1)[None].float(),
+            size=(size, size),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+        )
         pixels = self._normalise(pixels)
         # Pooled CROP_BATCH masks at a time: pooling needs a float copy of each mask.
-        patches = torch.cat([frame_patch_masks(part, visual.grid_size)
-                             for part in masks.split(CROP_BATCH)])
+        patches = torch.cat(
+            [frame_patch_masks(part, visual.grid_size) for part in masks.split(CROP_BATCH)]
+        )
         features = []
         for part in patches.split(MASK_TOKEN_BATCH):
             with autocast(self.precision, image.device):
@@ -148,8 +164,7 @@ class MaskClassifier:
         return torch.cat(features)
 
 
-def class_probabilities(embeddings: torch.Tensor, text_embeddings: torch.Tensor
-                        ) -> torch.Tensor:
+def class_probabilities(embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     """[N, D] unit mask embeddings and [C, D] unit text embeddings -> [N, C] probabilities,
     softmax(100 * cosine similarity), as CLIP scores an image against its prompts."""
     logits = LOGIT_SCALE * embeddings @ text_embeddings.to(embeddings).T

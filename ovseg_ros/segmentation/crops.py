@@ -21,7 +21,7 @@ Two ways to make the same crops, for the two devices:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +46,9 @@ def crop_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1)
 
 
-def cubic_taps(start: torch.Tensor, length: torch.Tensor, size: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def cubic_taps(
+    start: torch.Tensor, length: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The 4 source indices and weights of each output pixel along one axis, as
     ``F.interpolate(mode="bicubic", align_corners=False)`` resizes ``length`` to ``size``.
 
@@ -64,8 +65,8 @@ def cubic_taps(start: torch.Tensor, length: torch.Tensor, size: int
     offsets = torch.arange(-1, 3, device=start.device)
     index = (floor.long()[..., None] + offsets).clamp(min=0)
     index = start[:, None, None] + torch.minimum(index, (length - 1)[:, None, None])
-    near = torch.stack([t, 1 - t], -1)          # taps 1 and 2, distance <= 1
-    far = torch.stack([t + 1, 2 - t], -1)       # taps 0 and 3, 1 < distance < 2
+    near = torch.stack([t, 1 - t], -1)  # taps 1 and 2, distance <= 1
+    far = torch.stack([t + 1, 2 - t], -1)  # taps 0 and 3, 1 < distance < 2
     a = _CUBIC_A
     w_near = ((a + 2) * near - (a + 3)) * near * near + 1
     w_far = ((a * far - 5 * a) * far + 8 * a) * far - 4 * a
@@ -81,8 +82,9 @@ def nearest_taps(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.
     return start[:, None] + torch.minimum(index, (length - 1)[:, None])
 
 
-def masked_crops(image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
-                 fill: torch.Tensor, size: int) -> torch.Tensor:
+def masked_crops(
+    image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, fill: torch.Tensor, size: int
+) -> torch.Tensor:
     """All masks' mean-filled box crops stretched to size x size, as the reference computes
     them one by one.
 
@@ -103,17 +105,18 @@ def masked_crops(image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
     x0, y0, x1, y1 = boxes.unbind(1)
     rows, row_weight = cubic_taps(y0, y1 - y0 + 1, size)
     cols, col_weight = cubic_taps(x0, x1 - x0 + 1, size)
-    flat = (rows.view(n, -1, 1) * width + cols.view(n, 1, -1)).view(n, -1)   # [N, 16 S^2]
+    flat = (rows.view(n, -1, 1) * width + cols.view(n, 1, -1)).view(n, -1)  # [N, 16 S^2]
     inside = masks.reshape(n, -1).gather(1, flat)[..., None]
-    taps = torch.where(inside, image.reshape(-1, 3)[flat].float(), fill)     # [N, 16 S^2, 3]
+    taps = torch.where(inside, image.reshape(-1, 3)[flat].float(), fill)  # [N, 16 S^2, 3]
     taps = taps.view(n, size, 4, size, 4, 3)
-    taps = (taps * col_weight.view(n, 1, 1, size, 4, 1)).sum(4)              # [N, S, 4, S, 3]
-    crops = (taps * row_weight.view(n, size, 4, 1, 1)).sum(2)                # [N, S, S, 3]
+    taps = (taps * col_weight.view(n, 1, 1, size, 4, 1)).sum(4)  # [N, S, 4, S, 3]
+    crops = (taps * row_weight.view(n, size, 4, 1, 1)).sum(2)  # [N, S, S, 3]
     return crops.permute(0, 3, 1, 2)
 
 
-def masked_crops_per_box(image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor,
-                         fill: torch.Tensor, size: int) -> torch.Tensor:
+def masked_crops_per_box(
+    image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor, fill: torch.Tensor, size: int
+) -> torch.Tensor:
     """``masked_crops`` computed as the reference does, one ``F.interpolate`` per box (the
     CPU's way: each resize reads only its box, and the crops equal the reference's).
 
@@ -124,15 +127,18 @@ def masked_crops_per_box(image: torch.Tensor, masks: torch.Tensor, boxes: torch.
     crops = torch.empty(masks.shape[0], 3, size, size, device=image.device)
     for crop, mask, (x0, y0, x1, y1) in zip(crops, masks, boxes.tolist()):
         # where() gives the reference's pixel * 1 + 0 * fill and pixel * 0 + 1 * fill exactly.
-        box = torch.where(mask[y0:y1 + 1, x0:x1 + 1], pixels[:, y0:y1 + 1, x0:x1 + 1].float(),
-                          fill)
-        crop.copy_(F.interpolate(box[None], size=(size, size), mode="bicubic",
-                                 align_corners=False)[0])
+        box = torch.where(
+            mask[y0 : y1 + 1, x0 : x1 + 1], pixels[:, y0 : y1 + 1, x0 : x1 + 1].float(), fill
+        )
+        crop.copy_(
+            F.interpolate(box[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+        )
     return crops
 
 
-def region_patch_masks(masks: torch.Tensor, boxes: torch.Tensor, size: int, patch: int
-                       ) -> torch.Tensor:
+def region_patch_masks(
+    masks: torch.Tensor, boxes: torch.Tensor, size: int, patch: int
+) -> torch.Tensor:
     """OVSeg's patch mask per crop, for the mask prompt: the box's region mask resized
     (nearest) to size x size, a patch in when any of its pixels is.
 

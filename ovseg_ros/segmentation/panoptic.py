@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass, field
 
 import cv2
-
 import numpy as np
 import torch
 
@@ -31,8 +30,8 @@ UNLABELLED = 65535  # semantic image value of pixels with no class
 NO_INSTANCE = 0  # instance image value of pixels with no instance
 # Bytes of temporaries per band of rows in ``fuse`` (and pixels per band in ``_measure``):
 # what fusion and box measurement need beyond their inputs and outputs.
-FUSE_BAND_BYTES = 64 * 2 ** 20
-MEASURE_BAND_PIXELS = 2 ** 20
+FUSE_BAND_BYTES = 64 * 2**20
+MEASURE_BAND_PIXELS = 2**20
 
 
 @dataclass(frozen=True)
@@ -104,10 +103,17 @@ def select_masks(probs: torch.Tensor, granularity: float) -> torch.Tensor:
     return probs > granularity * best
 
 
-def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
-         vocabulary: Vocabulary, *, granularity: float = 0.8, unknown_thresh: float = 0.0,
-         vocabulary_version: int = 0, embeddings: torch.Tensor | None = None
-         ) -> SegmentationResult:
+def fuse(
+    masks: torch.Tensor,
+    probs: torch.Tensor,
+    mask_quality: torch.Tensor,
+    vocabulary: Vocabulary,
+    *,
+    granularity: float = 0.8,
+    unknown_thresh: float = 0.0,
+    vocabulary_version: int = 0,
+    embeddings: torch.Tensor | None = None,
+) -> SegmentationResult:
     """Turn classified masks into a SegmentationResult.
 
     masks: [N, H, W] bool; probs: [N, C] class probabilities (rows sum to 1 over the
@@ -140,11 +146,12 @@ def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
     per_row = width * (len(kept_index) * 10 + kept_probs.shape[1] * 4)
     rows = max(1, FUSE_BAND_BYTES // per_row)
     for top in range(0, height, rows):
-        band = masks[:, top:top + rows][kept_index]  # [K, b, W] bool
-        label, labelled, winner = _fuse_band(band, kept_probs, own_class, own_score,
-                                             num_classes, unknown_thresh)
-        semantic[top:top + rows] = torch.where(labelled, label, UNLABELLED).cpu().numpy()
-        owner[top:top + rows] = winner.cpu().numpy()
+        band = masks[:, top : top + rows][kept_index]  # [K, b, W] bool
+        label, labelled, winner = _fuse_band(
+            band, kept_probs, own_class, own_score, num_classes, unknown_thresh
+        )
+        semantic[top : top + rows] = torch.where(labelled, label, UNLABELLED).cpu().numpy()
+        owner[top : top + rows] = winner.cpu().numpy()
 
     instances: list[Instance] = []
     quality = mask_quality[kept_index].float().cpu().numpy()
@@ -163,10 +170,18 @@ def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
             continue
         instance_id = len(instances) + 1
         instance_of[k + 1] = instance_id
-        instances.append(Instance(
-            id=instance_id, class_index=class_index, label=vocabulary.names[class_index],
-            score=float(own_score_np[k]), mask_quality=float(quality[k]),
-            is_thing=vocabulary.is_thing(class_index), bbox=(0, 0, 0, 0), area=0))
+        instances.append(
+            Instance(
+                id=instance_id,
+                class_index=class_index,
+                label=vocabulary.names[class_index],
+                score=float(own_score_np[k]),
+                mask_quality=float(quality[k]),
+                is_thing=vocabulary.is_thing(class_index),
+                bbox=(0, 0, 0, 0),
+                area=0,
+            )
+        )
         if not vocabulary.is_thing(class_index):
             stuff_region[class_index] = instance_id
     owner += 1
@@ -177,8 +192,9 @@ def fuse(masks: torch.Tensor, probs: torch.Tensor, mask_quality: torch.Tensor,
     return SegmentationResult(semantic, instance_map, instances, vocabulary, vocabulary_version)
 
 
-def _attach_embeddings(instances: list[Instance], instance_of: np.ndarray,
-                       embeddings: torch.Tensor) -> None:
+def _attach_embeddings(
+    instances: list[Instance], instance_of: np.ndarray, embeddings: torch.Tensor
+) -> None:
     """Each instance's unit embedding: the normalised sum of its kept masks' ([K] instance
     id per kept mask, 0: none; [K, D] embeddings)."""
     ids = torch.from_numpy(instance_of.astype(np.int64)).to(embeddings.device)
@@ -189,9 +205,14 @@ def _attach_embeddings(instances: list[Instance], instance_of: np.ndarray,
         instance.embedding = unit[instance.id - 1]
 
 
-def _fuse_band(masks: torch.Tensor, probs: torch.Tensor, own_class: torch.Tensor,
-               own_score: torch.Tensor, num_classes: int, unknown_thresh: float
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fuse_band(
+    masks: torch.Tensor,
+    probs: torch.Tensor,
+    own_class: torch.Tensor,
+    own_score: torch.Tensor,
+    num_classes: int,
+    unknown_thresh: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Labels and owners of one band of rows.
 
     masks: [K, b, W] bool kept masks; probs: [K, C(+1)]; own_class, own_score: [K].
@@ -219,12 +240,17 @@ def resized(result: SegmentationResult, height: int, width: int) -> Segmentation
     """The result at another resolution (nearest neighbour), instance boxes and areas
     measured again; instances that vanish keep an area of 0."""
     semantic = cv2.resize(result.semantic, (width, height), interpolation=cv2.INTER_NEAREST)
-    instance_map = cv2.resize(result.instance_map, (width, height),
-                              interpolation=cv2.INTER_NEAREST)
+    instance_map = cv2.resize(result.instance_map, (width, height), interpolation=cv2.INTER_NEAREST)
     instances = [dataclasses.replace(i) for i in result.instances]
     _measure(instances, instance_map)
-    return SegmentationResult(semantic, instance_map, instances, result.vocabulary,
-                              result.vocabulary_version, dict(result.timings_ms))
+    return SegmentationResult(
+        semantic,
+        instance_map,
+        instances,
+        result.vocabulary,
+        result.vocabulary_version,
+        dict(result.timings_ms),
+    )
 
 
 def _measure(instances: list[Instance], instance_map: np.ndarray) -> None:
@@ -240,7 +266,7 @@ def _measure(instances: list[Instance], instance_map: np.ndarray) -> None:
     cols = np.zeros((count, width), dtype=bool)
     band = max(1, MEASURE_BAND_PIXELS // max(width, 1))
     for top in range(0, height, band):
-        ids = instance_map[top:top + band].astype(np.intp)  # [b, W]
+        ids = instance_map[top : top + band].astype(np.intp)  # [b, W]
         area += np.bincount(ids.ravel(), minlength=count)[:count]
         rows[ids, np.arange(top, top + ids.shape[0])[:, None]] = True
         cols[ids, np.arange(width)[None, :]] = True

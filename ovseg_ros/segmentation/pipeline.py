@@ -8,19 +8,20 @@ both go through this class and nothing else.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
+from ..models.weights import ClipBundle, load_clip, load_sam, model_device
+from ..settings.config import Settings, SettingsError, start_only_changes
 from . import panoptic
 from .classifier import MaskClassifier, class_probabilities
-from ..settings.config import Settings, SettingsError, start_only_changes
 from .panoptic import SegmentationResult
 from .proposals import MaskProposals, MaskProposer
 from .vocabulary import EncodedVocabulary, TextEmbedder, Vocabulary
-from ..models.weights import ClipBundle, load_clip, load_sam, model_device
 
 
 class Classified(NamedTuple):
@@ -71,8 +72,14 @@ class Segmenter:
     stage ends: for statistics and benchmarks that need more than ``result.timings_ms``.
     """
 
-    def __init__(self, settings: Settings, *, sam: torch.nn.Module | None = None,
-                 clip: ClipBundle | None = None, on_stage: StageCallback | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sam: torch.nn.Module | None = None,
+        clip: ClipBundle | None = None,
+        on_stage: StageCallback | None = None,
+    ):
         settings.validate()
         self._settings = settings
         self.on_stage = on_stage
@@ -81,10 +88,12 @@ class Segmenter:
         clip = clip if clip is not None else load_clip(settings, self.device)
         self.clip = clip
         self.proposer = MaskProposer(sam, settings)
-        self.classifier = MaskClassifier(clip, mode=settings.classifier_mode,
-                                         precision=settings.precision)
-        self.text = TextEmbedder(clip.model.encode_text, clip.tokenizer, self.device,
-                                 settings.templates)
+        self.classifier = MaskClassifier(
+            clip, mode=settings.classifier_mode, precision=settings.precision
+        )
+        self.text = TextEmbedder(
+            clip.model.encode_text, clip.tokenizer, self.device, settings.templates
+        )
 
     @property
     def settings(self) -> Settings:
@@ -96,8 +105,10 @@ class Segmenter:
         settings.validate()
         fixed = start_only_changes(self._settings, settings)
         if fixed:
-            raise SettingsError(f"{', '.join(fixed)} can only be set at start (restart the "
-                                "node or the command to change them)")
+            raise SettingsError(
+                f"{', '.join(fixed)} can only be set at start (restart the "
+                "node or the command to change them)"
+            )
         self.proposer.update_settings(settings)
         self.classifier.mode = settings.classifier_mode
         self.text.set_templates(settings.templates)
@@ -115,46 +126,64 @@ class Segmenter:
         start = time.perf_counter()
         height, width = image.shape[:2]
         work_h, work_w = working_size(height, width, self._settings.max_image_side)
-        work = np.ascontiguousarray(image) if (work_h, work_w) == (height, width) else \
-            cv2.resize(image, (work_w, work_h), interpolation=cv2.INTER_AREA)
+        work = (
+            np.ascontiguousarray(image)
+            if (work_h, work_w) == (height, width)
+            else cv2.resize(image, (work_w, work_h), interpolation=cv2.INTER_AREA)
+        )
         proposals = self._timed(timings, "proposals", self.proposer.propose, work)
-        classified = self._timed(timings, "classify", self._classify, work, proposals,
-                                 vocabulary)
-        result = self._timed(timings, "fuse", self._fuse, proposals, classified, vocabulary,
-                             (height, width))
+        classified = self._timed(timings, "classify", self._classify, work, proposals, vocabulary)
+        result = self._timed(
+            timings, "fuse", self._fuse, proposals, classified, vocabulary, (height, width)
+        )
         timings["total"] = (time.perf_counter() - start) * 1000.0
         result.timings_ms = timings
         if self.on_stage is not None:
             self.on_stage("total", timings["total"], result)
         return result
 
-    def _classify(self, work: np.ndarray, proposals: MaskProposals,
-                  vocabulary: EncodedVocabulary) -> Classified:
+    def _classify(
+        self, work: np.ndarray, proposals: MaskProposals, vocabulary: EncodedVocabulary
+    ) -> Classified:
         """The proposals' CLIP embeddings and class probabilities on the working image."""
         if not len(proposals):
             width = self.classifier.clip.model.visual.output_dim
-            return Classified(torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device),
-                              torch.zeros(0, width, device=self.device))
+            return Classified(
+                torch.zeros(0, vocabulary.embeddings.shape[0], device=self.device),
+                torch.zeros(0, width, device=self.device),
+            )
         # A frame may be a read-only view of message bytes; torch wants writable.
         pixels = work if work.flags.writeable else work.copy()
         image_t = torch.from_numpy(pixels).to(self.device)
         embeddings = self.classifier.embed_masks(image_t, proposals.masks, proposals.boxes)
         return Classified(class_probabilities(embeddings, vocabulary.embeddings), embeddings)
 
-    def _fuse(self, proposals: MaskProposals, classified: Classified,
-              vocabulary: EncodedVocabulary, size: tuple[int, int]) -> SegmentationResult:
+    def _fuse(
+        self,
+        proposals: MaskProposals,
+        classified: Classified,
+        vocabulary: EncodedVocabulary,
+        size: tuple[int, int],
+    ) -> SegmentationResult:
         """Label and instance images at the input size ``(height, width)``."""
         settings = self._settings
         result = panoptic.fuse(
-            proposals.masks, classified.probs, proposals.predicted_iou, vocabulary.vocabulary,
-            granularity=settings.granularity, unknown_thresh=settings.unknown_thresh,
-            vocabulary_version=vocabulary.version, embeddings=classified.embeddings)
+            proposals.masks,
+            classified.probs,
+            proposals.predicted_iou,
+            vocabulary.vocabulary,
+            granularity=settings.granularity,
+            unknown_thresh=settings.unknown_thresh,
+            vocabulary_version=vocabulary.version,
+            embeddings=classified.embeddings,
+        )
         if result.semantic.shape != size:
             result = panoptic.resized(result, *size)
         return result
 
-    def _timed(self, timings: dict[str, float], name: str, step: Callable[..., Any],
-               *args: Any) -> Any:
+    def _timed(
+        self, timings: dict[str, float], name: str, step: Callable[..., Any], *args: Any
+    ) -> Any:
         """``step(*args)``, its milliseconds (after a device sync) in timings[name], and
         on_stage told."""
         start = time.perf_counter()

@@ -33,14 +33,18 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
-from segment_anything.utils.amg import (batched_mask_to_box, build_point_grid,
-                                        calculate_stability_score, remove_small_regions)
+from segment_anything.utils.amg import (
+    batched_mask_to_box,
+    build_point_grid,
+    calculate_stability_score,
+    remove_small_regions,
+)
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
-from ..settings.config import Settings, SettingsError, start_only_changes
 from ..models.precision import autocast, compute_dtype
 from ..models.sam_decoder import multimask_predictions
+from ..settings.config import Settings, SettingsError, start_only_changes
 
 # The stock generator's crop_nms_thresh default. With one crop it only matters in the
 # small-region clean-up, whose NMS uses max(box_nms_thresh, crop_nms_thresh).
@@ -49,8 +53,11 @@ STOCK_CROP_NMS_THRESH = 0.7
 # Peak decoder memory per point prompt (3 masks out), with margin over the measured peak in
 # BENCHMARKS.md; it is the same for vit_b/l/h (the decoder is 256 wide on a 64x64 embedding)
 # and half precision halves the activations.
-DECODER_BYTES_PER_PROMPT = {torch.float32: 32 << 20, torch.bfloat16: 16 << 20,
-                            torch.float16: 16 << 20}
+DECODER_BYTES_PER_PROMPT = {
+    torch.float32: 32 << 20,
+    torch.bfloat16: 16 << 20,
+    torch.float16: 16 << 20,
+}
 # Fraction of the free GPU memory a frame may plan to use for decoder and upsampling chunks,
 # and a cap on it: the default configuration (vit_b, 32x32 grid) must fit in 8 GB whatever
 # the card has free. 3 GiB is 96 fp32 prompts per decoder call (11 calls for 32x32).
@@ -77,35 +84,45 @@ class MaskProposals:
 
     def __post_init__(self) -> None:
         n = self.masks.shape[0]
-        if self.masks.dim() != 3 or self.boxes.shape != (n, 4) \
-                or self.predicted_iou.shape != (n,) or self.stability_score.shape != (n,):
+        if (
+            self.masks.dim() != 3
+            or self.boxes.shape != (n, 4)
+            or self.predicted_iou.shape != (n,)
+            or self.stability_score.shape != (n,)
+        ):
             raise ValueError(
                 "MaskProposals fields disagree: masks "
                 f"{tuple(self.masks.shape)}, boxes {tuple(self.boxes.shape)}, predicted_iou "
                 f"{tuple(self.predicted_iou.shape)}, stability_score "
-                f"{tuple(self.stability_score.shape)}")
+                f"{tuple(self.stability_score.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.masks.shape[0]
 
     @classmethod
-    def empty(cls, height: int, width: int, device: torch.device | str) -> "MaskProposals":
+    def empty(cls, height: int, width: int, device: torch.device | str) -> MaskProposals:
         """No masks, for an image of height x width."""
-        return cls(masks=torch.zeros(0, height, width, dtype=torch.bool, device=device),
-                   boxes=torch.zeros(0, 4, device=device),
-                   predicted_iou=torch.zeros(0, device=device),
-                   stability_score=torch.zeros(0, device=device))
+        return cls(
+            masks=torch.zeros(0, height, width, dtype=torch.bool, device=device),
+            boxes=torch.zeros(0, 4, device=device),
+            predicted_iou=torch.zeros(0, device=device),
+            stability_score=torch.zeros(0, device=device),
+        )
 
-    def select(self, index: torch.Tensor | slice) -> "MaskProposals":
+    def select(self, index: torch.Tensor | slice) -> MaskProposals:
         """The masks picked by a [N] bool tensor, a tensor of indices or a slice, every field
         filtered together."""
         if isinstance(index, torch.Tensor):
             index = index.to(self.masks.device)
-        return MaskProposals(masks=self.masks[index], boxes=self.boxes[index],
-                             predicted_iou=self.predicted_iou[index],
-                             stability_score=self.stability_score[index])
+        return MaskProposals(
+            masks=self.masks[index],
+            boxes=self.boxes[index],
+            predicted_iou=self.predicted_iou[index],
+            stability_score=self.stability_score[index],
+        )
 
-    def top(self, limit: int) -> "MaskProposals":
+    def top(self, limit: int) -> MaskProposals:
         """The best ``limit`` masks by predicted IoU, best first (ties keep their order)."""
         order = torch.sort(self.predicted_iou, descending=True, stable=True).indices
         return self.select(order[:limit])
@@ -130,8 +147,9 @@ class MaskProposer:
         self._transform = ResizeLongestSide(sam.image_encoder.img_size)
         # The padded encoder input always has the same shape: compiled once, on the first
         # frame. The stock backend keeps the model untouched (it is the reference).
-        self._encoder = (torch.compile(sam.image_encoder)
-                         if settings.compile and on_cuda else sam.image_encoder)
+        self._encoder = (
+            torch.compile(sam.image_encoder) if settings.compile and on_cuda else sam.image_encoder
+        )
 
     @property
     def settings(self) -> Settings:
@@ -144,18 +162,25 @@ class MaskProposer:
         settings.validate()
         changed = start_only_changes(self._settings, settings)
         if changed:
-            raise SettingsError(f"{', '.join(changed)} can only be set when the proposer is "
-                                "created")
+            raise SettingsError(
+                f"{', '.join(changed)} can only be set when the proposer is created"
+            )
         self._settings = settings
 
     @torch.no_grad()
     def propose(self, image: np.ndarray) -> MaskProposals:
         """Masks for an HxWx3 uint8 RGB image, at HxW, sorted by predicted IoU (best first),
         at most settings.max_masks."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
-                or image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} "
-                             f"dtype {image.dtype}")
+        if (
+            image.ndim != 3
+            or image.shape[2] != 3
+            or image.dtype != np.uint8
+            or image.shape[0] == 0
+            or image.shape[1] == 0
+        ):
+            raise ValueError(
+                f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+            )
         settings = self._settings
         if settings.proposal_backend == "stock":
             return self._propose_stock(image, settings)
@@ -187,14 +212,22 @@ class MaskProposer:
         proposals = MaskProposals(
             masks=torch.from_numpy(np.stack([r["segmentation"] for r in records])),
             boxes=boxes,
-            predicted_iou=torch.tensor([r["predicted_iou"] for r in records],
-                                       dtype=torch.float32),
-            stability_score=torch.tensor([r["stability_score"] for r in records],
-                                         dtype=torch.float32),
+            predicted_iou=torch.tensor([r["predicted_iou"] for r in records], dtype=torch.float32),
+            stability_score=torch.tensor(
+                [r["stability_score"] for r in records], dtype=torch.float32
+            ),
         ).top(settings.max_masks)
-        return MaskProposals(*(t.to(self.device) for t in (
-            proposals.masks, proposals.boxes, proposals.predicted_iou,
-            proposals.stability_score)))
+        return MaskProposals(
+            *(
+                t.to(self.device)
+                for t in (
+                    proposals.masks,
+                    proposals.boxes,
+                    proposals.predicted_iou,
+                    proposals.stability_score,
+                )
+            )
+        )
 
     def _propose_fast(self, image: np.ndarray, settings: Settings) -> MaskProposals:
         sam = self._sam
@@ -205,32 +238,48 @@ class MaskProposer:
         pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         with self._autocast():
             embedding = self._encoder(sam.preprocess(pixels))
-        points = grid_prompts(settings.points_per_side, (height, width), self._transform,
-                              self.device)
+        points = grid_prompts(
+            settings.points_per_side, (height, width), self._transform, self.device
+        )
         labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=self.device)
         image_pe = sam.prompt_encoder.get_dense_pe()
         prompt_chunk, mask_chunk = chunk_sizes(
-            points.shape[0], settings.points_per_batch, (height, width),
-            sam.image_encoder.img_size, self._dtype, self._memory_budget())
+            points.shape[0],
+            settings.points_per_batch,
+            (height, width),
+            sam.image_encoder.img_size,
+            self._dtype,
+            self._memory_budget(),
+        )
 
         low_res, iou, stability, boxes = [], [], [], []
         for start in range(0, points.shape[0], prompt_chunk):
             # The prompt encoder stays in fp32 (cheap; positions keep their precision).
             sparse, dense = sam.prompt_encoder(
-                points=(points[start:start + prompt_chunk], labels[start:start + prompt_chunk]),
-                boxes=None, masks=None)
+                points=(points[start : start + prompt_chunk], labels[start : start + prompt_chunk]),
+                boxes=None,
+                masks=None,
+            )
             with self._autocast():
                 # Survivors of the predicted-IoU filter only (this chunk's sync), point-major
                 # ([P, 3] flattened) as the stock concatenates its batches. Without mask
                 # inputs the dense embedding is the same (no-mask) one for every prompt.
                 chunk_logits, chunk_iou = multimask_predictions(
-                    sam.mask_decoder, embedding, image_pe, sparse, dense[:1],
-                    settings.pred_iou_thresh)
+                    sam.mask_decoder,
+                    embedding,
+                    image_pe,
+                    sparse,
+                    dense[:1],
+                    settings.pred_iou_thresh,
+                )
             chunk_iou = chunk_iou.float()
             for logits in torch.split(chunk_logits, mask_chunk):
                 full = upsampled_logits(sam, logits, input_size, (height, width))
-                stability.append(calculate_stability_score(
-                    full, sam.mask_threshold, settings.stability_score_offset))
+                stability.append(
+                    calculate_stability_score(
+                        full, sam.mask_threshold, settings.stability_score_offset
+                    )
+                )
                 boxes.append(batched_mask_to_box(full > sam.mask_threshold))
             low_res.append(chunk_logits)
             iou.append(chunk_iou)
@@ -243,18 +292,26 @@ class MaskProposer:
         if settings.min_mask_region_area == 0:
             # Cut to max_masks now, so that only the masks returned are upsampled again.
             keep = keep[torch.sort(iou_all[keep], descending=True, stable=True).indices]
-            keep = keep[:settings.max_masks]
+            keep = keep[: settings.max_masks]
         # torch.split of an empty tensor yields one empty piece, so there is always one.
-        masks = torch.cat([upsampled_logits(sam, logits, input_size, (height, width))
-                           > sam.mask_threshold
-                           for logits in torch.split(low_res_all[keep], mask_chunk)])
-        proposals = MaskProposals(masks=masks, boxes=boxes_all[keep].float(),
-                                  predicted_iou=iou_all[keep],
-                                  stability_score=stability_all[keep])
+        masks = torch.cat(
+            [
+                upsampled_logits(sam, logits, input_size, (height, width)) > sam.mask_threshold
+                for logits in torch.split(low_res_all[keep], mask_chunk)
+            ]
+        )
+        proposals = MaskProposals(
+            masks=masks,
+            boxes=boxes_all[keep].float(),
+            predicted_iou=iou_all[keep],
+            stability_score=stability_all[keep],
+        )
         if settings.min_mask_region_area > 0:
             proposals = without_small_regions(
-                proposals, settings.min_mask_region_area,
-                max(settings.box_nms_thresh, STOCK_CROP_NMS_THRESH))
+                proposals,
+                settings.min_mask_region_area,
+                max(settings.box_nms_thresh, STOCK_CROP_NMS_THRESH),
+            )
         return proposals.top(settings.max_masks)
 
     def _memory_budget(self) -> float | None:
@@ -263,8 +320,7 @@ class MaskProposer:
         if self.device.type != "cuda":
             return None
         free, _ = torch.cuda.mem_get_info(self.device)
-        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
-            self.device)
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         return frame_memory_budget(free + cached)
 
 
@@ -277,7 +333,8 @@ def _decoder_outputs_in_fp32(decoder: torch.nn.Module, dtype: torch.dtype):
         yield
         return
     handle = decoder.register_forward_hook(
-        lambda module, args, outputs: tuple(output.float() for output in outputs))
+        lambda module, args, outputs: tuple(output.float() for output in outputs)
+    )
     try:
         yield
     finally:
@@ -290,9 +347,14 @@ def frame_memory_budget(free_bytes: float) -> float:
     return min(GPU_MEMORY_FRACTION * free_bytes, GPU_MEMORY_CAP_BYTES)
 
 
-def chunk_sizes(num_prompts: int, points_per_batch: int, image_size: tuple[int, int],
-                encoder_side: int, dtype: torch.dtype,
-                budget_bytes: float | None) -> tuple[int, int]:
+def chunk_sizes(
+    num_prompts: int,
+    points_per_batch: int,
+    image_size: tuple[int, int],
+    encoder_side: int,
+    dtype: torch.dtype,
+    budget_bytes: float | None,
+) -> tuple[int, int]:
     """(prompts per decoder call, masks per upsampling call) for the fast backend.
 
     Without a budget (CPU): points_per_batch prompts and their 3 masks per call, as the
@@ -310,8 +372,12 @@ def chunk_sizes(num_prompts: int, points_per_batch: int, image_size: tuple[int, 
     return prompts, max(3 * floor, int(budget_bytes // mask_bytes))
 
 
-def grid_prompts(points_per_side: int, image_size: tuple[int, int],
-                 transform: ResizeLongestSide, device: torch.device) -> torch.Tensor:
+def grid_prompts(
+    points_per_side: int,
+    image_size: tuple[int, int],
+    transform: ResizeLongestSide,
+    device: torch.device,
+) -> torch.Tensor:
     """The stock prompt grid in the model's input frame: [P, 1, 2] (x, y), P =
     points_per_side ** 2, row-major from the top-left. float64 as the stock makes it (the
     prompt encoder casts after normalising), so the embeddings are the same."""
@@ -320,8 +386,9 @@ def grid_prompts(points_per_side: int, image_size: tuple[int, int],
     return torch.as_tensor(transform.apply_coords(points, image_size), device=device)[:, None]
 
 
-def upsampled_logits(sam: Sam, low_res: torch.Tensor, input_size: tuple[int, int],
-                     image_size: tuple[int, int]) -> torch.Tensor:
+def upsampled_logits(
+    sam: Sam, low_res: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]
+) -> torch.Tensor:
     """Decoder logits [M, h, w] -> [M, H, W] fp32 at the image size, through the padded
     square and the crop exactly as Sam.postprocess_masks does (bilinear, per mask, so the
     batch composition does not change the values)."""
@@ -329,8 +396,9 @@ def upsampled_logits(sam: Sam, low_res: torch.Tensor, input_size: tuple[int, int
         return sam.postprocess_masks(low_res.float()[:, None], input_size, image_size)[:, 0]
 
 
-def stable_masks_after_nms(iou: torch.Tensor, stability: torch.Tensor, boxes: torch.Tensor,
-                           settings: Settings) -> torch.Tensor:
+def stable_masks_after_nms(
+    iou: torch.Tensor, stability: torch.Tensor, boxes: torch.Tensor, settings: Settings
+) -> torch.Tensor:
     """Indices [K] of the masks that pass the stability filter and survive box NMS among
     those that pass, best predicted IoU first, as the stock filters then runs NMS.
 
@@ -344,13 +412,18 @@ def stable_masks_after_nms(iou: torch.Tensor, stability: torch.Tensor, boxes: to
     else:
         passes = torch.ones_like(iou, dtype=torch.bool)
     scores = iou.masked_fill(~passes, float("-inf"))
-    keep = batched_nms(boxes.float(), scores, torch.zeros_like(iou, dtype=torch.int64),
-                       iou_threshold=settings.box_nms_thresh)
-    return keep[:int(passes[keep].sum())]
+    keep = batched_nms(
+        boxes.float(),
+        scores,
+        torch.zeros_like(iou, dtype=torch.int64),
+        iou_threshold=settings.box_nms_thresh,
+    )
+    return keep[: int(passes[keep].sum())]
 
 
-def without_small_regions(proposals: MaskProposals, min_area: int,
-                          nms_thresh: float) -> MaskProposals:
+def without_small_regions(
+    proposals: MaskProposals, min_area: int, nms_thresh: float
+) -> MaskProposals:
     """The stock clean-up (SamAutomaticMaskGenerator.postprocess_small_regions) on the CPU:
     in each mask fill holes, then drop islands, smaller than min_area pixels (OpenCV
     connected components); recompute boxes; NMS again, preferring masks that did not
@@ -369,10 +442,14 @@ def without_small_regions(proposals: MaskProposals, min_area: int,
         unchanged.append(float(not (holes_changed or islands_changed)))
     masks = torch.stack(cleaned)
     boxes = batched_mask_to_box(masks)
-    keep = batched_nms(boxes.float(), torch.as_tensor(unchanged), torch.zeros(len(boxes)),
-                       iou_threshold=nms_thresh)
+    keep = batched_nms(
+        boxes.float(), torch.as_tensor(unchanged), torch.zeros(len(boxes)), iou_threshold=nms_thresh
+    )
     # Unchanged masks' new boxes equal their old ones, so the recomputed set serves all.
     device = proposals.masks.device
-    return MaskProposals(masks=masks[keep].to(device), boxes=boxes[keep].float().to(device),
-                         predicted_iou=proposals.predicted_iou[keep.to(device)],
-                         stability_score=proposals.stability_score[keep.to(device)])
+    return MaskProposals(
+        masks=masks[keep].to(device),
+        boxes=boxes[keep].float().to(device),
+        predicted_iou=proposals.predicted_iou[keep.to(device)],
+        stability_score=proposals.stability_score[keep.to(device)],
+    )

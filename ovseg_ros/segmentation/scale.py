@@ -9,7 +9,8 @@ when ``--ray`` is given.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from ..settings.config import Settings
 
@@ -24,8 +25,10 @@ class ShardsFailed(ScaleError):
 
     def __init__(self, failures: list[str], tries: int):
         self.failures = failures
-        super().__init__(f"{len(failures)} shard(s) failed {tries} time(s), their outputs are "
-                         "missing:\n" + "\n".join(f"  - {f}" for f in failures))
+        super().__init__(
+            f"{len(failures)} shard(s) failed {tries} time(s), their outputs are "
+            "missing:\n" + "\n".join(f"  - {f}" for f in failures)
+        )
 
 
 def connect(address: str) -> Any:
@@ -37,8 +40,11 @@ def connect(address: str) -> Any:
         raise ScaleError("--ray needs Ray: pip install 'ovseg_ros[ray]'") from None
     if not ray.is_initialized():
         try:
-            ray.init(address=None if address == "auto" else address,
-                     include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address=None if address == "auto" else address,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ScaleError(f"cannot reach the Ray cluster at {address!r}: {err}") from None
     return ray
@@ -58,9 +64,13 @@ class _Replica:
             setup()
         from .pipeline import Segmenter
 
-        self.segmenter = Segmenter(settings.replace(
-            device="cuda" if settings.device in ("auto", "cuda") and _has_cuda() else
-            settings.device))
+        self.segmenter = Segmenter(
+            settings.replace(
+                device="cuda"
+                if settings.device in ("auto", "cuda") and _has_cuda()
+                else settings.device
+            )
+        )
 
     def run(self, work: Callable, shard: Sequence[int]) -> list:
         """``work(segmenter, shard)`` on this replica: one result per index in the shard."""
@@ -98,10 +108,19 @@ def shards(count: int, parts: int) -> list[list[int]]:
     return out
 
 
-def run_sharded(address: str, settings: Settings, work: Callable, count: int, *,
-                shard_size: int = 8, retries: int = 1, progress: bool = True,
-                unit: str = "image", describe: Callable[[list[int]], str] | None = None,
-                setup: Callable[[], None] | None = None) -> Iterator:
+def run_sharded(
+    address: str,
+    settings: Settings,
+    work: Callable,
+    count: int,
+    *,
+    shard_size: int = 8,
+    retries: int = 1,
+    progress: bool = True,
+    unit: str = "image",
+    describe: Callable[[list[int]], str] | None = None,
+    setup: Callable[[], None] | None = None,
+) -> Iterator:
     """Yield ``work(segmenter, shard)``'s items for shards of 0..count-1, in index order.
 
     ``work`` must be picklable and return one item per index of its shard. A shard whose
@@ -112,13 +131,12 @@ def run_sharded(address: str, settings: Settings, work: Callable, count: int, *,
     """
     ray = connect(address)
     count_replicas, gpus = replicas(ray)
-    actor = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1,
-                       max_restarts=retries)(_Replica)
+    actor = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1, max_restarts=retries)(_Replica)
     pool = [actor.remote(settings, setup) for _ in range(count_replicas)]
     describe = describe or (lambda shard: f"{unit}s {shard[0]}..{shard[-1]}")
     pending = {}
     todo = shards(count, max(1, -(-count // shard_size)))
-    tries = {k: 0 for k in range(len(todo))}
+    tries = dict.fromkeys(range(len(todo)), 0)
     done: dict[int, list] = {}
     bar = None
     if progress:

@@ -40,17 +40,19 @@ def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -
     labelled = (semantic != UNLABELLED).view(np.uint8)
     # Classes past the vocabulary (UNLABELLED among them) look up the last, unused row.
     table = np.zeros((len(colours) + 1, 3), np.uint8)
-    table[:len(colours)] = colours
+    table[: len(colours)] = colours
     tint = np.take(table, np.minimum(semantic, len(colours)), axis=0)
-    out = cv2.copyTo(cv2.addWeighted(image, 1 - alpha, tint, alpha, 0.0), labelled,
-                     image.copy())
+    out = cv2.copyTo(cv2.addWeighted(image, 1 - alpha, tint, alpha, 0.0), labelled, image.copy())
     if result.instances:
         instance_colours = np.zeros((int(instance_map.max(initial=0)) + 1, 3), np.uint8)
         for instance in result.instances:
             if instance.id < len(instance_colours):
                 instance_colours[instance.id] = colours[instance.class_index]
-        out = cv2.copyTo(np.take(instance_colours, instance_map, axis=0),
-                         outline_band(instance_map).view(np.uint8), out)
+        out = cv2.copyTo(
+            np.take(instance_colours, instance_map, axis=0),
+            outline_band(instance_map).view(np.uint8),
+            out,
+        )
     for instance in result.instances:
         if instance.area == 0:
             continue

@@ -4,8 +4,8 @@ templates they go through are ovseg_ros.templates)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -26,8 +26,7 @@ def template_set(name: str) -> tuple[str, ...]:
     """The prompt templates of a set named in ``templates.TEMPLATE_SETS`` ('vild' ...);
     VocabularyError for any other name."""
     if name not in TEMPLATE_SETS:
-        raise VocabularyError(f"unknown template set {name!r}: use "
-                              f"{', '.join(TEMPLATE_SETS)}")
+        raise VocabularyError(f"unknown template set {name!r}: use {', '.join(TEMPLATE_SETS)}")
     return TEMPLATE_SETS[name]()
 
 
@@ -36,19 +35,25 @@ def check_names(names: Sequence[str], *, max_classes: int, what: str = "") -> No
     characters, appearing twice ignoring case, or more than ``max_classes`` of them.
     ``what`` prefixes the messages ('stuff_classes ')."""
     if len(names) > max_classes:
-        raise VocabularyError(f"{what}{len(names)} classes given; at most {max_classes} are "
-                              "allowed (setting max_classes)")
+        raise VocabularyError(
+            f"{what}{len(names)} classes given; at most {max_classes} are "
+            "allowed (setting max_classes)"
+        )
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if len(name) > MAX_NAME_LENGTH:
-            raise VocabularyError(f"{what}entry {position} is {len(name)} characters long; "
-                                  f"the limit is {MAX_NAME_LENGTH}")
+            raise VocabularyError(
+                f"{what}entry {position} is {len(name)} characters long; "
+                f"the limit is {MAX_NAME_LENGTH}"
+            )
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise VocabularyError(f"{what}entry {position} ({name!r}) has control characters")
         key = name.casefold()
         if key in seen:
-            raise VocabularyError(f"{what}{name!r} appears twice (entries {seen[key]} and "
-                                  f"{position}); class names must be unique")
+            raise VocabularyError(
+                f"{what}{name!r} appears twice (entries {seen[key]} and "
+                f"{position}); class names must be unique"
+            )
         seen[key] = position
 
 
@@ -79,8 +84,9 @@ class Vocabulary:
     stuff: frozenset[str] = frozenset()
 
     @classmethod
-    def parse(cls, entries: str | Sequence[str], *, max_classes: int = 256,
-              stuff: Iterable[str] = ()) -> "Vocabulary":
+    def parse(
+        cls, entries: str | Sequence[str], *, max_classes: int = 256, stuff: Iterable[str] = ()
+    ) -> Vocabulary:
         """Build from a list, or from text as ``parse_names`` reads it; refuse bad input with a
         reason.
 
@@ -100,8 +106,9 @@ class Vocabulary:
         refuse_hidden_control(raw)
         names = [entry.strip() for entry in raw]
         if not names or names == [""]:
-            raise VocabularyError("vocabulary is empty: give at least one class name, "
-                                  "e.g. 'mug, door handle'")
+            raise VocabularyError(
+                "vocabulary is empty: give at least one class name, e.g. 'mug, door handle'"
+            )
         for position, name in enumerate(names, start=1):
             if not name:
                 raise VocabularyError(f"entry {position} is blank (check for a stray comma)")
@@ -110,10 +117,9 @@ class Vocabulary:
         return cls(tuple(names), frozenset(n for n in names if n.casefold() in stuff_keys))
 
     @classmethod
-    def from_settings(cls, entries: str | Sequence[str], settings) -> "Vocabulary":
+    def from_settings(cls, entries: str | Sequence[str], settings) -> Vocabulary:
         """``parse`` with the limits and stuff classes of a Settings object."""
-        return cls.parse(entries, max_classes=settings.max_classes,
-                         stuff=settings.stuff_classes)
+        return cls.parse(entries, max_classes=settings.max_classes, stuff=settings.stuff_classes)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -143,9 +149,13 @@ class TextEmbedder:
     the templates, normalised again.
     """
 
-    def __init__(self, encode_text: Callable[[torch.Tensor], torch.Tensor],
-                 tokenizer: Callable[[list[str]], torch.Tensor], device: torch.device | str,
-                 templates: str = "vild"):
+    def __init__(
+        self,
+        encode_text: Callable[[torch.Tensor], torch.Tensor],
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        device: torch.device | str,
+        templates: str = "vild",
+    ):
         self._encode_text = encode_text
         self._tokenizer = tokenizer
         self._device = torch.device(device)
@@ -175,7 +185,7 @@ class TextEmbedder:
         missing = [n for n in dict.fromkeys(names) if (n, templates) not in self._cache]
         names_per_call = max(1, TEXT_BATCH // len(prompts_per_name))
         for start in range(0, len(missing), names_per_call):
-            chunk = missing[start:start + names_per_call]
+            chunk = missing[start : start + names_per_call]
             prompts = [t.format(n) for n in chunk for t in prompts_per_name]
             tokens = self._tokenizer(prompts).to(self._device)
             features = self._encode_text(tokens).float()

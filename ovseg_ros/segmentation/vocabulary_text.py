@@ -51,12 +51,15 @@ def yaml_list(text: str, what: str = "") -> list[str]:
         value = yaml.load(text, Loader=yaml.BaseLoader)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise VocabularyError(f"{what}list {text.strip()!r} is not a valid YAML list "
-                              f"({problem}); write it as [mug, door handle] or "
-                              "'mug, door handle'") from None
+        raise VocabularyError(
+            f"{what}list {text.strip()!r} is not a valid YAML list "
+            f"({problem}); write it as [mug, door handle] or "
+            "'mug, door handle'"
+        ) from None
     if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
-        raise VocabularyError(f"{what}list {text.strip()!r} must be a flat list of names, "
-                              "e.g. [mug, door handle]")
+        raise VocabularyError(
+            f"{what}list {text.strip()!r} must be a flat list of names, e.g. [mug, door handle]"
+        )
     return value
 
 
@@ -68,4 +71,5 @@ def decode_names_file(data: bytes, source: str) -> str:
     except UnicodeDecodeError as err:
         raise VocabularyError(
             f"{source} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
-            "save it as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8") from None
+            "save it as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8"
+        ) from None

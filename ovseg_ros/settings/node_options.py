@@ -28,42 +28,70 @@ class NodeOption:
     def check(self, value: Any) -> Any:
         """The value, or SettingsError saying why it cannot be used."""
         if self.choices and value not in self.choices:
-            raise SettingsError(f"{self.name} must be one of {', '.join(self.choices)}, "
-                                f"got {value!r}")
+            raise SettingsError(
+                f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+            )
         if self.minimum is not None and not self.minimum <= value <= self.maximum:
-            raise SettingsError(f"{self.name} must be from {self.minimum} to {self.maximum}, "
-                                f"got {value!r}")
+            raise SettingsError(
+                f"{self.name} must be from {self.minimum} to {self.maximum}, got {value!r}"
+            )
         return value
 
 
 NODE_OPTIONS = (
-    NodeOption("image_transport", "raw",
-               "'raw': sensor_msgs/Image on 'image'; 'compressed': sensor_msgs/CompressedImage "
-               "on 'image/compressed' (JPEG or PNG).", choices=("raw", "compressed")),
-    NodeOption("image_reliability", "best_effort",
-               "QoS reliability of the image, depth and camera_info subscriptions: "
-               "'best_effort' (SensorDataQoS, matches every publisher) or 'reliable' "
-               "(matches reliable publishers only).", choices=("best_effort", "reliable")),
-    NodeOption("use_depth", False,
-               "Also subscribe to 'depth' (sensor_msgs/Image, 16UC1 or 32FC1, registered to "
-               "the colour image) and to the colour camera's CameraInfo, paired with the "
-               "colour frames by time: 3D per instance, ~/points, ~/markers, "
-               "~/detections_3d."),
-    NodeOption("camera_info_topic", "",
-               "The colour camera's CameraInfo topic. Empty: 'camera_info' next to the colour "
-               "image topic, as image_transport does (/camera/color/image_raw -> "
-               "/camera/color/camera_info)."),
-    NodeOption("sync_queue_size", 10,
-               "Colour and depth messages kept per input while waiting for a partner.",
-               minimum=1, maximum=1000),
-    NodeOption("pipeline_depth", 2,
-               "Frames in flight: 2 segments a frame while the previous one is tracked, "
-               "placed in 3D and published (each hand-off keeps only the newest); 1 does "
-               "it all in one thread, one frame at a time (for debugging and comparison).",
-               minimum=1, maximum=2),
-    NodeOption("points_stride", 4,
-               "~/points holds every n-th pixel in each direction (1: every pixel with "
-               "depth).", minimum=1, maximum=64),
+    NodeOption(
+        "image_transport",
+        "raw",
+        "'raw': sensor_msgs/Image on 'image'; 'compressed': sensor_msgs/CompressedImage "
+        "on 'image/compressed' (JPEG or PNG).",
+        choices=("raw", "compressed"),
+    ),
+    NodeOption(
+        "image_reliability",
+        "best_effort",
+        "QoS reliability of the image, depth and camera_info subscriptions: "
+        "'best_effort' (SensorDataQoS, matches every publisher) or 'reliable' "
+        "(matches reliable publishers only).",
+        choices=("best_effort", "reliable"),
+    ),
+    NodeOption(
+        "use_depth",
+        False,
+        "Also subscribe to 'depth' (sensor_msgs/Image, 16UC1 or 32FC1, registered to "
+        "the colour image) and to the colour camera's CameraInfo, paired with the "
+        "colour frames by time: 3D per instance, ~/points, ~/markers, "
+        "~/detections_3d.",
+    ),
+    NodeOption(
+        "camera_info_topic",
+        "",
+        "The colour camera's CameraInfo topic. Empty: 'camera_info' next to the colour "
+        "image topic, as image_transport does (/camera/color/image_raw -> "
+        "/camera/color/camera_info).",
+    ),
+    NodeOption(
+        "sync_queue_size",
+        10,
+        "Colour and depth messages kept per input while waiting for a partner.",
+        minimum=1,
+        maximum=1000,
+    ),
+    NodeOption(
+        "pipeline_depth",
+        2,
+        "Frames in flight: 2 segments a frame while the previous one is tracked, "
+        "placed in 3D and published (each hand-off keeps only the newest); 1 does "
+        "it all in one thread, one frame at a time (for debugging and comparison).",
+        minimum=1,
+        maximum=2,
+    ),
+    NodeOption(
+        "points_stride",
+        4,
+        "~/points holds every n-th pixel in each direction (1: every pixel with depth).",
+        minimum=1,
+        maximum=64,
+    ),
 )
 
 NODE_OPTION_NAMES = tuple(option.name for option in NODE_OPTIONS)

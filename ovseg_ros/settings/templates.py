@@ -7,7 +7,7 @@ torch, so ``ovseg_ros.config`` can offer its names as the setting's choices.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 # OVSeg's 14 "ViLD" templates (open_vocab_seg/modeling/clip_adapter/text_template.py).
 VILD_TEMPLATES = (

@@ -24,8 +24,9 @@ def _fail_if_skipped(report) -> None:
     if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = f"skipped where every real-graph test must run " \
-                          f"(OVSEG_GRAPH_NO_SKIP=1): {reason}"
+        report.longrepr = (
+            f"skipped where every real-graph test must run (OVSEG_GRAPH_NO_SKIP=1): {reason}"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -14,14 +14,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
-SKIP_REASON = ("rclpy is not importable: ROS 2 is not installed or not sourced, so the "
-               "real-graph tests cannot run here (bash test/graph/run.sh builds and sources it)")
+SKIP_REASON = (
+    "rclpy is not importable: ROS 2 is not installed or not sourced, so the "
+    "real-graph tests cannot run here (bash test/graph/run.sh builds and sources it)"
+)
 rclpy = pytest.importorskip("rclpy", reason=SKIP_REASON)
 
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -30,9 +33,18 @@ from sensor_msgs.msg import Image  # noqa: E402
 import ovseg_ros  # noqa: E402
 
 # The source tree has no generated ovseg_ros.msg: let the package search the built copies too.
-ovseg_ros.__path__[:] = list(dict.fromkeys(
-    [*ovseg_ros.__path__, *(str(Path(entry) / "ovseg_ros") for entry in sys.path
-                            if (Path(entry) / "ovseg_ros" / "msg").is_dir())]))
+ovseg_ros.__path__[:] = list(
+    dict.fromkeys(
+        [
+            *ovseg_ros.__path__,
+            *(
+                str(Path(entry) / "ovseg_ros")
+                for entry in sys.path
+                if (Path(entry) / "ovseg_ros" / "msg").is_dir()
+            ),
+        ]
+    )
+)
 pytest.importorskip("ovseg_ros.msg", reason="the package is not built: run test/graph/run.sh")
 
 TEST_DIR = Path(__file__).resolve().parent.parent
@@ -44,9 +56,16 @@ HEIGHT, WIDTH = 48, 64
 class NodeProcess:
     """The real ovseg node in a child process; its log lines are collected as they come."""
 
-    def __init__(self, config_dir: Path, parameters: dict[str, str], *, name: str = "ovseg",
-                 namespace: str = "", remaps: dict[str, str] | None = None,
-                 lifecycle: bool = False):
+    def __init__(
+        self,
+        config_dir: Path,
+        parameters: dict[str, str],
+        *,
+        name: str = "ovseg",
+        namespace: str = "",
+        remaps: dict[str, str] | None = None,
+        lifecycle: bool = False,
+    ):
         arguments = ["--ros-args", "-r", f"__node:={name}"]
         if namespace:
             arguments += ["-r", f"__ns:={namespace}"]
@@ -57,10 +76,18 @@ class NodeProcess:
         self.fqn = f"{namespace.rstrip('/')}/{name}" if namespace else f"/{name}"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(TEST_DIR / "launch_tiny_node.py"), str(config_dir),
-             *(["--lifecycle"] if lifecycle else []), *arguments],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"})
+            [
+                sys.executable,
+                str(TEST_DIR / "launch_tiny_node.py"),
+                str(config_dir),
+                *(["--lifecycle"] if lifecycle else []),
+                *arguments,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"},
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -119,9 +146,14 @@ class Graph:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
 
-    def spin_until(self, condition: Callable[[], bool], timeout_s: float,
-                   every: Callable[[], None] | None = None, every_s: float = 0.5,
-                   what: str = "the condition") -> None:
+    def spin_until(
+        self,
+        condition: Callable[[], bool],
+        timeout_s: float,
+        every: Callable[[], None] | None = None,
+        every_s: float = 0.5,
+        what: str = "the condition",
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         last = 0.0
         while not condition():
@@ -161,8 +193,12 @@ def graph(ros_context, request) -> Iterator[Graph]:
     g.close()
 
 
-def camera_image(sec: int, nanosec: int = 7, frame_id: str = "graph_test_camera",
-                 colour: tuple[int, int, int] = (0, 0, 220)) -> Image:
+def camera_image(
+    sec: int,
+    nanosec: int = 7,
+    frame_id: str = "graph_test_camera",
+    colour: tuple[int, int, int] = (0, 0, 220),
+) -> Image:
     """A small bgr8 frame with one coloured rectangle."""
     image = np.full((HEIGHT, WIDTH, 3), 20, dtype=np.uint8)
     image[5:25, 5:30] = colour
@@ -181,7 +217,8 @@ def wait_for_log(node: NodeProcess, graph: Graph, text: str, timeout_s: float) -
         found[:] = [line for line in list(node.lines) if text in line]
         return bool(found)
 
-    graph.spin_until(lambda: seen() or not node.alive(), timeout_s,
-                     what=f"log line containing {text!r}")
+    graph.spin_until(
+        lambda: seen() or not node.alive(), timeout_s, what=f"log line containing {text!r}"
+    )
     assert found, f"node exited before logging {text!r}:\n{node.log()[-3000:]}"
     return found[0]

@@ -20,21 +20,34 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip(
-    "rclpy", reason="rclpy is not importable: ROS 2 (Humble/Jazzy) is not sourced, so the "
-                    "real-graph tests cannot run here (test/graph/run.sh builds and runs them)")
+    "rclpy",
+    reason="rclpy is not importable: ROS 2 (Humble/Jazzy) is not sourced, so the "
+    "real-graph tests cannot run here (test/graph/run.sh builds and runs them)",
+)
 
 import ovseg_ros  # noqa: E402
 
 # The source tree has no generated ovseg_ros.msg; let the package search the built copies.
-ovseg_ros.__path__[:] = list(dict.fromkeys(
-    [*ovseg_ros.__path__, *(str(Path(entry) / "ovseg_ros") for entry in sys.path
-                            if (Path(entry) / "ovseg_ros" / "msg").is_dir())]))
+ovseg_ros.__path__[:] = list(
+    dict.fromkeys(
+        [
+            *ovseg_ros.__path__,
+            *(
+                str(Path(entry) / "ovseg_ros")
+                for entry in sys.path
+                if (Path(entry) / "ovseg_ros" / "msg").is_dir()
+            ),
+        ]
+    )
+)
 try:
-    from ovseg_ros.msg import PanopticSegmentation  # noqa: E402,F401
+    from ovseg_ros.msg import PanopticSegmentation  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    pytest.skip(f"the built ovseg_ros messages are not importable ({error}): colcon build "
-                "the package and source its install/setup.bash (test/graph/run.sh)",
-                allow_module_level=True)
+    pytest.skip(
+        f"the built ovseg_ros messages are not importable ({error}): colcon build "
+        "the package and source its install/setup.bash (test/graph/run.sh)",
+        allow_module_level=True,
+    )
 
 TEST_DIR = Path(__file__).resolve().parents[1]
 if str(TEST_DIR) not in sys.path:
@@ -51,12 +64,21 @@ class NodeProcess:
     def __init__(self, command: list[str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0",
-                   RCUTILS_COLORIZED_OUTPUT="0")
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            RCUTILS_LOGGING_BUFFERED_STREAM="0",
+            RCUTILS_COLORIZED_OUTPUT="0",
+        )
         # Default SIGINT handling in the child even where the runner ignores it.
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -88,8 +110,13 @@ def start_node(tiny_setup, tmp_path_factory) -> Iterator[Callable[..., NodeProce
     config_dir, defaults = tiny_setup
     started: list[NodeProcess] = []
 
-    def start(name: str, image_topic: str, namespace: str = "",
-              remaps: dict[str, str] | None = None, **parameters: str) -> NodeProcess:
+    def start(
+        name: str,
+        image_topic: str,
+        namespace: str = "",
+        remaps: dict[str, str] | None = None,
+        **parameters: str,
+    ) -> NodeProcess:
         arguments = ["--ros-args", "-r", f"__node:={name}", "-r", f"image:={image_topic}"]
         if image_topic.endswith("/compressed"):
             arguments[-1] = f"image/compressed:={image_topic}"
@@ -99,9 +126,10 @@ def start_node(tiny_setup, tmp_path_factory) -> Iterator[Callable[..., NodeProce
             arguments += ["-r", f"{source}:={target}"]
         for key, value in {**defaults, **parameters}.items():
             arguments += ["-p", f"{key}:={value}"]
-        node = NodeProcess([sys.executable, str(TEST_DIR / "launch_tiny_node.py"),
-                            str(config_dir), *arguments],
-                           tmp_path_factory.mktemp("node_log") / f"{name}.log")
+        node = NodeProcess(
+            [sys.executable, str(TEST_DIR / "launch_tiny_node.py"), str(config_dir), *arguments],
+            tmp_path_factory.mktemp("node_log") / f"{name}.log",
+        )
         started.append(node)
         return node
 
@@ -120,8 +148,13 @@ def ros() -> Iterator[object]:
     rclpy.shutdown()
 
 
-def spin_until(node, condition: Callable[[], bool], timeout_s: float,
-               every: Callable[[], None] | None = None, every_s: float = 0.5) -> bool:
+def spin_until(
+    node,
+    condition: Callable[[], bool],
+    timeout_s: float,
+    every: Callable[[], None] | None = None,
+    every_s: float = 0.5,
+) -> bool:
     """Spin `node` until `condition()` or `timeout_s`; call `every()` every `every_s`."""
     deadline = time.monotonic() + timeout_s
     last = 0.0

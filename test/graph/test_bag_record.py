@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from graph_support import spin_until  # skips without ROS 2 or the built package
 
+# isort: split
 from rclpy.duration import Duration
 from sensor_msgs.msg import Image
 
@@ -40,19 +41,38 @@ def frame(k: int) -> Image:
 
 def cli_flags(parameters: dict[str, str]) -> list[str]:
     """The tiny models' node parameters as ovseg-segment flags."""
-    return ["--cache-dir", parameters["cache_dir"], "--clip-model", parameters["clip_model"],
-            "--clip-pretrained", parameters["clip_pretrained"], "--offline",
-            "--device", "cpu", "--points-per-side", parameters["points_per_side"],
-            "--pred-iou-thresh", "0.0", "--stability-score-thresh", "0.0",
-            "--templates", "single"]
+    return [
+        "--cache-dir",
+        parameters["cache_dir"],
+        "--clip-model",
+        parameters["clip_model"],
+        "--clip-pretrained",
+        parameters["clip_pretrained"],
+        "--offline",
+        "--device",
+        "cpu",
+        "--points-per-side",
+        parameters["points_per_side"],
+        "--pred-iou-thresh",
+        "0.0",
+        "--stability-score-thresh",
+        "0.0",
+        "--templates",
+        "single",
+    ]
 
 
 def bag_counts(path: Path) -> dict[str, tuple[str, int]]:
-    info = subprocess.run(["ros2", "bag", "info", str(path)], capture_output=True, text=True,
-                          timeout=60)
+    info = subprocess.run(
+        ["ros2", "bag", "info", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert info.returncode == 0, info.stdout + info.stderr
-    return {topic: (msgtype, int(count)) for topic, msgtype, count in re.findall(
-        r"Topic: (\S+) \| Type: (\S+) \| Count: (\d+)", info.stdout)}
+    return {
+        topic: (msgtype, int(count))
+        for topic, msgtype, count in re.findall(
+            r"Topic: (\S+) \| Type: (\S+) \| Count: (\d+)", info.stdout
+        )
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +81,17 @@ def recorded(ros, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("recorded")
     camera = ros.create_publisher(Image, TOPIC, 10)  # reliable: every frame is acknowledged
     bags = {storage: folder / f"cam_{storage}" for storage in STORAGES}
-    recorders = {storage: subprocess.Popen(
-        ["ros2", "bag", "record", "-s", storage, "-o", str(bag), TOPIC],
-        stdout=open(folder / f"{storage}.log", "wb"), stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, env=dict(os.environ),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        for storage, bag in bags.items()}
+    recorders = {
+        storage: subprocess.Popen(
+            ["ros2", "bag", "record", "-s", storage, "-o", str(bag), TOPIC],
+            stdout=open(folder / f"{storage}.log", "wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        for storage, bag in bags.items()
+    }
     try:
         assert spin_until(ros, lambda: camera.get_subscription_count() == len(STORAGES), 60.0)
         for k in range(len(SIZES)):
@@ -74,11 +99,12 @@ def recorded(ros, tmp_path_factory) -> dict[str, Path]:
             # pause lets the recorder take it before the next (a burst can overwrite its
             # queue before it writes).
             camera.publish(frame(k))
-            assert camera.wait_for_all_acked(Duration(seconds=10)), \
+            assert camera.wait_for_all_acked(Duration(seconds=10)), (
                 f"a recorder did not acknowledge frame {k}"
+            )
             spin_until(ros, lambda: False, 0.3)
     finally:
-        for storage, recorder in recorders.items():
+        for recorder in recorders.values():
             recorder.send_signal(signal.SIGINT)
             try:
                 recorder.wait(STOP_TIMEOUT_S)
@@ -91,12 +117,24 @@ def recorded(ros, tmp_path_factory) -> dict[str, Path]:
     return bags
 
 
-def test_ovseg_segment_reads_real_recorded_bags_one_output_per_frame(recorded, tiny_setup,
-                                                                     tmp_path):
+def test_ovseg_segment_reads_real_recorded_bags_one_output_per_frame(
+    recorded, tiny_setup, tmp_path
+):
     _config_dir, parameters = tiny_setup
     out = tmp_path / "out"
-    code = main([*map(str, recorded.values()), "--topic", TOPIC, "--vocab", "mug, book",
-                 "--out", str(out), "--quiet", *cli_flags(parameters)])
+    code = main(
+        [
+            *map(str, recorded.values()),
+            "--topic",
+            TOPIC,
+            "--vocab",
+            "mug, book",
+            "--out",
+            str(out),
+            "--quiet",
+            *cli_flags(parameters),
+        ]
+    )
     assert code == 0
     for storage, bag in recorded.items():
         records = sorted(out.glob(f"{bag.name}_*.json"))
@@ -117,13 +155,28 @@ def test_ovseg_segment_reads_real_recorded_bags_one_output_per_frame(recorded, t
 def test_ovseg_segment_bag_out_of_real_recorded_bags(recorded, tiny_setup, tmp_path):
     _config_dir, parameters = tiny_setup
     out = tmp_path / "bags"
-    code = main([*map(str, recorded.values()), "--topic", TOPIC, "--vocab", "mug, book",
-                 "--bag-out", str(out), "--quiet", *cli_flags(parameters)])
+    code = main(
+        [
+            *map(str, recorded.values()),
+            "--topic",
+            TOPIC,
+            "--vocab",
+            "mug, book",
+            "--bag-out",
+            str(out),
+            "--quiet",
+            *cli_flags(parameters),
+        ]
+    )
     assert code == 0
     for bag in recorded.values():
         counts = bag_counts(out / bag.name)
-        for topic in ("/ovseg/panoptic", "/ovseg/semantic", "/ovseg/instances",
-                      "/ovseg/detections"):
+        for topic in (
+            "/ovseg/panoptic",
+            "/ovseg/semantic",
+            "/ovseg/instances",
+            "/ovseg/detections",
+        ):
             assert counts[topic][1] == len(SIZES), (bag.name, topic, counts)
         assert counts["/ovseg/panoptic"][0] == "ovseg_ros/msg/PanopticSegmentation"
         assert counts["/ovseg/label_info"][1] >= 1

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 image_geometry = pytest.importorskip(
-    "image_geometry", reason="image_geometry is not importable: ROS 2 is not sourced "
-                             "(test/graph/run.sh runs this)")
+    "image_geometry",
+    reason="image_geometry is not importable: ROS 2 is not sourced (test/graph/run.sh runs this)",
+)
 
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
@@ -28,8 +29,23 @@ def random_info(rng: np.random.Generator) -> CameraInfo:
     info.k = [float(v) for v in (fx, 0, cx, 0, fy, cy, 0, 0, 1)]
     info.d = [float(v) for v in rng.normal(0, 0.05, 5)]
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [float(v) for v in (fx * scale, 0, cx + rng.uniform(-5, 5), 0,
-                                 0, fy * scale, cy + rng.uniform(-5, 5), 0, 0, 0, 1, 0)]
+    info.p = [
+        float(v)
+        for v in (
+            fx * scale,
+            0,
+            cx + rng.uniform(-5, 5),
+            0,
+            0,
+            fy * scale,
+            cy + rng.uniform(-5, 5),
+            0,
+            0,
+            0,
+            1,
+            0,
+        )
+    ]
     return info
 
 

@@ -5,12 +5,12 @@ share the module."""
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
 from graph_support import STARTUP_TIMEOUT_S, spin_until  # skips without ROS 2
 
+# isort: split
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -24,14 +24,16 @@ def nodes(start_node, ros):
         "type": start_node("graph_hint_type", "/graph_hint/type"),
         "none": start_node("graph_hint_none", "/graph_hint/none"),
         "jpeg": start_node("graph_jpeg", "/graph_jpeg/compressed", image_transport="compressed"),
-        "raw_in_compressed": start_node("graph_hint_raw", "/graph_hint/raw/compressed",
-                                        image_transport="compressed"),
+        "raw_in_compressed": start_node(
+            "graph_hint_raw", "/graph_hint/raw/compressed", image_transport="compressed"
+        ),
     }
     publishers = {
         "qos": ros.create_publisher(Image, "/graph_hint/qos", qos_profile_sensor_data),
         "type": ros.create_publisher(CompressedImage, "/graph_hint/type", 10),
-        "jpeg": ros.create_publisher(CompressedImage, "/graph_jpeg/compressed",
-                                     qos_profile_sensor_data),
+        "jpeg": ros.create_publisher(
+            CompressedImage, "/graph_jpeg/compressed", qos_profile_sensor_data
+        ),
         "raw_in_compressed": ros.create_publisher(Image, "/graph_hint/raw/compressed", 10),
     }
     received: list = []
@@ -42,8 +44,7 @@ def nodes(start_node, ros):
 
 
 def wait_for_log(ros, node, text: str, publish=None) -> bool:
-    return spin_until(ros, lambda: text in node.log(), HINT_TIMEOUT_S, every=publish,
-                      every_s=0.5)
+    return spin_until(ros, lambda: text in node.log(), HINT_TIMEOUT_S, every=publish, every_s=0.5)
 
 
 def test_reliable_subscription_and_best_effort_camera(nodes, ros):
@@ -51,8 +52,9 @@ def test_reliable_subscription_and_best_effort_camera(nodes, ros):
     image = Image(height=4, width=4, encoding="mono8", step=4)
     image.data.frombytes(bytes(16))
     node = started["qos"]
-    assert wait_for_log(ros, node, "image_reliability:=best_effort",
-                        lambda: publishers["qos"].publish(image)), node.log()[-3000:]
+    assert wait_for_log(
+        ros, node, "image_reliability:=best_effort", lambda: publishers["qos"].publish(image)
+    ), node.log()[-3000:]
     assert "reliability:=best_effort" in node.log()
     assert not received, "a reliable subscription received best-effort frames"
 
@@ -80,8 +82,12 @@ def test_compressed_mode_reads_jpeg(nodes, ros):
     msg = CompressedImage(format="jpeg")
     msg.header.stamp.sec, msg.header.frame_id = 77, "jpeg_camera"
     msg.data.frombytes(cv2.imencode(".jpg", image)[1].tobytes())
-    assert spin_until(ros, lambda: any(m.header.stamp.sec == 77 for m in jpeg_out),
-                      STARTUP_TIMEOUT_S, every=lambda: publishers["jpeg"].publish(msg),
-                      every_s=1.0), started["jpeg"].log()[-3000:]
+    assert spin_until(
+        ros,
+        lambda: any(m.header.stamp.sec == 77 for m in jpeg_out),
+        STARTUP_TIMEOUT_S,
+        every=lambda: publishers["jpeg"].publish(msg),
+        every_s=1.0,
+    ), started["jpeg"].log()[-3000:]
     out = next(m for m in jpeg_out if m.header.stamp.sec == 77)
     assert (out.header.frame_id, out.height, out.width) == ("jpeg_camera", 48, 64)

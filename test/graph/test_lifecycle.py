@@ -15,12 +15,18 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 is not sourced: run bash test/graph/run.sh")
 
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from graph_process import (
+    STARTUP_TIMEOUT_S,
+    camera_image,
+    graph,  # noqa: F401 (a fixture)
+    ros_context,  # noqa: F401 (a fixture)
+    start_node,  # noqa: F401 (a fixture)
+    wait_for_log,
+)
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 
-from graph_process import (STARTUP_TIMEOUT_S, camera_image, graph, ros_context,  # noqa: E402,F401
-                           start_node, wait_for_log)
-from ovseg_ros.msg import PanopticSegmentation  # noqa: E402
+from ovseg_ros.msg import PanopticSegmentation
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 QUIET_S = 4.0  # how long frames are sent to an inactive node (it answers in well under 1 s)
@@ -28,8 +34,13 @@ QUIET_S = 4.0  # how long frames are sent to an inactive node (it answers in wel
 
 def lifecycle(node: str, *verb: str) -> str:
     """`ros2 lifecycle get|set NODE [transition]`, as a user types it; its output."""
-    done = subprocess.run(["ros2", "lifecycle", *verb[:1], node, *verb[1:]],
-                          capture_output=True, text=True, timeout=60, env=os.environ)
+    done = subprocess.run(
+        ["ros2", "lifecycle", *verb[:1], node, *verb[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
+    )
     return done.stdout + done.stderr
 
 
@@ -43,12 +54,19 @@ def transition(node: str, name: str) -> None:
 
 
 def test_the_managed_node_through_every_state(start_node, graph):
-    node = start_node({"vocabulary": "[mug, kettle]"}, name="ovseg_lc", lifecycle=True,
-                      remaps={"image": "/graph/lc/image"})
+    node = start_node(
+        {"vocabulary": "[mug, kettle]"},
+        name="ovseg_lc",
+        lifecycle=True,
+        remaps={"image": "/graph/lc/image"},
+    )
     panoptic = graph.collect(PanopticSegmentation, "/ovseg_lc/panoptic", RELIABLE)
     camera = graph.node.create_publisher(Image, "/graph/lc/image", RELIABLE)
-    graph.spin_until(lambda: "unconfigured" in lifecycle("/ovseg_lc", "get"),
-                     STARTUP_TIMEOUT_S, what="the node's lifecycle services")
+    graph.spin_until(
+        lambda: "unconfigured" in lifecycle("/ovseg_lc", "get"),
+        STARTUP_TIMEOUT_S,
+        what="the node's lifecycle services",
+    )
     assert graph.node.count_publishers("/ovseg_lc/panoptic") == 0  # nothing before configure
     transition("/ovseg_lc", "configure")
     assert state("/ovseg_lc") == "inactive"
@@ -60,14 +78,24 @@ def test_the_managed_node_through_every_state(start_node, graph):
 
     def stream_until_answered(what: str) -> int:
         first = stamp[0] + 1
-        graph.spin_until(lambda: any(m.header.stamp.sec >= first for m in panoptic),
-                         STARTUP_TIMEOUT_S, every=send, every_s=0.3, what=what)
+        graph.spin_until(
+            lambda: any(m.header.stamp.sec >= first for m in panoptic),
+            STARTUP_TIMEOUT_S,
+            every=send,
+            every_s=0.3,
+            what=what,
+        )
         return first
 
     def stream_unanswered(what: str) -> None:
         first = stamp[0] + 1
-        graph.spin_until(lambda: False if stamp[0] < first + int(QUIET_S / 0.2) else True,
-                         QUIET_S * 3, every=send, every_s=0.2, what=what)
+        graph.spin_until(
+            lambda: False if stamp[0] < first + int(QUIET_S / 0.2) else True,
+            QUIET_S * 3,
+            every=send,
+            every_s=0.2,
+            what=what,
+        )
         graph.spin_for(1.0)
         answered = [m.header.stamp.sec for m in panoptic if m.header.stamp.sec >= first]
         assert answered == [], f"{what}: frames {answered} were answered"
@@ -83,8 +111,11 @@ def test_the_managed_node_through_every_state(start_node, graph):
     transition("/ovseg_lc", "deactivate")
     transition("/ovseg_lc", "cleanup")
     assert state("/ovseg_lc") == "unconfigured"
-    graph.spin_until(lambda: graph.node.count_publishers("/ovseg_lc/panoptic") == 0, 30.0,
-                     what="the outputs to go away at cleanup")
+    graph.spin_until(
+        lambda: graph.node.count_publishers("/ovseg_lc/panoptic") == 0,
+        30.0,
+        what="the outputs to go away at cleanup",
+    )
     transition("/ovseg_lc", "configure")
     transition("/ovseg_lc", "activate")
     stream_until_answered("frames after cleanup and configure")
@@ -94,15 +125,22 @@ def test_the_managed_node_through_every_state(start_node, graph):
     assert "Traceback" not in node.log(), node.log()[-3000:]
 
 
-def test_a_configure_that_cannot_find_the_checkpoint_fails_then_succeeds(start_node, graph,
-                                                                           tiny_setup,
-                                                                           tmp_path):
+def test_a_configure_that_cannot_find_the_checkpoint_fails_then_succeeds(
+    start_node, graph, tiny_setup, tmp_path
+):
     config_dir, base = tiny_setup
     checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
-    node = start_node({"sam_checkpoint": str(checkpoint)}, name="ovseg_lc_missing",
-                      lifecycle=True, remaps={"image": "/graph/lc_missing/image"})
-    graph.spin_until(lambda: "unconfigured" in lifecycle("/ovseg_lc_missing", "get"),
-                     STARTUP_TIMEOUT_S, what="the node's lifecycle services")
+    node = start_node(
+        {"sam_checkpoint": str(checkpoint)},
+        name="ovseg_lc_missing",
+        lifecycle=True,
+        remaps={"image": "/graph/lc_missing/image"},
+    )
+    graph.spin_until(
+        lambda: "unconfigured" in lifecycle("/ovseg_lc_missing", "get"),
+        STARTUP_TIMEOUT_S,
+        what="the node's lifecycle services",
+    )
     said = lifecycle("/ovseg_lc_missing", "set", "configure")
     assert "Transitioning failed" in said, said
     assert state("/ovseg_lc_missing") == "unconfigured"

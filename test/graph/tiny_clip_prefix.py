@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tiny_models  # noqa: E402
+import tiny_models
 
 if __name__ == "__main__":
     tiny_models.register_tiny_clip(Path(sys.argv[1]))

@@ -15,11 +15,24 @@ from . import messages, rclpy_standin
 from .rclpy_standin import GRAPH, LOG, Parameter, QoSProfile, ReliabilityPolicy, ros2_param_set
 
 # The package's modules that import ROS at module level: imported afresh with each distro.
-ROS_MODULES = ("ovseg_ros.node.node", "ovseg_ros.node.lifecycle_node", "ovseg_ros.node.outputs",
-               "ovseg_ros.node.depth_input", "ovseg_ros.node.publishers")
+ROS_MODULES = (
+    "ovseg_ros.node.node",
+    "ovseg_ros.node.lifecycle_node",
+    "ovseg_ros.node.outputs",
+    "ovseg_ros.node.depth_input",
+    "ovseg_ros.node.publishers",
+)
 
-__all__ = ["GRAPH", "LOG", "Parameter", "QoSProfile", "ReliabilityPolicy", "install",
-           "messages", "ros2_param_set"]
+__all__ = [
+    "GRAPH",
+    "LOG",
+    "Parameter",
+    "QoSProfile",
+    "ReliabilityPolicy",
+    "install",
+    "messages",
+    "ros2_param_set",
+]
 
 
 def install(monkeypatch, distro: str = "humble") -> None:

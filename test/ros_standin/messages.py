@@ -40,7 +40,7 @@ from __future__ import annotations
 import array
 import math
 import types
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -56,26 +56,46 @@ PACKAGE_NAME = "ovseg_ros"
 STORES = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
 
 _INT_RANGES = {
-    "int8": (-2**7, 2**7 - 1), "uint8": (0, 2**8 - 1),
-    "int16": (-2**15, 2**15 - 1), "uint16": (0, 2**16 - 1),
-    "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
-    "int64": (-2**63, 2**63 - 1), "uint64": (0, 2**64 - 1),
+    "int8": (-(2**7), 2**7 - 1),
+    "uint8": (0, 2**8 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
 }
-_TYPECODES = {"int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i",
-              "uint32": "I", "int64": "q", "uint64": "Q", "float32": "f", "float64": "d"}
+_TYPECODES = {
+    "int8": "b",
+    "uint8": "B",
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "int64": "q",
+    "uint64": "Q",
+    "float32": "f",
+    "float64": "d",
+}
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
 def package_definitions() -> dict[str, str]:
     """Type name -> .msg text of vision_msgs 4.1 (kept here) and of this package's msg/."""
-    found = {f"vision_msgs/msg/{path.stem}": path.read_text()
-             for path in sorted(VISION_MSGS_DIR.glob("*.msg"))}
-    found.update({f"{PACKAGE_NAME}/msg/{path.stem}": path.read_text()
-                  for path in sorted(PACKAGE_MSG_DIR.glob("*.msg"))})
+    found = {
+        f"vision_msgs/msg/{path.stem}": path.read_text()
+        for path in sorted(VISION_MSGS_DIR.glob("*.msg"))
+    }
+    found.update(
+        {
+            f"{PACKAGE_NAME}/msg/{path.stem}": path.read_text()
+            for path in sorted(PACKAGE_MSG_DIR.glob("*.msg"))
+        }
+    )
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def typestore(distro: str = "humble"):
     """rosbags type store of a ROS 2 distro with vision_msgs and this package's messages."""
     store = get_typestore(STORES[distro])
@@ -89,7 +109,7 @@ def typestore(distro: str = "humble"):
 class Field:
     """One field of a message: how to make its default and how rclpy checks assignments."""
 
-    def __init__(self, registry: "MessageRegistry", name: str, node: tuple):
+    def __init__(self, registry: MessageRegistry, name: str, node: tuple):
         self.registry = registry
         self.name = name
         self.kind, spec = node  # rosbags Nodetype and its parameters
@@ -124,8 +144,9 @@ class Field:
             return _check_base(self.name, self.base, self.bound, value)
         if self.kind == Nodetype.NAME:
             cls = self.registry.get(self.typename)
-            assert isinstance(value, cls), \
+            assert isinstance(value, cls), (
                 f"The '{self.name}' field must be a sub message of type '{cls.__name__}'"
+            )
             return value
         if self.kind == Nodetype.ARRAY:
             return self._check_array(value)
@@ -135,33 +156,38 @@ class Field:
         if self._numeric_element():
             dtype = _numpy_dtype(self.element.base)
             if isinstance(value, np.ndarray):
-                assert value.dtype == dtype and value.size == self.size, \
-                    f"The '{self.name}' numpy.ndarray() must have the dtype of " \
+                assert value.dtype == dtype and value.size == self.size, (
+                    f"The '{self.name}' numpy.ndarray() must have the dtype of "
                     f"'{dtype}' and a size of {self.size}"
+                )
                 return value.reshape(-1)
             values = _sequence(self.name, value)
-            assert len(values) == self.size, \
+            assert len(values) == self.size, (
                 f"The '{self.name}' field must have exactly {self.size} elements"
+            )
             return np.array([self.element.check(v) for v in values], dtype=dtype)
         values = _sequence(self.name, value)
-        assert len(values) == self.size, \
+        assert len(values) == self.size, (
             f"The '{self.name}' field must have exactly {self.size} elements"
+        )
         return [self.element.check(v) for v in values]
 
     def _check_sequence(self, value: Any) -> Any:
         if self._numeric_element():
             typecode = _TYPECODES[self.element.base]
             if isinstance(value, array.array):
-                assert value.typecode == typecode, \
+                assert value.typecode == typecode, (
                     f"The '{self.name}' array.array() must have the type code of '{typecode}'"
+                )
                 checked = value
             else:
                 values = _sequence(self.name, value)
                 checked = array.array(typecode, [self.element.check(v) for v in values])
         else:
             checked = [self.element.check(v) for v in _sequence(self.name, value)]
-        assert not self.size or len(checked) <= self.size, \
+        assert not self.size or len(checked) <= self.size, (
             f"The '{self.name}' field must have at most {self.size} elements"
+        )
         return checked
 
 
@@ -184,9 +210,11 @@ def _numpy_dtype(base: str) -> np.dtype:
 def _sequence(name: str, value: Any) -> list:
     # rclpy accepts a Sequence, Set or UserList that is not a str: bytes pass (for uint8[]),
     # numpy arrays (not registered as Sequence) and generators do not.
-    assert not isinstance(value, (str, np.ndarray)) and hasattr(value, "__len__") and \
-        hasattr(value, "__iter__"), \
-        f"The '{name}' field must be a set or sequence"
+    assert (
+        not isinstance(value, (str, np.ndarray))
+        and hasattr(value, "__len__")
+        and hasattr(value, "__iter__")
+    ), f"The '{name}' field must be a set or sequence"
     return list(value)
 
 
@@ -194,22 +222,24 @@ def _check_base(name: str, base: str, bound: int, value: Any) -> Any:
     if base == "bool":
         assert isinstance(value, bool), f"The '{name}' field must be of type 'bool'"
     elif base == "byte":
-        assert isinstance(value, bytes) and len(value) == 1, \
+        assert isinstance(value, bytes) and len(value) == 1, (
             f"The '{name}' field must be of type 'bytes' of length 1"
+        )
     elif base in ("string", "char"):
         assert isinstance(value, str), f"The '{name}' field must be of type 'str'"
-        assert not bound or len(value) <= bound, \
+        assert not bound or len(value) <= bound, (
             f"The length of the '{name}' string must be <= {bound}"
+        )
     elif base in ("float32", "float64"):
         assert isinstance(value, float), f"The '{name}' field must be of type 'float'"
         if base == "float32":
-            assert math.isnan(value) or math.isinf(value) or abs(value) <= _FLOAT32_MAX, \
+            assert math.isnan(value) or math.isinf(value) or abs(value) <= _FLOAT32_MAX, (
                 f"The '{name}' field must be a float in [-{_FLOAT32_MAX}, {_FLOAT32_MAX}]"
+            )
     else:
         low, high = _INT_RANGES[base]
         assert isinstance(value, int), f"The '{name}' field must be of type 'int'"
-        assert low <= value <= high, \
-            f"The '{name}' field must be an integer in [{low}, {high}]"
+        assert low <= value <= high, f"The '{name}' field must be an integer in [{low}, {high}]"
     return value
 
 
@@ -223,11 +253,13 @@ class StandinMessage:
 
     def __init__(self, **kwargs: Any):
         unknown = sorted(set(kwargs) - set(self._field_by_name))
-        assert not unknown, \
+        assert not unknown, (
             f"Invalid arguments passed to constructor: {', '.join(repr(k) for k in unknown)}"
+        )
         for field in self._fields:
-            setattr(self, field.name, kwargs[field.name] if field.name in kwargs
-                    else field.default())
+            setattr(
+                self, field.name, kwargs[field.name] if field.name in kwargs else field.default()
+            )
 
     def __setattr__(self, name: str, value: Any) -> None:
         field = self._field_by_name.get(name)
@@ -267,9 +299,15 @@ class MessageRegistry:
                 raise KeyError(f"unknown message type {typename!r}")
             constants, fielddefs = self.store.fielddefs[typename]
             names = [name for name, _ in fielddefs]
-            cls = type(typename.rsplit("/", 1)[-1], (StandinMessage,),
-                       {"__slots__": tuple(names), "__msgtype__": typename,
-                        "__module__": typename.split("/")[0] + ".msg"})
+            cls = type(
+                typename.rsplit("/", 1)[-1],
+                (StandinMessage,),
+                {
+                    "__slots__": tuple(names),
+                    "__msgtype__": typename,
+                    "__module__": typename.split("/")[0] + ".msg",
+                },
+            )
             # Register before building fields: a type may (indirectly) contain itself.
             self._classes[typename] = cls
             cls._fields = tuple(Field(self, name, node) for name, node in fielddefs)
@@ -287,8 +325,7 @@ class MessageRegistry:
             try:
                 return registry.get(f"{package}/msg/{name}")
             except KeyError:
-                raise AttributeError(f"module '{package}.msg' has no message {name!r}") \
-                    from None
+                raise AttributeError(f"module '{package}.msg' has no message {name!r}") from None
 
         module.__getattr__ = __getattr__
         return module
@@ -299,8 +336,10 @@ class MessageRegistry:
     def to_rosbags(self, msg: StandinMessage) -> Any:
         """The same message as rosbags' dataclass (byte fields as int, arrays as numpy)."""
         cls = self.store.types[msg.__msgtype__]
-        values = {field.name: self._value_to_rosbags(field, getattr(msg, field.name))
-                  for field in msg._fields}
+        values = {
+            field.name: self._value_to_rosbags(field, getattr(msg, field.name))
+            for field in msg._fields
+        }
         return cls(**values)
 
     def _value_to_rosbags(self, field: Field, value: Any) -> Any:
@@ -319,12 +358,12 @@ class MessageRegistry:
         return bytes(self.store.serialize_cdr(self.to_rosbags(msg), msg.__msgtype__))
 
 
-@lru_cache(maxsize=None)
+@cache
 def registry(distro: str = "humble") -> MessageRegistry:
     return MessageRegistry(typestore(distro))
 
 
-@lru_cache(maxsize=None)
+@cache
 def message_modules(distro: str = "humble") -> dict[str, types.ModuleType]:
     """sys.modules entries '<package>.msg' (and the package itself) for every package."""
     reg = registry(distro)

@@ -63,14 +63,14 @@ ends with KeyboardInterrupt, as Ctrl-C would). ``rclpy.init(args=...)`` reads
 from __future__ import annotations
 
 import copy
-
 import enum
 import sys
 import time
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -99,10 +99,11 @@ class ParameterImmutableException(ParameterException):
 
 
 class InvalidParameterTypeException(ParameterException):
-    def __init__(self, desired_parameter: "Parameter", expected_type: str):
+    def __init__(self, desired_parameter: Parameter, expected_type: str):
         super().__init__(
             f"Trying to set parameter '{desired_parameter.name}' to '{desired_parameter.value}'"
-            f" of type '{desired_parameter.type_.name}', expecting type '{expected_type}'")
+            f" of type '{desired_parameter.type_.name}', expecting type '{expected_type}'"
+        )
 
 
 class InvalidParameterValueException(ParameterException):
@@ -130,7 +131,7 @@ class Parameter:
         STRING_ARRAY = 9
 
         @classmethod
-        def from_parameter_value(cls, value: Any) -> "Parameter.Type":
+        def from_parameter_value(cls, value: Any) -> Parameter.Type:
             if value is None:
                 return cls.NOT_SET
             if isinstance(value, bool):
@@ -142,13 +143,18 @@ class Parameter:
             if isinstance(value, str):
                 return cls.STRING
             if isinstance(value, (list, tuple)):
-                for kind, element in ((cls.BYTE_ARRAY, bytes), (cls.BOOL_ARRAY, bool),
-                                      (cls.INTEGER_ARRAY, int), (cls.DOUBLE_ARRAY, float),
-                                      (cls.STRING_ARRAY, str)):
+                for kind, element in (
+                    (cls.BYTE_ARRAY, bytes),
+                    (cls.BOOL_ARRAY, bool),
+                    (cls.INTEGER_ARRAY, int),
+                    (cls.DOUBLE_ARRAY, float),
+                    (cls.STRING_ARRAY, str),
+                ):
                     if all(isinstance(v, element) for v in value):
                         return kind
-                raise TypeError(f"The given value is not a list of one of the allowed types "
-                                f"'{value}'.")
+                raise TypeError(
+                    f"The given value is not a list of one of the allowed types '{value}'."
+                )
             raise TypeError(f"The given value is not one of the allowed types '{value}'.")
 
         def check(self, value: Any) -> bool:
@@ -158,12 +164,16 @@ class Parameter:
             scalar = {kind.BOOL: bool, kind.INTEGER: int, kind.DOUBLE: float, kind.STRING: str}
             if self in scalar:
                 return isinstance(value, scalar[self])
-            element = {kind.BYTE_ARRAY: bytes, kind.BOOL_ARRAY: bool, kind.INTEGER_ARRAY: int,
-                       kind.DOUBLE_ARRAY: float, kind.STRING_ARRAY: str}[self]
-            return isinstance(value, (list, tuple)) and all(isinstance(v, element)
-                                                            for v in value)
+            element = {
+                kind.BYTE_ARRAY: bytes,
+                kind.BOOL_ARRAY: bool,
+                kind.INTEGER_ARRAY: int,
+                kind.DOUBLE_ARRAY: float,
+                kind.STRING_ARRAY: str,
+            }[self]
+            return isinstance(value, (list, tuple)) and all(isinstance(v, element) for v in value)
 
-    def __init__(self, name: str, type_: "Parameter.Type | None" = None, value: Any = None):
+    def __init__(self, name: str, type_: Parameter.Type | None = None, value: Any = None):
         if type_ is None:
             type_ = Parameter.Type.from_parameter_value(value)
         if not isinstance(type_, Parameter.Type):
@@ -177,7 +187,7 @@ class Parameter:
         return self._name
 
     @property
-    def type_(self) -> "Parameter.Type":
+    def type_(self) -> Parameter.Type:
         return self._type_
 
     @property
@@ -202,15 +212,19 @@ def parameter_from_command_line(name: str, text: str) -> Parameter:
     if isinstance(value, float):
         return Parameter(name, kind.DOUBLE, value)
     if isinstance(value, list):
-        for array_kind, element in ((kind.BOOL_ARRAY, bool), (kind.INTEGER_ARRAY, int),
-                                    (kind.DOUBLE_ARRAY, float), (kind.STRING_ARRAY, str)):
+        for array_kind, element in (
+            (kind.BOOL_ARRAY, bool),
+            (kind.INTEGER_ARRAY, int),
+            (kind.DOUBLE_ARRAY, float),
+            (kind.STRING_ARRAY, str),
+        ):
             if all(isinstance(v, element) for v in value):
                 return Parameter(name, array_kind, value)
         return Parameter(name, kind.STRING, text)
     return Parameter(name, kind.STRING, value if isinstance(value, str) else text)
 
 
-def ros2_param_set(node: "Node", name: str, text: str):
+def ros2_param_set(node: Node, name: str, text: str):
     """What ``ros2 param set /node NAME "TEXT"`` does; returns the SetParametersResult. The
     parameter service calls ``node.set_parameters_atomically([parameter])`` for each
     parameter of the request (rclpy parameter_service.py, Humble and Jazzy alike)."""
@@ -246,21 +260,25 @@ class QoSProfile:
         if self.history == HistoryPolicy.KEEP_LAST and "depth" not in kwargs:
             raise ValueError("Invalid QoSProfile: History set to KEEP_LAST without a depth.")
         self.depth = kwargs.get("depth", 10)
-        self.reliability = ReliabilityPolicy(kwargs.get("reliability",
-                                                        ReliabilityPolicy.RELIABLE))
+        self.reliability = ReliabilityPolicy(kwargs.get("reliability", ReliabilityPolicy.RELIABLE))
         self.durability = DurabilityPolicy(kwargs.get("durability", DurabilityPolicy.VOLATILE))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, QoSProfile) and vars(self) == vars(other)
 
     def __repr__(self) -> str:
-        return (f"QoSProfile(history={self.history.name}, depth={self.depth}, "
-                f"reliability={self.reliability.name}, durability={self.durability.name})")
+        return (
+            f"QoSProfile(history={self.history.name}, depth={self.depth}, "
+            f"reliability={self.reliability.name}, durability={self.durability.name})"
+        )
 
 
-qos_profile_sensor_data = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                                     reliability=ReliabilityPolicy.BEST_EFFORT,
-                                     durability=DurabilityPolicy.VOLATILE)
+qos_profile_sensor_data = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
 
 
 def _qos(qos_or_depth: Any) -> QoSProfile:
@@ -268,8 +286,7 @@ def _qos(qos_or_depth: Any) -> QoSProfile:
         return qos_or_depth
     if isinstance(qos_or_depth, int) and not isinstance(qos_or_depth, bool):
         return QoSProfile(depth=qos_or_depth)
-    raise TypeError("Expected QoSProfile or int, but received "
-                    f"{type(qos_or_depth).__name__}")
+    raise TypeError(f"Expected QoSProfile or int, but received {type(qos_or_depth).__name__}")
 
 
 # ---------------------------------------------------------------------------------- logging
@@ -294,22 +311,32 @@ class Logger:
     def _log(self, severity: str, message: str, **kwargs: Any) -> bool:
         unknown = set(kwargs) - self._FILTER_KEYS
         if unknown:
-            raise TypeError(f"parameter \"{sorted(unknown)[0]}\" is not one of the recognized "
-                            "logging options")
+            raise TypeError(
+                f'parameter "{sorted(unknown)[0]}" is not one of the recognized logging options'
+            )
         caller = sys._getframe(2)
         site = (caller.f_code.co_filename, caller.f_lineno, caller.f_code.co_name)
         filters = {k: v for k, v in kwargs.items() if v}
-        context = self._sites.setdefault(site, {"severity": severity, "filters": filters,
-                                                "last": None, "logged": False,
-                                                "skipped": False})
+        context = self._sites.setdefault(
+            site,
+            {
+                "severity": severity,
+                "filters": filters,
+                "last": None,
+                "logged": False,
+                "skipped": False,
+            },
+        )
         if context["severity"] != severity:
             raise ValueError("Logger severity cannot be changed between calls.")
         if context["filters"] != filters:
             raise ValueError("Requested logging filters cannot be changed between calls.")
         if "throttle_duration_sec" in filters:
             now = time.monotonic()
-            if context["last"] is not None and \
-                    now < context["last"] + filters["throttle_duration_sec"]:
+            if (
+                context["last"] is not None
+                and now < context["last"] + filters["throttle_duration_sec"]
+            ):
                 return False
             context["last"] = now
         if filters.get("skip_first") and not context["skipped"]:
@@ -367,10 +394,10 @@ class Graph:
 
     publishers: dict[str, list[EndpointInfo]] = field(default_factory=dict)
 
-    def add_publisher(self, topic: str, topic_type: str, qos: QoSProfile,
-                      node_name: str = "camera") -> None:
-        self.publishers.setdefault(topic, []).append(
-            EndpointInfo(node_name, "/", topic_type, qos))
+    def add_publisher(
+        self, topic: str, topic_type: str, qos: QoSProfile, node_name: str = "camera"
+    ) -> None:
+        self.publishers.setdefault(topic, []).append(EndpointInfo(node_name, "/", topic_type, qos))
 
 
 GRAPH = Graph()
@@ -383,7 +410,7 @@ def _check_message_class(msg_type: Any) -> None:
 
 
 class Publisher:
-    def __init__(self, node: "Node", msg_type: type, topic: str, qos: QoSProfile):
+    def __init__(self, node: Node, msg_type: type, topic: str, qos: QoSProfile):
         self.msg_type, self.topic, self.qos_profile = msg_type, topic, qos
         self._node = node
         self.messages: list[Any] = []
@@ -410,8 +437,7 @@ class Publisher:
 
 class Subscription:
     def __init__(self, msg_type: type, topic: str, callback: Callable, qos: QoSProfile):
-        self.msg_type, self.topic, self.callback, self.qos_profile = \
-            msg_type, topic, callback, qos
+        self.msg_type, self.topic, self.callback, self.qos_profile = msg_type, topic, callback, qos
 
     @property
     def topic_name(self) -> str:
@@ -467,8 +493,7 @@ def _expand_topic(topic: str, node_name: str, namespace: str) -> str:
         topic = f"{prefix}/{node_name}{topic[1:]}"
     elif not topic.startswith("/"):
         topic = f"{prefix}/{topic}"
-    if "//" in topic or topic.endswith("/") or not all(
-            c.isalnum() or c in "_/" for c in topic):
+    if "//" in topic or topic.endswith("/") or not all(c.isalnum() or c in "_/" for c in topic):
         raise ValueError(f"invalid topic name {topic!r}")
     return topic
 
@@ -490,15 +515,22 @@ _CONTEXT = Context()
 class Node:
     """rclpy.node.Node as of Humble (no pre-set parameter callbacks)."""
 
-    def __init__(self, node_name: str, *, namespace: str | None = None,
-                 parameter_overrides: list[Parameter] | None = None,
-                 allow_undeclared_parameters: bool = False):
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        namespace: str | None = None,
+        parameter_overrides: list[Parameter] | None = None,
+        allow_undeclared_parameters: bool = False,
+    ):
         self._name = node_name
         namespace = namespace or "/"
         self._namespace = namespace if namespace.startswith("/") else "/" + namespace
         # Command line (-p name:=value given to rclpy.init) first, the constructor's win.
-        self._overrides = {**_COMMAND_LINE_PARAMETERS,
-                           **{p.name: p for p in parameter_overrides or []}}
+        self._overrides = {
+            **_COMMAND_LINE_PARAMETERS,
+            **{p.name: p for p in parameter_overrides or []},
+        }
         self._allow_undeclared = allow_undeclared_parameters
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, Any] = {}
@@ -513,7 +545,7 @@ class Node:
 
     # names
     @property
-    def context(self) -> "Context":
+    def context(self) -> Context:
         """The node's context (rclpy.context.Context): ok() until shut down."""
         return _CONTEXT
 
@@ -533,8 +565,9 @@ class Node:
         return Clock()
 
     # parameters
-    def declare_parameter(self, name: str, value: Any = None, descriptor: Any = None,
-                          ignore_override: bool = False) -> Parameter:
+    def declare_parameter(
+        self, name: str, value: Any = None, descriptor: Any = None, ignore_override: bool = False
+    ) -> Parameter:
         descriptor_cls = self._registry.get("rcl_interfaces/msg/ParameterDescriptor")
         descriptor = descriptor_cls() if descriptor is None else descriptor
         assert isinstance(descriptor, descriptor_cls), "descriptor must be a ParameterDescriptor"
@@ -542,28 +575,33 @@ class Node:
             raise ParameterAlreadyDeclaredException([name])
         if isinstance(value, Parameter.Type):
             if value is Parameter.Type.NOT_SET:
-                raise ValueError(f"Cannot declare parameter {{{name}}} as statically typed of "
-                                 "type NOT_SET")
+                raise ValueError(
+                    f"Cannot declare parameter {{{name}}} as statically typed of type NOT_SET"
+                )
             if descriptor.dynamic_typing:
-                raise ValueError(f"When declaring parameter {{{name}}} passing a descriptor "
-                                 "with `dynamic_typing=True` is not allowed when the "
-                                 "parameter type is provided")
+                raise ValueError(
+                    f"When declaring parameter {{{name}}} passing a descriptor "
+                    "with `dynamic_typing=True` is not allowed when the "
+                    "parameter type is provided"
+                )
             descriptor.type = value.value
             value = None
         elif not descriptor.dynamic_typing:
             descriptor.type = Parameter.Type.from_parameter_value(value).value
             if descriptor.type == Parameter.Type.NOT_SET.value:
-                raise ValueError("Cannot declare a statically typed parameter with default "
-                                 "value of type PARAMETER_NOT_SET")
+                raise ValueError(
+                    "Cannot declare a statically typed parameter with default "
+                    "value of type PARAMETER_NOT_SET"
+                )
         if not ignore_override and name in self._overrides:
             value = self._overrides[name].value
         parameter = Parameter(name, value=value)
-        result = self._set_atomically([parameter], {name: descriptor}, check_read_only=False,
-                                      allow_not_set=True)
+        result = self._set_atomically(
+            [parameter], {name: descriptor}, check_read_only=False, allow_not_set=True
+        )
         if not result.successful:
             if result.reason.startswith("Wrong parameter type"):
-                raise InvalidParameterTypeException(
-                    parameter, Parameter.Type(descriptor.type).name)
+                raise InvalidParameterTypeException(parameter, Parameter.Type(descriptor.type).name)
             raise InvalidParameterValueException(name, value, result.reason)
         return self._parameters[name]
 
@@ -574,13 +612,11 @@ class Node:
         if name not in self._parameters:
             raise ParameterNotDeclaredException(name)
         parameter = self._parameters[name]
-        if parameter.type_ is Parameter.Type.NOT_SET and \
-                not self._descriptors[name].dynamic_typing:
+        if parameter.type_ is Parameter.Type.NOT_SET and not self._descriptors[name].dynamic_typing:
             raise ParameterUninitializedException(name)
         return parameter
 
-    def get_parameter_or(self, name: str, alternative_value: Parameter | None = None) \
-            -> Parameter:
+    def get_parameter_or(self, name: str, alternative_value: Parameter | None = None) -> Parameter:
         if alternative_value is None:
             alternative_value = Parameter(name, Parameter.Type.NOT_SET)
         parameter = self._parameters.get(name)
@@ -614,9 +650,11 @@ class Node:
                 batch.extend(callback(parameter_list))
             if not batch:
                 return self._result(
-                    False, "parameter list cannot be empty, this might be due to "
-                           "pre_set_parameters_callback modifying the original "
-                           "parameters list.")
+                    False,
+                    "parameter list cannot be empty, this might be due to "
+                    "pre_set_parameters_callback modifying the original "
+                    "parameters list.",
+                )
         undeclared = [p.name for p in batch if p.name not in self._parameters]
         if undeclared and not self._allow_undeclared:
             raise ParameterNotDeclaredException(undeclared)
@@ -626,19 +664,25 @@ class Node:
         cls = self._registry.get("rcl_interfaces/msg/SetParametersResult")
         return cls(successful=successful, reason=reason)
 
-    def _set_atomically(self, parameters: list[Parameter], descriptors: dict | None, *,
-                        check_read_only: bool, allow_not_set: bool) -> Any:
+    def _set_atomically(
+        self,
+        parameters: list[Parameter],
+        descriptors: dict | None,
+        *,
+        check_read_only: bool,
+        allow_not_set: bool,
+    ) -> Any:
         """All or none: descriptor checks, then the on-set callbacks once for the list."""
         descriptors = descriptors or {p.name: self._descriptors[p.name] for p in parameters}
         for parameter in parameters:
-            result = self._apply_descriptor(parameter, descriptors[parameter.name],
-                                            check_read_only)
+            result = self._apply_descriptor(parameter, descriptors[parameter.name], check_read_only)
             if not result.successful:
                 return result
         for callback in self._on_set_callbacks:
             result = callback(list(parameters))
-            assert type(result).__name__ == "SetParametersResult", \
+            assert type(result).__name__ == "SetParametersResult", (
                 "on-set callbacks must return rcl_interfaces.msg.SetParametersResult"
+            )
             if not result.successful:
                 return result
         for parameter in parameters:
@@ -651,21 +695,25 @@ class Node:
                 self._parameters[parameter.name] = parameter
         return self._result(True)
 
-    def _apply_descriptor(self, parameter: Parameter, descriptor: Any,
-                          check_read_only: bool) -> Any:
+    def _apply_descriptor(
+        self, parameter: Parameter, descriptor: Any, check_read_only: bool
+    ) -> Any:
         if check_read_only and descriptor.read_only:
-            return self._result(False, "Trying to set a read-only parameter: "
-                                       f"{parameter.name}.")
+            return self._result(False, f"Trying to set a read-only parameter: {parameter.name}.")
         if descriptor.dynamic_typing:
             descriptor.type = parameter.type_.value
-        elif parameter.name in self._parameters and \
-                parameter.type_ is Parameter.Type.NOT_SET:
+        elif parameter.name in self._parameters and parameter.type_ is Parameter.Type.NOT_SET:
             return self._result(False, "Static parameter cannot be undeclared")
-        elif parameter.type_ is not Parameter.Type.NOT_SET and \
-                parameter.type_.value != descriptor.type:
-            return self._result(False, "Wrong parameter type, expected "
-                                       f"'{Parameter.Type(descriptor.type)}' got "
-                                       f"'{parameter.type_}'")
+        elif (
+            parameter.type_ is not Parameter.Type.NOT_SET
+            and parameter.type_.value != descriptor.type
+        ):
+            return self._result(
+                False,
+                "Wrong parameter type, expected "
+                f"'{Parameter.Type(descriptor.type)}' got "
+                f"'{parameter.type_}'",
+            )
         ranges = []
         if parameter.type_ is Parameter.Type.INTEGER:
             ranges = descriptor.integer_range
@@ -675,27 +723,39 @@ class Node:
             low = min(ranges[0].from_value, ranges[0].to_value)
             high = max(ranges[0].from_value, ranges[0].to_value)
             if not low <= parameter.value <= high:
-                return self._result(False, f"Parameter {parameter.name} out of range. Min: "
-                                           f"{low}, Max: {high}, value: {parameter.value}")
+                return self._result(
+                    False,
+                    f"Parameter {parameter.name} out of range. Min: "
+                    f"{low}, Max: {high}, value: {parameter.value}",
+                )
         return self._result(True)
 
     # entities
-    def create_publisher(self, msg_type: type, topic: str, qos_profile: Any, *,
-                         callback_group: Any = None) -> Publisher:
+    def create_publisher(
+        self, msg_type: type, topic: str, qos_profile: Any, *, callback_group: Any = None
+    ) -> Publisher:
         _check_message_class(msg_type)
         publisher = Publisher(self, msg_type, self._expand(topic), _qos(qos_profile))
         self._publishers.append(publisher)
         return publisher
 
-    def create_subscription(self, msg_type: type, topic: str, callback: Callable,
-                            qos_profile: Any, *, callback_group: Any = None) -> Subscription:
+    def create_subscription(
+        self,
+        msg_type: type,
+        topic: str,
+        callback: Callable,
+        qos_profile: Any,
+        *,
+        callback_group: Any = None,
+    ) -> Subscription:
         _check_message_class(msg_type)
         subscription = Subscription(msg_type, self._expand(topic), callback, _qos(qos_profile))
         self._subscriptions.append(subscription)
         return subscription
 
-    def create_timer(self, timer_period_sec: float, callback: Callable,
-                     callback_group: Any = None) -> Timer:
+    def create_timer(
+        self, timer_period_sec: float, callback: Callable, callback_group: Any = None
+    ) -> Timer:
         timer = Timer(timer_period_sec, callback)
         self._timers.append(timer)
         return timer
@@ -718,15 +778,15 @@ class Node:
     def get_publishers_info_by_topic(self, topic_name: str) -> list[EndpointInfo]:
         return list(GRAPH.publishers.get(self._expand(topic_name), []))
 
-    def destroy_publisher(self, publisher: "Publisher") -> bool:
+    def destroy_publisher(self, publisher: Publisher) -> bool:
         self._publishers.remove(publisher)
         return True
 
-    def destroy_subscription(self, subscription: "Subscription") -> bool:
+    def destroy_subscription(self, subscription: Subscription) -> bool:
         self._subscriptions.remove(subscription)
         return True
 
-    def destroy_timer(self, timer: "Timer") -> bool:
+    def destroy_timer(self, timer: Timer) -> bool:
         self._timers.remove(timer)
         return True
 
@@ -759,7 +819,7 @@ def init(*, args: Any = None, context: Any = None) -> None:
     _COMMAND_LINE_PARAMETERS.clear()
     arguments = list(args or [])
     if "--ros-args" in arguments:
-        ros_arguments = arguments[arguments.index("--ros-args") + 1:]
+        ros_arguments = arguments[arguments.index("--ros-args") + 1 :]
         for flag, value in zip(ros_arguments[::2], ros_arguments[1::2]):
             if flag == "-p":
                 name, _, text = value.partition(":=")
@@ -842,22 +902,43 @@ def lifecycle_node_class(base: type) -> type:
                     handled = self.on_error(previous)
                 except Exception:
                     handled = TransitionCallbackReturn.ERROR
-                self.lifecycle_state = "unconfigured" \
-                    if handled == TransitionCallbackReturn.SUCCESS else "finalized"
+                self.lifecycle_state = (
+                    "unconfigured" if handled == TransitionCallbackReturn.SUCCESS else "finalized"
+                )
             return result
 
-        def trigger_configure(self): return self._change("configure")  # noqa: E704
-        def trigger_cleanup(self): return self._change("cleanup")  # noqa: E704
-        def trigger_activate(self): return self._change("activate")  # noqa: E704
-        def trigger_deactivate(self): return self._change("deactivate")  # noqa: E704
-        def trigger_shutdown(self): return self._change("shutdown")  # noqa: E704
+        def trigger_configure(self):
+            return self._change("configure")  # noqa: E704
 
-        def on_configure(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
-        def on_cleanup(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
-        def on_activate(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
-        def on_deactivate(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
-        def on_shutdown(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
-        def on_error(self, state): return TransitionCallbackReturn.SUCCESS  # noqa: E704
+        def trigger_cleanup(self):
+            return self._change("cleanup")  # noqa: E704
+
+        def trigger_activate(self):
+            return self._change("activate")  # noqa: E704
+
+        def trigger_deactivate(self):
+            return self._change("deactivate")  # noqa: E704
+
+        def trigger_shutdown(self):
+            return self._change("shutdown")  # noqa: E704
+
+        def on_configure(self, state):
+            return TransitionCallbackReturn.SUCCESS  # noqa: E704
+
+        def on_cleanup(self, state):
+            return TransitionCallbackReturn.SUCCESS  # noqa: E704
+
+        def on_activate(self, state):
+            return TransitionCallbackReturn.SUCCESS  # noqa: E704
+
+        def on_deactivate(self, state):
+            return TransitionCallbackReturn.SUCCESS  # noqa: E704
+
+        def on_shutdown(self, state):
+            return TransitionCallbackReturn.SUCCESS  # noqa: E704
+
+        def on_error(self, state):
+            return TransitionCallbackReturn.SUCCESS  # noqa: E704
 
     return LifecycleNode
 
@@ -873,28 +954,44 @@ def modules(distro: str = "humble") -> dict[str, types.ModuleType]:
         made.__dict__.update(attributes)
         return made
 
-    rclpy = module("rclpy", init=init, ok=ok, shutdown=shutdown, try_shutdown=try_shutdown,
-                   spin=spin, __path__=[])
+    rclpy = module(
+        "rclpy",
+        init=init,
+        ok=ok,
+        shutdown=shutdown,
+        try_shutdown=try_shutdown,
+        spin=spin,
+        __path__=[],
+    )
     submodules = {
         "rclpy.node": module("rclpy.node", Node=node_cls),
         "rclpy.parameter": module("rclpy.parameter", Parameter=Parameter),
-        "rclpy.qos": module("rclpy.qos", QoSProfile=QoSProfile, HistoryPolicy=HistoryPolicy,
-                            ReliabilityPolicy=ReliabilityPolicy,
-                            DurabilityPolicy=DurabilityPolicy,
-                            qos_profile_sensor_data=qos_profile_sensor_data),
-        "rclpy.executors": module("rclpy.executors",
-                                  ExternalShutdownException=ExternalShutdownException),
+        "rclpy.qos": module(
+            "rclpy.qos",
+            QoSProfile=QoSProfile,
+            HistoryPolicy=HistoryPolicy,
+            ReliabilityPolicy=ReliabilityPolicy,
+            DurabilityPolicy=DurabilityPolicy,
+            qos_profile_sensor_data=qos_profile_sensor_data,
+        ),
+        "rclpy.executors": module(
+            "rclpy.executors", ExternalShutdownException=ExternalShutdownException
+        ),
         "rclpy.exceptions": module(
-            "rclpy.exceptions", ParameterException=ParameterException,
+            "rclpy.exceptions",
+            ParameterException=ParameterException,
             ParameterNotDeclaredException=ParameterNotDeclaredException,
             ParameterAlreadyDeclaredException=ParameterAlreadyDeclaredException,
             ParameterUninitializedException=ParameterUninitializedException,
             InvalidParameterTypeException=InvalidParameterTypeException,
-            InvalidParameterValueException=InvalidParameterValueException),
+            InvalidParameterValueException=InvalidParameterValueException,
+        ),
         "rclpy.logging": module("rclpy.logging", get_logger=get_logger),
-        "rclpy.lifecycle": module("rclpy.lifecycle",
-                                  LifecycleNode=lifecycle_node_class(node_cls),
-                                  TransitionCallbackReturn=TransitionCallbackReturn),
+        "rclpy.lifecycle": module(
+            "rclpy.lifecycle",
+            LifecycleNode=lifecycle_node_class(node_cls),
+            TransitionCallbackReturn=TransitionCallbackReturn,
+        ),
     }
     for name, submodule in submodules.items():
         setattr(rclpy, name.split(".")[1], submodule)
