@@ -47,7 +47,19 @@ setup(
     # run --ray on a real local cluster (skipped, with the reason, where Ray is missing).
     # "vermin": the test that no feature newer than python_requires is used.
     # motmetrics: benchmarks/bench_tracking.py and the tracking tests score ids with MOT metrics
-    extras_require={"test": ["pytest>=7", "vermin>=1.6", "motmetrics>=1.4", RAY], "ray": [RAY]},
+    # ruff, import-linter, mypy: test_architecture.py checks the style, layers and types
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "vermin>=1.6",
+            "motmetrics>=1.4",
+            "ruff>=0.17,<0.18",
+            "mypy>=2.4,<2.5",
+            "import-linter>=2.1",
+            RAY,
+        ],
+        "ray": [RAY],
+    },
     entry_points={
         "console_scripts": [
             "ovseg-segment=ovseg_ros.offline.cli:main",

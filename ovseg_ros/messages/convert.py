@@ -229,7 +229,7 @@ def image_message(types: MessageTypes, header: Any, pixels: np.ndarray, encoding
     pixels = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder("<"))
     height, width = pixels.shape[:2]
     data = array.array("B")
-    data.frombytes(pixels.reshape(-1).view(np.uint8))
+    data.frombytes(pixels.reshape(-1).view(np.uint8).data)
     return types.Image(
         header=header,
         height=height,

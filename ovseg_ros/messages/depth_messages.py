@@ -60,8 +60,8 @@ def depth_image(msg: Any) -> tuple[np.ndarray, str]:
             cause="truncated",
         )
     rows = np.ascontiguousarray(data[: step * height].reshape(height, step)[:, :row_bytes])
-    order = ">" if msg.is_bigendian else "<"
-    depth = rows.view(dtype.newbyteorder(order)).reshape(height, width)
+    stored = dtype.newbyteorder(">") if msg.is_bigendian else dtype.newbyteorder("<")
+    depth = rows.view(stored).reshape(height, width)
     return depth.astype(dtype, copy=False), msg.encoding
 
 

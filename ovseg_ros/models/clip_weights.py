@@ -54,7 +54,7 @@ class ClipBundle:
     image_size: side of the square input image in pixels.
     """
 
-    model: torch.nn.Module
+    model: Any  # open_clip's CLIP: its .visual and .encode_text are read by attribute
     tokenizer: Callable[[list[str]], torch.Tensor]
     mask_embedding: torch.Tensor | None
     image_mean: tuple[float, float, float]

@@ -333,10 +333,9 @@ def measure_instances(
         rows = np.take(flat_points, selected[starts[ids][:, None] + column], axis=0)
         stats, kept = _robust_statistics(rows[..., 0], rows[..., 1], rows[..., 2], counts, settings)
         for g, instance_id in enumerate(ids):
+            (cx, cy, cz), (ex, ey, ez) = stats[1, g], stats[2, g] - stats[0, g]
             geometries[instance_id - 1] = InstanceGeometry(
-                tuple(float(c) for c in stats[1, g]),
-                tuple(float(e) for e in stats[2, g] - stats[0, g]),
-                int(kept[g]),
+                (float(cx), float(cy), float(cz)), (float(ex), float(ey), float(ez)), int(kept[g])
             )
     return geometries
 

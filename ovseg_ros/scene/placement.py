@@ -38,8 +38,9 @@ def track(result: SegmentationResult, tracker: Tracker, stamp: float | None = No
     embeddings = None
     if any(look is not None for look in looks):
         shape = next(look.shape for look in looks if look is not None)
-        if all(look is not None and look.shape == shape for look in looks):
-            embeddings = np.stack(looks)
+        present = [look for look in looks if look is not None and look.shape == shape]
+        if len(present) == len(looks):
+            embeddings = np.stack(present)
         else:  # rows of NaN: no appearance
             embeddings = np.full((len(looks), *shape), np.nan, dtype=np.float32)
             for row, look in enumerate(looks):

@@ -223,7 +223,7 @@ class Tracker:
             if index in matched:
                 track = tracks[matched[index]]
             else:
-                look = looks[index] if has_look[index] else None
+                look = looks[index] if looks is not None and has_look[index] else None
                 track = Track(self._next_id, label, found[index].copy(), 0, appearance=look)
                 self._next_id += 1
             ids[index] = track.id
@@ -255,8 +255,8 @@ class Tracker:
         allowed &= self._within_reach(tracks, centroids, stamp)
         by_overlap = overlap >= self.settings.min_iou
         score = overlap.copy()
-        similarity = self._similarity(tracks, embeddings)
-        if similarity is not None:
+        if embeddings is not None:
+            similarity = self._similarity(tracks, embeddings)
             centre, found_centre = _centres(predicted), _centres(found)
             dx = centre[:, 0, None] - found_centre[None, :, 0]
             dy = centre[:, 1, None] - found_centre[None, :, 1]
@@ -300,19 +300,17 @@ class Tracker:
             pairs.append((r, c))
         return pairs
 
-    def _similarity(self, tracks: list[Track], embeddings: np.ndarray | None) -> np.ndarray | None:
-        """[tracks, N] cosine similarity of appearances (NaN where either is unknown)."""
-        if embeddings is None:
-            return None
+    def _similarity(self, tracks: list[Track], embeddings: np.ndarray) -> np.ndarray:
+        """[tracks, N] cosine similarity of appearances (NaN where a track has none)."""
         shape = embeddings.shape[1:]
-        known = [
-            row
-            for row, t in enumerate(tracks)
-            if t.appearance is not None and t.appearance.shape == shape
-        ]
+        rows, looks = [], []
+        for row, track in enumerate(tracks):
+            if track.appearance is not None and track.appearance.shape == shape:
+                rows.append(row)
+                looks.append(track.appearance)
         similarity = np.full((len(tracks), len(embeddings)), np.nan, dtype=np.float32)
-        if known:
-            similarity[known] = np.stack([tracks[row].appearance for row in known]) @ embeddings.T
+        if rows:
+            similarity[rows] = np.stack(looks) @ embeddings.T
         return similarity
 
     def _within_reach(
@@ -383,7 +381,7 @@ class Tracker:
             track.box, track.velocity = whole[k], velocity[k]
             track.hits += 1
             track.missed = 0
-            if finite[k]:
+            if appearance is not None and finite[k]:
                 track.appearance = appearance[k]
 
     def _mask_overlaps(self, flat: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
