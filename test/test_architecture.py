@@ -58,7 +58,7 @@ def test_ruff_passes(command):
 
 
 def test_mypy_passes_on_the_typed_layers():
-    """settings, segmentation, scene and messages ([tool.mypy] files in pyproject.toml)."""
+    """settings, segmentation, scene, messages and runner ([tool.mypy] in pyproject.toml)."""
     pytest.importorskip("mypy")
     done = subprocess.run(
         [sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, timeout=600

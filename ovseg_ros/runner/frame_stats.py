@@ -59,7 +59,7 @@ class FrameStats:
         self._window_failed = 0
         self._window_skipped: Counter[str] = Counter()
         self._step_sums: Counter[str] = Counter()
-        self._busy_s: Counter[str] = Counter()
+        self._busy_s: dict[str, float] = {}
 
     def frame_received(self, replaced_unprocessed: bool) -> None:
         with self._lock:
@@ -81,7 +81,7 @@ class FrameStats:
     def stage_busy(self, stage: str, seconds: float) -> None:
         """``stage``'s thread worked ``seconds`` (on one frame, whatever became of it)."""
         with self._lock:
-            self._busy_s[stage] += seconds
+            self._busy_s[stage] = self._busy_s.get(stage, 0.0) + seconds
 
     def frame_skipped(self, cause: str) -> bool:
         """Count a bad frame; True when it is the first with this cause."""
@@ -135,5 +135,5 @@ class FrameStats:
             self._window_received = self._window_frames = self._window_failed = 0
             self._window_skipped = Counter()
             self._step_sums = Counter()
-            self._busy_s = Counter()
+            self._busy_s = {}
             return report

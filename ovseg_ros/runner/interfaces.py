@@ -27,7 +27,7 @@ VocabularyKey = tuple[Vocabulary, str]  # a vocabulary and the prompt templates 
 DepthOf = Callable[[Any, int, int, DepthSettings], tuple[np.ndarray, np.ndarray]]
 
 
-class SegmenterLike:
+class SegmenterLike(Protocol):
     """What the runner needs from ovseg_ros.pipeline.Segmenter (tests pass fakes)."""
 
     settings: Settings

@@ -6,7 +6,9 @@ the counters) is made in FrameRunner.__init__, where each is described."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,14 +18,56 @@ from ..scene.geometry import DepthError, depth_settings
 from ..scene.placement import locate, track
 from ..scene.tracking import Tracker, tracking_settings
 from ..segmentation.panoptic import SegmentationResult
-from ..segmentation.vocabulary import Vocabulary
+from ..segmentation.vocabulary import EncodedVocabulary, Vocabulary
 from ..settings.config import Settings
-from .interfaces import HINT_REPEAT_S, Segmented, frame_stamp, unlabelled_result
+from .frame_stats import FrameStats, Throttle
+from .interfaces import (
+    HINT_REPEAT_S,
+    DepthOf,
+    Logger,
+    Outputs,
+    Segmented,
+    SegmenterLike,
+    VocabularyKey,
+    frame_stamp,
+    unlabelled_result,
+)
 
 
 class FrameStages:
     """process_pending (the segment stage's step) and process_segmented (the output stage's
     step), and what they do for one frame."""
+
+    # The runner's state the stages use (made and described in FrameRunner.__init__).
+    _segmenter: SegmenterLike
+    _outputs: Outputs
+    _decode: Callable[[Any], np.ndarray]
+    _log: Logger
+    _source: str
+    _how_to_set_vocabulary: str
+    _depth_of: DepthOf | None
+    _stages: int
+    _clock: Callable[[], float]
+    _throttle: Throttle
+    _stats: FrameStats
+    _work: threading.Condition
+    _frame: tuple[Any, float] | None
+    _pending: tuple[Settings, Vocabulary | None] | None
+    _applied: Settings
+    _segmented_work: threading.Condition
+    _segmented: Segmented | None
+    _tracker: Tracker | None
+    _vocabulary_work: threading.Condition
+    _vocabulary_job: VocabularyKey | None
+    _requested_key: VocabularyKey | None
+    _encoded: EncodedVocabulary | None
+    _publishing: threading.Lock
+    _closed: bool
+    _paused: bool
+    _generation: int
+
+    def publish_label_info(self) -> None:  # FrameRunner's
+        raise NotImplementedError
 
     def process_pending(self) -> bool:
         """One segment-stage step: apply submitted settings, then segment the newest frame
@@ -66,12 +110,14 @@ class FrameStages:
         previous = self._applied
         self._segmenter.update_settings(settings)
         self._applied = settings
-        key = (vocabulary, settings.templates)
         with self._vocabulary_work:
-            request = vocabulary is not None and key != self._requested_key
-            if request:
-                self._requested_key = self._vocabulary_job = key
-                self._vocabulary_work.notify_all()
+            request = False
+            if vocabulary is not None:
+                key = (vocabulary, settings.templates)
+                request = key != self._requested_key
+                if request:
+                    self._requested_key = self._vocabulary_job = key
+                    self._vocabulary_work.notify_all()
         if not request and settings.unknown_thresh != previous.unknown_thresh:
             self.publish_label_info()
 
@@ -194,6 +240,8 @@ class FrameStages:
     ) -> np.ndarray | None:
         """Place the result's instances in 3D from the frame's depth; the points, or None
         (logged once per cause, counted) when the frame's depth cannot be used."""
+        if self._depth_of is None:
+            return None
         height, width = result.instance_map.shape
         depth = depth_settings(settings)
         try:
