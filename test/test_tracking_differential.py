@@ -6,7 +6,7 @@ streams of moving, vanishing and relabelled objects."""
 import numpy as np
 import pytest
 
-from ovseg_ros.scene.tracking import Tracker, TrackingSettings, _boxes
+from ovseg_ros.scene.tracking import Tracker, TrackingSettings, _box_iou, _boxes
 
 CLASSES = ["mug", "chair", "person"]
 
@@ -80,3 +80,17 @@ def test_mask_overlaps_and_boxes_equal_plain_per_mask_computations(seed, objects
         tracker.update(image, labels)
         last = image
     assert compared > 0  # the streams do overlap
+
+
+def test_box_iou_equals_torchvision():
+    """Boxes that overlap, touch, nest, are empty or are degenerate."""
+    torch = pytest.importorskip("torch")
+    from torchvision.ops import box_iou
+
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0, 100, (60, 4))
+    a[:, 2:] = a[:, :2] + rng.choice([0.0, 0.5, 3.0, 40.0], (60, 2))
+    b = np.concatenate([a[:20] + rng.normal(0, 2, (20, 4)), a[20:40], rng.uniform(0, 100, (20, 4))])
+    b[:, 2:] = np.maximum(b[:, 2:], b[:, :2])
+    expected = box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(_box_iou(a, b), np.nan_to_num(expected), rtol=1e-12, atol=1e-12)

@@ -443,7 +443,9 @@ def _centres(boxes: np.ndarray) -> np.ndarray:
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[A, 4] and [B, 4] (x0, y0, x1, y1) -> [A, B] IoU."""
+    """[A, 4] and [B, 4] (x0, y0, x1, y1) -> [A, B] IoU: torchvision.ops.box_iou's, in
+    numpy, without a round trip through torch for these small arrays (the differential test
+    holds it to torchvision's)."""
     width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
     inter = np.clip(width, 0, None) * np.clip(height, 0, None)
