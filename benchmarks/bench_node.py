@@ -68,6 +68,9 @@ def fixed_result(
     columns = int(np.ceil(np.sqrt(instances * width / height)))
     rows = int(np.ceil(instances / columns))
     block_h, block_w = height // rows, width // columns
+    # A CLIP-sized unit embedding per object, as the segmenter gives each instance.
+    looks = np.random.default_rng(instances).normal(size=(instances, 768)).astype(np.float32)
+    looks /= np.linalg.norm(looks, axis=1, keepdims=True)
     listed = []
     for k in range(instances):
         y, x = (k // columns) * block_h, (k % columns) * block_w + shift
@@ -85,6 +88,7 @@ def fixed_result(
                 True,
                 (x, y, w, h),
                 w * h,
+                embedding=looks[k],
             )
         )
     return SegmentationResult(semantic, instance_map, listed, vocabulary, version)

@@ -256,12 +256,12 @@ class Tracker:
         by_overlap = overlap >= self.settings.min_iou
         score = overlap.copy()
         if embeddings is not None:
-            similarity = self._similarity(tracks, embeddings)
             centre, found_centre = _centres(predicted), _centres(found)
             dx = centre[:, 0, None] - found_centre[None, :, 0]
             dy = centre[:, 1, None] - found_centre[None, :, 1]
             diagonal = np.maximum(np.hypot(*(predicted[:, 2:] - predicted[:, :2]).T), 1.0)
             near = dx * dx + dy * dy <= ((MAX_JUMP * diagonal) ** 2)[:, None]
+            similarity = self._similarity(tracks, embeddings, allowed & (by_overlap | near))
             by_appearance = near & (similarity >= self.settings.min_similarity)
             by_overlap |= by_appearance
             score += APPEARANCE_WEIGHT * np.nan_to_num(similarity, nan=0.0)
@@ -278,8 +278,8 @@ class Tracker:
     ) -> list[tuple[int, int]]:
         """(row index, column index) pairs of round 2: unambiguous appearance matches."""
         tracks = [self.tracks[row] for row in rows]
-        similarity = np.nan_to_num(self._similarity(tracks, embeddings[cols]), nan=-1.0)
         allowed = same_class & self._within_reach(tracks, centroids[cols], stamp)
+        similarity = np.nan_to_num(self._similarity(tracks, embeddings[cols], allowed), nan=-1.0)
         candidate = np.where(allowed, similarity, -1.0)
         usable = candidate >= self.settings.min_similarity
         pairs = []
@@ -300,8 +300,12 @@ class Tracker:
             pairs.append((r, c))
         return pairs
 
-    def _similarity(self, tracks: list[Track], embeddings: np.ndarray) -> np.ndarray:
-        """[tracks, N] cosine similarity of appearances (NaN where a track has none)."""
+    def _similarity(
+        self, tracks: list[Track], embeddings: np.ndarray, wanted: np.ndarray
+    ) -> np.ndarray:
+        """[tracks, N] cosine similarity of appearances where ``wanted`` ([tracks, N] bool);
+        NaN elsewhere and where a track has none. Not a BLAS matrix product: BLAS threads
+        spin between calls, and the node would pay a core for a product this small."""
         shape = embeddings.shape[1:]
         rows, looks = [], []
         for row, track in enumerate(tracks):
@@ -309,8 +313,18 @@ class Tracker:
                 rows.append(row)
                 looks.append(track.appearance)
         similarity = np.full((len(tracks), len(embeddings)), np.nan, dtype=np.float32)
-        if rows:
-            similarity[rows] = np.stack(looks) @ embeddings.T
+        if not rows:
+            return similarity
+        known = np.stack(looks).astype(np.float32, copy=False)
+        pick = wanted[rows]
+        track_at, column = np.nonzero(pick)
+        if 4 * len(track_at) > pick.size:  # dense: one pass over every pair
+            every = np.einsum("td,nd->tn", known, embeddings)
+            similarity[rows] = np.where(pick, every, np.nan)
+        else:
+            similarity[np.asarray(rows)[track_at], column] = np.einsum(
+                "pd,pd->p", known[track_at], embeddings[column]
+            )
         return similarity
 
     def _within_reach(
