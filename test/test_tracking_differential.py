@@ -6,7 +6,9 @@ streams of moving, vanishing and relabelled objects."""
 import numpy as np
 import pytest
 
-from ovseg_ros.scene.tracking import Tracker, TrackingSettings, _box_iou, _boxes
+from ovseg_ros.scene.boxes import box_iou as _box_iou
+from ovseg_ros.scene.boxes import instance_boxes as _boxes
+from ovseg_ros.scene.tracking import Tracker, TrackingSettings
 
 CLASSES = ["mug", "chair", "person"]
 

@@ -1,10 +1,10 @@
 """A walk over open_clip's VisionTransformer blocks, for forwards that encode_image cannot do.
 
 The mask prompt replaces patch tokens between blocks and the mask tokens need an attention
-mask, so those forwards (``ovseg_ros.mask_forwards``) run the ViT block by block on open_clip's
-own modules (conv1, class_embedding, positional_embedding, ln_pre, transformer.resblocks,
-ln_post, proj) rather than a copy of the model. They need a ViT pooled by its class token
-with a projection, as CLIP's are (``require_class_token_vit``).
+mask, so those forwards (``ovseg_ros.models.mask_forwards``) run the ViT block by block on
+open_clip's own modules (conv1, class_embedding, positional_embedding, ln_pre,
+transformer.resblocks, ln_post, proj) rather than a copy of the model. They need a ViT
+pooled by its class token with a projection, as CLIP's are (``require_class_token_vit``).
 
 A plain self-attention block runs its own weights through ``F.scaled_dot_product_attention``
 and, with QuickGELU, one in-place silu (``residual_block``): the same computation in fewer

@@ -5,7 +5,7 @@
 - ``mask_token_features``: the whole image through the ViT once, with one extra class token
   per mask that attends only to the class token and its mask's patches (MaskCLIP).
 
-Both walk open_clip's own modules through ``ovseg_ros.clip_vit`` and refuse a ViT that is not
+Both walk open_clip's own modules through ``ovseg_ros.models.clip_vit`` and refuse a ViT that is not
 pooled by its class token.
 """
 

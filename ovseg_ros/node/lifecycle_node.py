@@ -1,4 +1,4 @@
-"""The managed (lifecycle) ovseg node: the node of ovseg_ros.node, driven by the standard
+"""The managed (lifecycle) ovseg node: the node of ovseg_ros.node.node, driven by the standard
 lifecycle states (``ros2 lifecycle set``, nav2's lifecycle manager, launch_ros events)
 rather than run from start to exit. Its work is node.OvsegWork, shared with OvsegNode.
 """

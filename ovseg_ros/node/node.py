@@ -5,7 +5,7 @@ Topics (relative names; the launch file remaps ``image``):
 - in:  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage),
        ``~/vocabulary`` (std_msgs/String, comma separated: sets the ``vocabulary`` parameter)
 - with use_depth: ``depth`` (sensor_msgs/Image registered to the colour image) and the colour
-       camera's CameraInfo, paired with the colour frames by time (ovseg_ros.depth_input)
+       camera's CameraInfo, paired with the colour frames by time (ovseg_ros.node.depth_input)
 - out: ``~/semantic``, ``~/instances`` (16UC1 Image), ``~/panoptic``
        (ovseg_ros/PanopticSegmentation), ``~/detections`` (vision_msgs/Detection2DArray),
        ``~/label_info`` (vision_msgs/LabelInfo, transient local), ``~/overlay`` (rgb8, only
@@ -13,14 +13,14 @@ Topics (relative names; the launch file remaps ``image``):
        and ``~/detections_3d``. Every output carries the input frame's header.
 
 Two nodes share one implementation (OvsegWork, here): OvsegNode (``ovseg_node``) loads the
-models and runs from construction to exit; OvsegLifecycleNode (ovseg_ros.lifecycle_node,
+models and runs from construction to exit; OvsegLifecycleNode (ovseg_ros.node.lifecycle_node,
 ``ovseg_lifecycle_node``) is managed: models at configure, frames while active, models
-released at cleanup. This file is a little past 450 lines because the parameters, the
+released at cleanup. This file is past 450 lines because the parameters, the
 subscriptions, the hints and the callbacks that use them are one piece of state.
 
-The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.outputs) and the
+The node is ROS glue: parameters, subscriptions, publishers (all in ovseg_ros.node.outputs) and the
 diagnostics timer. The threads and the state they share (newest frame, pending settings,
-vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.frame_runner). The
+vocabulary encoding and swap, statistics) are a FrameRunner (ovseg_ros.runner.frame_runner). The
 executor runs the callbacks, which only validate and hand over: no model call in a callback.
 Tests drive ``process_pending`` (both frame stages) and ``process_vocabulary`` directly
 instead of starting the threads.

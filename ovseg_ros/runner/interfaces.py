@@ -28,7 +28,7 @@ DepthOf = Callable[[Any, int, int, DepthSettings], tuple[np.ndarray, np.ndarray]
 
 
 class SegmenterLike(Protocol):
-    """What the runner needs from ovseg_ros.pipeline.Segmenter (tests pass fakes)."""
+    """What the runner needs from ovseg_ros.segmentation.pipeline.Segmenter (tests pass fakes)."""
 
     settings: Settings
     device: Any  # where the models run, for diagnostics

@@ -7,7 +7,7 @@ each a Hungarian assignment (scipy.optimize.linear_sum_assignment):
    velocity (as SORT does, with an exponential average in place of the Kalman filter: the
    box moves on as its centre moved, times the frames since it was seen). A box seen much
    smaller than predicted is taken as the object partly hidden: its size is kept and it is
-   anchored on the edge that agrees with the prediction (see _whole_box). The
+   anchored on the edge that agrees with the prediction (see boxes.whole_boxes). The
    overlap of a track and an instance is the larger of the IoU of the predicted box with the
    instance's box and, for a track seen in the last frame, the IoU of its last mask with the
    instance's mask. A pair may match when the overlap is at least ``min_iou``, or, with
@@ -40,15 +40,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
+
+from .boxes import box_iou, centres, instance_boxes, whole_boxes
 
 MAX_JUMP = 2.0  # predicted-box diagonals an instance may be from the prediction (appearance)
 APPEARANCE_WEIGHT = 0.5
 APPEARANCE_MOMENTUM = 0.8
 REID_MARGIN = 0.05
 VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in a track's velocity
-PARTLY_HIDDEN = 0.9  # a seen box narrower than this share of the predicted one: part hidden
 GATE_SLACK_M = 0.1  # depth noise allowed on top of max_speed x dt
 _REFUSED = -1e6
 
@@ -140,7 +140,7 @@ class Tracker:
         if flat.size and int(flat.max()) > count:  # values past the list are no instance
             flat = np.where(flat <= count, flat, 0).astype(flat.dtype)
         mask_overlap, areas = self._mask_overlaps(flat, count)
-        found = _boxes(instance_map, flat, count, boxes)
+        found = instance_boxes(instance_map, flat, count, boxes)
         if embeddings is not None:
             embeddings = (
                 np.asarray(embeddings, dtype=np.float32).reshape(count, -1) if count else None
@@ -250,13 +250,13 @@ class Tracker:
         """[len(rows), N] scores of round 1 (``predicted``: the rows' predicted boxes;
         ``same_class``: [len(rows), N] bool); _REFUSED where a pair may not match."""
         tracks = [self.tracks[row] for row in rows]
-        overlap = np.maximum(_box_iou(predicted, found), mask_overlap)
+        overlap = np.maximum(box_iou(predicted, found), mask_overlap)
         allowed = same_class & (areas > 0)[None]
         allowed &= self._within_reach(tracks, centroids, stamp)
         by_overlap = overlap >= self.settings.min_iou
         score = overlap.copy()
         if embeddings is not None:
-            centre, found_centre = _centres(predicted), _centres(found)
+            centre, found_centre = centres(predicted), centres(found)
             dx = centre[:, 0, None] - found_centre[None, :, 0]
             dy = centre[:, 1, None] - found_centre[None, :, 1]
             diagonal = np.maximum(np.hypot(*(predicted[:, 2:] - predicted[:, :2]).T), 1.0)
@@ -360,8 +360,8 @@ class Tracker:
     ) -> None:
         """Move the matched tracks ``rows`` to their new boxes (all arrays by matched pair):
         whole box, velocity, appearance and counters."""
-        whole = _whole_boxes(seen, predicted)
-        step = (_centres(whole) - _centres(boxes)) / (missed + 1)[:, None]
+        whole = whole_boxes(seen, predicted)
+        step = (centres(whole) - centres(boxes)) / (missed + 1)[:, None]
         reidentified = missed > self.settings.max_age  # where it went meanwhile is unknown
         whole[reidentified], step[reidentified] = seen[reidentified], 0.0
         tracks = [self.tracks[row] for row in rows]
@@ -415,58 +415,6 @@ class Tracker:
         union = np.array([track.area for track in self.tracks])[:, None] + areas[None] - shared
         overlap = np.where((seen > 0)[:, None] & (union > 0), shared / np.maximum(union, 1), 0.0)
         return overlap, areas
-
-
-def _boxes(
-    instance_map: np.ndarray, flat: np.ndarray, count: int, boxes: np.ndarray | None
-) -> np.ndarray:
-    """[count, 4] float (x0, y0, x1, y1), ends exclusive; zeros for an instance with no
-    pixels."""
-    if boxes is not None:
-        xywh = np.asarray(boxes, dtype=np.float64).reshape(count, 4)
-        return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    found = np.zeros((count, 4))
-    image = flat.reshape(instance_map.shape)
-    for index, where in enumerate(ndimage.find_objects(image, max_label=count)):
-        if where is not None:
-            rows, cols = where
-            found[index] = (cols.start, rows.start, cols.stop, rows.stop)
-    return found
-
-
-def _whole_boxes(seen: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """[N, 4] boxes of the whole objects from the boxes of what is seen of them and their
-    predicted boxes: on an axis where a seen box is less than PARTLY_HIDDEN of the predicted
-    size, the object is taken to be partly hidden, its size kept and its box anchored on the
-    seen edge that agrees better with the prediction (so an object passing behind another
-    keeps moving as it moved, rather than as its visible part shrinks)."""
-    whole = seen.astype(np.float64).copy()
-    for low, high in ((0, 2), (1, 3)):
-        size = predicted[:, high] - predicted[:, low]
-        hidden = seen[:, high] - seen[:, low] < PARTLY_HIDDEN * size
-        low_agrees = np.abs(seen[:, low] - predicted[:, low]) <= np.abs(
-            seen[:, high] - predicted[:, high]
-        )
-        whole[:, high] = np.where(hidden & low_agrees, seen[:, low] + size, whole[:, high])
-        whole[:, low] = np.where(hidden & ~low_agrees, seen[:, high] - size, whole[:, low])
-    return whole
-
-
-def _centres(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, :2] + boxes[:, 2:]) / 2
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[A, 4] and [B, 4] (x0, y0, x1, y1) -> [A, B] IoU: torchvision.ops.box_iou's, in
-    numpy, without a round trip through torch for these small arrays (the differential test
-    holds it to torchvision's)."""
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """MaskClassifier: CLIP embeddings of mask proposals, scored against text embeddings.
 
 Each classifier mode is one entry of ``MaskClassifier._FEATURES`` (mode name -> the method
-that embeds the masks). The crops are made by ``ovseg_ros.crops``, the mask prompt and mask
-token forwards are ``ovseg_ros.mask_forwards``, and the ViT runs on open_clip's own modules
-through ``ovseg_ros.clip_vit``.
+that embeds the masks). The crops are made by ``ovseg_ros.segmentation.crops``, the mask
+prompt and mask token forwards are ``ovseg_ros.models.mask_forwards``, and the ViT runs on
+open_clip's own modules through ``ovseg_ros.models.clip_vit``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class MaskClassifier:
     - "mask_token": MaskCLIP's mask class tokens over the whole image stretched to the CLIP
       input (one ViT pass per MASK_TOKEN_BATCH masks; the mask prompt is not used).
 
-    ``precision`` runs the ViT as ``ovseg_ros.precision`` says (bf16 under autocast on
+    ``precision`` runs the ViT as ``ovseg_ros.models.precision`` says (bf16 under autocast on
     either device, fp16 on CUDA only). The crop resampling always runs in fp32.
 
     Empty masks are kept, so rows stay aligned with the proposals: in crop mode an empty
@@ -116,7 +116,7 @@ class MaskClassifier:
         self, image: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor
     ) -> torch.Tensor:
         """[N, D] crop features, CROP_BATCH (CPU: CPU_CROP_BATCH) crops at a time, each
-        batch's crops made as ``ovseg_ros.crops`` says for the device."""
+        batch's crops made as ``ovseg_ros.segmentation.crops`` says for the device."""
         model, size = self.clip.model, self.clip.image_size
         boxes = crop_boxes(boxes.to(image.device), image.shape[0], image.shape[1])
         fill = fill_colour(self.clip.image_mean).to(image.device)

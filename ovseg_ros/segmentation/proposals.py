@@ -9,7 +9,7 @@ Two backends compute the same proposals (settings.proposal_backend):
   sync per mask.
 - "fast": the same computation kept on the device. The image embedding is computed once;
   the prompt grid goes through the decoder in chunks as large as memory allows, through
-  ovseg_ros.sam_decoder (SAM's decoder weights, the attention products reassociated so
+  ovseg_ros.models.sam_decoder (SAM's decoder weights, the attention products reassociated so
   that the image tokens are not projected per prompt, the predicted-IoU filter before the
   output upscaling, which only the surviving prompts get); only the survivors' 256x256
   logits are upsampled, exactly as the stock does (padded square, crop, image size), for
@@ -133,7 +133,7 @@ class MaskProposer:
 
     Live settings (grid, thresholds, clean-up, max_masks) apply from the next frame;
     proposal_backend, precision and compile are read here once. precision means what
-    ``ovseg_ros.precision`` says (bf16 on either device, fp16 on CUDA only); compile only
+    ``ovseg_ros.models.precision`` says (bf16 on either device, fp16 on CUDA only); compile only
     takes effect on CUDA.
     """
 

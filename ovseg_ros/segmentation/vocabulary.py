@@ -1,5 +1,5 @@
 """The vocabulary: parsing and validation, and cached text embeddings of its names (the prompt
-templates they go through are ovseg_ros.templates)."""
+templates they go through are ovseg_ros.settings.templates)."""
 
 from __future__ import annotations
 

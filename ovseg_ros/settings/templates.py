@@ -1,8 +1,8 @@
 """Prompt template sets: each class name becomes one prompt per template, and the class's
-text embedding is the average of theirs (``ovseg_ros.vocabulary.TextEmbedder``).
+text embedding is the average of theirs (``ovseg_ros.segmentation.vocabulary.TextEmbedder``).
 
 ``TEMPLATE_SETS`` is the one list of sets the ``templates`` setting may name. It imports no
-torch, so ``ovseg_ros.config`` can offer its names as the setting's choices.
+torch, so ``ovseg_ros.settings.config`` can offer its names as the setting's choices.
 """
 
 from __future__ import annotations
