@@ -22,6 +22,8 @@ Two backends compute the same proposals (settings.proposal_backend):
   matched at IoU >= 0.95, predicted IoU within 1e-4 (see test/test_proposals.py).
 
 Both backends return ``MaskProposals`` sorted by predicted IoU, at most settings.max_masks.
+The file is a few lines past 450 because the two backends share the proposer's state and
+its decoder chunk sizing, and comparing them is easier side by side.
 """
 
 from __future__ import annotations
